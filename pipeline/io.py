@@ -1,0 +1,109 @@
+"""Thin file I/O: NIfTI and TSV, every write atomic (temporary name in the same folder, then
+rename), so an interrupted job never leaves a file that looks like a result."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import InputError
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Keep the full suffix (.nii.gz) so writers that dispatch on it behave.
+    suffix = "".join(path.suffixes)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=suffix,
+                               dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    # mkstemp creates 0600; give results the permissions of any other file the user writes.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def load_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Header]:
+    """Read a NIfTI image as (data float64 or integer array, 4x4 affine, header).
+
+    Raises :class:`InputError` naming the file when it cannot be read.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found; check the BIDS dataset path and file names")
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:  # nibabel raises several types for corrupt files
+        raise InputError(f"{path}: not a readable NIfTI image ({exc}); re-export or re-convert "
+                         "the scan (e.g. dcm2niix)") from exc
+    return data, img.affine.copy(), img.header
+
+
+def save_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray,
+               dtype: Any | None = None) -> Path:
+    """Write ``data`` with ``affine`` (sform and qform set, code 'scanner') atomically.
+
+    Written deterministically: gzip header carries no time stamp (nibabel writes mtime 0).
+    """
+    arr = np.asarray(data if dtype is None else data.astype(dtype))
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    img = nib.Nifti1Image(arr, affine)
+    img.set_sform(affine, code=1)
+    img.set_qform(affine, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return Path(path)
+
+
+def write_tsv(path: str | Path, table: pd.DataFrame, float_format: str = "%.6g") -> Path:
+    """Write a tidy table as TSV (``n/a`` for missing values, fixed float format) atomically."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format=float_format,
+                     lineterminator="\n")
+    return Path(path)
+
+
+def read_tsv(path: str | Path, **kwargs: Any) -> pd.DataFrame:
+    """Read a TSV written by :func:`write_tsv` or a BIDS ``participants.tsv``."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False, **kwargs)
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write JSON (sorted keys, 2-space indent, trailing newline) atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    return Path(path)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
