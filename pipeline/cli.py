@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "longitudinal": ("pipeline.longitudinal", "per subject: lesion matching and interval endpoints"),
     "cohort": ("pipeline.cohort", "join subject endpoints with participants.tsv"),
     "stats": ("pipeline.stats", "compare arms: NB/Poisson, rank tests, Fisher, linear models"),
+    "qc": ("pipeline.qc", "per subject: registration and lesion QC figures"),
     "report": ("pipeline.report", "write the self-contained HTML report"),
 }
 
