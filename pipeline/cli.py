@@ -13,6 +13,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "phantom": ("pipeline.phantom.cli", "write a synthetic BIDS cohort with ground truth"),
     "evaluate": ("pipeline.evaluate", "score pipeline output against phantom ground truth"),
+    "discover": ("pipeline.bids", "list subjects, sessions and runnable intervals of a BIDS dataset"),
+    "settings": ("pipeline.settings", "validate parameter overrides and write them as JSON"),
     "validate": ("pipeline.checks", "check a BIDS session's T1w/FLAIR before any work"),
     "preprocess": ("pipeline.preprocess", "per session: checks, FLAIR->T1, brain mask, N4"),
     "register": ("pipeline.registration", "per subject: all sessions into one unbiased space"),

@@ -34,7 +34,11 @@ QC figures             datatype="figures", ... ext=".png"
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+# A Snakemake wildcard such as "{subject}" stands in for a label when the workflow builds patterns.
+_WILDCARD = re.compile(r"^\{[A-Za-z_][A-Za-z0-9_]*\}$")
 
 #: BIDS entity order in file names.
 ENTITY_ORDER = ("sub", "ses", "from", "to", "space", "desc", "mode")
@@ -57,11 +61,12 @@ def bids_path(
     """Path of one file: ``root/sub-<s>[/ses-<t>]/<datatype>/sub-<s>[_ses-<t>]_..._<suffix><ext>``.
 
     ``sub`` and ``ses`` are labels without their ``sub-``/``ses-`` prefixes. Subject-level files
-    (``ses=None``) live in ``root/sub-<s>/<datatype>/``.
+    (``ses=None``) live in ``root/sub-<s>/<datatype>/``. A label may be a Snakemake wildcard
+    (``"{subject}"``) so the workflow builds its patterns with this same function.
     """
     for key, value in (("sub", sub), ("ses", ses), ("from", from_), ("to", to),
                        ("space", space), ("desc", desc), ("mode", mode)):
-        if value is not None and (not value or not str(value).isalnum()):
+        if value is not None and not (str(value).isalnum() or _WILDCARD.match(str(value))):
             raise ValueError(f"BIDS entity {key}={value!r} must be a non-empty alphanumeric label")
     values = {"sub": sub, "ses": ses, "from": from_, "to": to, "space": space, "desc": desc,
               "mode": mode}

@@ -1,0 +1,139 @@
+# Configuration, BIDS discovery, path patterns and input functions shared by every rule.
+import json
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from pipeline.bids import discover, parse_intervals
+from pipeline.errors import InputError
+from pipeline.paths import bids_path
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+OUT = Path(config["out_dir"])
+SESSIONS_MONTHS = {str(k): float(v) for k, v in config["sessions"].items()}
+INTERVALS = list(config["intervals"])
+ARM_COLUMN = config["arm"]["column"]
+ARMS = list(config["arm"]["labels"])
+PHANTOM = config["bids_dir"] is None
+BIDS = Path(config["phantom"]["bids_dir"] if PHANTOM else config["bids_dir"])
+TRUTH = Path(f"{BIDS}-truth")
+LOGS = OUT / "logs"
+BENCH = OUT / "benchmarks"
+PARAMS_JSON = LOGS / "settings" / "params.json"
+
+try:
+    parse_intervals(INTERVALS, SESSIONS_MONTHS)
+except InputError as exc:
+    raise WorkflowError(str(exc)) from None
+
+wildcard_constraints:
+    subject="[A-Za-z0-9]+",
+    session="[A-Za-z0-9]+",
+    ses_a="[A-Za-z0-9]+",
+    ses_b="[A-Za-z0-9]+",
+
+
+def _phantom_layout():
+    """Subjects and sessions the phantom will write (known before it runs)."""
+    from pipeline.phantom import cohort_layout
+
+    return cohort_layout(config["phantom"]["preset"], config["phantom"]["subjects"])
+
+
+def _discover():
+    if PHANTOM:
+        from pipeline.bids import Discovery, INTERVAL_COLUMNS, SESSION_COLUMNS
+        import pandas as pd
+
+        pairs = parse_intervals(INTERVALS, SESSIONS_MONTHS)
+        ses_rows, int_rows = [], []
+        for sub, sessions in _phantom_layout():
+            for ses, months in SESSIONS_MONTHS.items():
+                ok = ses in sessions
+                ses_rows.append([f"sub-{sub}", ses, months, "ok" if ok else "missing",
+                                 "" if ok else f"no ses-{ses} folder",
+                                 str(bids_path(BIDS, sub, ses, suffix="T1w")),
+                                 str(bids_path(BIDS, sub, ses, suffix="FLAIR"))])
+            for a, b in pairs:
+                bad = [f"ses-{s}: no ses-{s} folder" for s in (a, b) if s not in sessions]
+                int_rows.append([f"sub-{sub}", f"{a}-{b}", a, b,
+                                 SESSIONS_MONTHS[b] - SESSIONS_MONTHS[a],
+                                 "skipped" if bad else "run", "; ".join(bad)])
+        return Discovery(pd.DataFrame(ses_rows, columns=SESSION_COLUMNS),
+                         pd.DataFrame(int_rows, columns=INTERVAL_COLUMNS))
+    try:
+        return discover(BIDS, SESSIONS_MONTHS, INTERVALS, config["subjects"],
+                        config["exclude_subjects"])
+    except InputError as exc:
+        raise WorkflowError(str(exc)) from None
+
+
+DISCOVERY = _discover()
+SUBJECTS = DISCOVERY.subjects()
+if not SUBJECTS:
+    raise WorkflowError(f"{BIDS}: no subject has both sessions of any configured interval "
+                        f"{INTERVALS}; check config 'sessions' and 'intervals' against the dataset")
+for _row in DISCOVERY.intervals[DISCOVERY.intervals.status == "skipped"].itertuples():
+    logger.warning(f"{_row.participant_id} {_row.interval}: skipped ({_row.reason})")
+
+
+# ---- path patterns (one helper names every file: pipeline.paths.bids_path) ----------------
+
+def deriv(sub="{subject}", ses="{session}", **entities):
+    return str(bids_path(OUT, sub, ses, **entities))
+
+
+def raw(suffix, sub="{subject}", ses="{session}"):
+    return str(bids_path(BIDS, sub, ses, suffix=suffix))
+
+
+def log(rule, sub="{subject}", ses=None):
+    name = f"sub-{sub}" + (f"_ses-{ses}" if ses else "")
+    return str(LOGS / rule / f"{name}.log")
+
+
+def bench(rule, sub="{subject}", ses=None):
+    name = f"sub-{sub}" + (f"_ses-{ses}" if ses else "")
+    return str(BENCH / rule / f"{name}.tsv")
+
+
+# ---- input functions -----------------------------------------------------------------------
+
+def sessions_of(wildcards):
+    return DISCOVERY.sessions_of(wildcards.subject)
+
+
+def intervals_of(wildcards):
+    return DISCOVERY.intervals_of(wildcards.subject)
+
+
+def raw_inputs(wildcards):
+    """The session's raw images; with the phantom, the generator's participants.tsv stands for
+    the whole tree it writes."""
+    files = {"t1w": raw("T1w", wildcards.subject, wildcards.session),
+             "flair": raw("FLAIR", wildcards.subject, wildcards.session)}
+    if PHANTOM:
+        files["phantom"] = str(BIDS / "participants.tsv")
+    return files
+
+
+def user_lesion_mask(wildcards):
+    if config["segmentation"]["source"] != "masks":
+        return []
+    return config["segmentation"]["mask_pattern"].format(
+        bids_dir=BIDS, subject=wildcards.subject, session=wildcards.session)
+
+
+def subject_endpoints():
+    return [deriv(s, None, suffix="endpoints", ext=".tsv") for s in SUBJECTS]
+
+
+def subject_figures():
+    return [deriv(s, None, datatype="figures", desc="registration", suffix="qc", ext=".png")
+            for s in SUBJECTS]
+
+
+def final_targets():
+    return [str(OUT / "endpoints.tsv"), str(OUT / "group_stats.tsv"), str(OUT / "report.html")]

@@ -1,0 +1,58 @@
+# Per subject: lesions matched across each interval; new T2, enlarging T2, new T1-hypointense,
+# T2 lesion volume and its change. Also writes one lesion table per interval.
+
+
+rule longitudinal:
+    input:
+        masks=lambda wc: [deriv(wc.subject, s, space="subject", desc="lesion", suffix="mask")
+                          for s in sessions_of(wc)],
+        t1hypo=lambda wc: [deriv(wc.subject, s, space="subject", desc="t1hypo", suffix="mask")
+                           for s in sessions_of(wc)],
+        flair=lambda wc: [deriv(wc.subject, s, space="subject", desc="norm", suffix="FLAIR")
+                          for s in sessions_of(wc)],
+        params=str(PARAMS_JSON),
+    output:
+        endpoints=deriv(ses=None, suffix="endpoints", ext=".tsv"),
+    params:
+        out=lambda wildcards: str(OUT),
+        sessions=lambda wc: " ".join(sessions_of(wc)),
+        intervals=lambda wc: " ".join(intervals_of(wc)),
+    log:
+        log("longitudinal"),
+    benchmark:
+        bench("longitudinal")
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        "python -m pipeline longitudinal --out {params.out} --subject {wildcards.subject}"
+        " --sessions {params.sessions} --intervals {params.intervals}"
+        " --params {input.params} > {log} 2>&1"
+
+
+rule qc_figures:
+    input:
+        endpoints=deriv(ses=None, suffix="endpoints", ext=".tsv"),
+    output:
+        registration=report(
+            deriv(ses=None, datatype="figures", desc="registration", suffix="qc", ext=".png"),
+            caption="../report/registration.rst",
+            category="Quality control",
+            subcategory="{subject}",
+        ),
+    params:
+        out=lambda wildcards: str(OUT),
+        sessions=lambda wc: " ".join(sessions_of(wc)),
+        intervals=lambda wc: " ".join(intervals_of(wc)),
+    log:
+        log("qc"),
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=1500,
+    shell:
+        "python -m pipeline qc --out {params.out} --subject {wildcards.subject}"
+        " --sessions {params.sessions} --intervals {params.intervals} > {log} 2>&1"

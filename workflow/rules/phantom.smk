@@ -1,0 +1,27 @@
+# The synthetic phantom cohort, generated only when no bids_dir is configured.
+if PHANTOM:
+
+    rule phantom:
+        output:
+            participants=str(BIDS / "participants.tsv"),
+            images=[raw(suffix, sub, ses) for sub, sessions in _phantom_layout()
+                    for ses in sessions for suffix in ("T1w", "FLAIR")],
+            truth=directory(str(TRUTH)),
+        params:
+            bids=lambda wildcards: str(BIDS),
+            preset=config["phantom"]["preset"],
+            seed=config["phantom"]["seed"],
+            subjects=(f"--subjects {config['phantom']['subjects']}"
+                      if config["phantom"]["subjects"] else ""),
+        log:
+            str(LOGS / "phantom" / "phantom.log"),
+        benchmark:
+            str(BENCH / "phantom" / "phantom.tsv")
+        conda:
+            "../envs/pipeline.yaml"
+        threads: 1
+        resources:
+            mem_mb=4000,
+        shell:
+            "python -m pipeline phantom --preset {params.preset} --seed {params.seed}"
+            " {params.subjects} --out {params.bids} --truth-dir {output.truth} --preview > {log} 2>&1"

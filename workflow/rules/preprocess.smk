@@ -1,0 +1,41 @@
+# Per session: validated inputs, FLAIR->T1 registration, brain mask, N4 bias correction.
+
+
+rule settings:
+    output:
+        str(PARAMS_JSON),
+    params:
+        overrides=lambda wildcards: json.dumps(config["params"], sort_keys=True),
+    log:
+        str(LOGS / "settings" / "settings.log"),
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline settings --json {params.overrides:q} --out {output} > {log} 2>&1"
+
+
+rule preprocess:
+    input:
+        unpack(raw_inputs),
+        params=str(PARAMS_JSON),
+    output:
+        t1w=deriv(desc="n4", suffix="T1w"),
+        flair=deriv(desc="n4", suffix="FLAIR"),
+        mask=deriv(desc="brain", suffix="mask"),
+        xfm=deriv(from_="FLAIR", to="T1w", mode="image", suffix="xfm", ext=".txt"),
+        qc=deriv(desc="preproc", suffix="qc", ext=".json"),
+    params:
+        out=lambda wildcards: str(OUT),
+        bids=lambda wildcards: str(BIDS),
+    log:
+        log("preprocess", ses="{session}"),
+    benchmark:
+        bench("preprocess", ses="{session}")
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        "python -m pipeline preprocess --bids {params.bids} --subject {wildcards.subject}"
+        " --session {wildcards.session} --out {params.out} --params {input.params} > {log} 2>&1"

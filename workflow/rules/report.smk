@@ -1,0 +1,40 @@
+# The self-contained HTML report (cohort tables by arm, endpoint plots, per-subject QC, parameters).
+
+
+rule used_config:
+    output:
+        str(LOGS / "settings" / "config.json"),
+    params:
+        config=lambda wildcards: json.dumps(config, sort_keys=True),
+    log:
+        str(LOGS / "settings" / "used_config.log"),
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline settings --record {params.config:q} --out {output} > {log} 2>&1"
+
+
+rule report:
+    input:
+        endpoints=str(OUT / "endpoints.tsv"),
+        stats=str(OUT / "group_stats.tsv"),
+        notes=str(OUT / "group_stats_notes.tsv"),
+        intervals=str(OUT / "discovery" / "intervals.tsv"),
+        config=str(LOGS / "settings" / "config.json"),
+        figures=subject_figures(),
+    output:
+        html=report(str(OUT / "report.html"), caption="../report/report.rst",
+                    category="Report"),
+    params:
+        out=lambda wildcards: str(OUT),
+        arms=" ".join(ARMS),
+        arm_column=ARM_COLUMN,
+    log:
+        str(LOGS / "report" / "report.log"),
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline report --out {params.out} --endpoints {input.endpoints}"
+        " --group-stats {input.stats} --notes {input.notes} --config-json {input.config}"
+        " --skipped {input.intervals} --arm-column {params.arm_column} --arms {params.arms}"
+        " --figures {input.figures} --html {output.html} > {log} 2>&1"
