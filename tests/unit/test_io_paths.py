@@ -1,0 +1,51 @@
+"""File naming and atomic, deterministic writes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.io import atomic_path, load_nifti, read_tsv, save_nifti, write_tsv
+from pipeline.paths import bids_path, interval_label
+
+
+def test_bids_path_orders_entities(tmp_path):
+    p = bids_path(tmp_path, "01", "m06", from_="FLAIR", to="T1w", mode="image", suffix="xfm",
+                  ext=".txt")
+    assert p == tmp_path / "sub-01/ses-m06/anat/sub-01_ses-m06_from-FLAIR_to-T1w_mode-image_xfm.txt"
+    p = bids_path(tmp_path, "01", space="subject", desc="template", suffix="T1w")
+    assert p == tmp_path / "sub-01/anat/sub-01_space-subject_desc-template_T1w.nii.gz"
+    assert bids_path("o", "{subject}", "{session}", suffix="T1w").name == (
+        "sub-{subject}_ses-{session}_T1w.nii.gz")
+    assert interval_label("baseline", "m06") == "baseline-m06"
+
+
+def test_bids_path_refuses_bad_labels(tmp_path):
+    with pytest.raises(ValueError, match="alphanumeric"):
+        bids_path(tmp_path, "0_1", suffix="T1w")
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "a" / "result.tsv"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("partial")
+        raise RuntimeError("interrupted")
+    assert not target.exists()
+    assert list(target.parent.iterdir()) == []
+
+
+def test_nifti_and_tsv_writes_are_byte_identical(tmp_path):
+    rng = np.random.default_rng(7)
+    data = rng.random((6, 5, 4)).astype(np.float32)
+    affine = np.diag([-1.0, 1.0, 2.0, 1.0])
+    a, b = save_nifti(tmp_path / "a.nii.gz", data, affine), save_nifti(tmp_path / "b.nii.gz",
+                                                                      data, affine)
+    assert a.read_bytes() == b.read_bytes()
+    back, aff, _ = load_nifti(a)
+    np.testing.assert_array_equal(back, data)
+    np.testing.assert_array_equal(aff, affine)
+    table = pd.DataFrame({"x": [1.0, np.nan], "y": ["a", "b"]})
+    write_tsv(tmp_path / "t.tsv", table)
+    assert (tmp_path / "t.tsv").read_text() == "x\ty\n1\ta\nn/a\tb\n"
+    assert read_tsv(tmp_path / "t.tsv").x.isna().tolist() == [False, True]
