@@ -127,7 +127,22 @@ class StatsParams:
 
     alpha: float = 0.05  # two-sided significance level for the 95 % CIs
     min_subjects_per_arm: int = 2  # below this a model is not fitted and the row says why
+    # Negative binomial (NB2) dispersion below which the data show no overdispersion: the NB
+    # likelihood is flat in alpha there, its Hessian is singular, and Poisson is the same model
+    # (Hilbe 2011, Negative Binomial Regression, sec. 7.2).
+    negbin_min_alpha: float = 1e-6
+    max_iterations: int = 500  # BFGS iterations for NB, IRLS iterations for the Poisson GLM
+    # Hodges-Lehmann CI: exact null distribution of U up to this many pairs (n_a * n_b), normal
+    # approximation above (Hollander & Wolfe 1999, sec. 4.3); exact is cheap up to 50 x 50.
+    hodges_lehmann_exact_max_pairs: int = 2500
+    plot_seed: int = 20160601  # horizontal jitter of the report's strip plots
 
     def __post_init__(self) -> None:
         n = type(self).__name__
         _require(0 < self.alpha < 1, n, "alpha", self.alpha, "in (0, 1)")
+        _require(self.min_subjects_per_arm >= 2, n, "min_subjects_per_arm",
+                 self.min_subjects_per_arm, ">= 2 (a variance needs two subjects)")
+        _require(self.negbin_min_alpha >= 0, n, "negbin_min_alpha", self.negbin_min_alpha, ">= 0")
+        _require(self.max_iterations >= 1, n, "max_iterations", self.max_iterations, ">= 1")
+        _require(self.hodges_lehmann_exact_max_pairs >= 0, n, "hodges_lehmann_exact_max_pairs",
+                 self.hodges_lehmann_exact_max_pairs, ">= 0")
