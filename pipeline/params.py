@@ -85,14 +85,64 @@ class RegistrationParams:
 class SegmentationParams:
     """T2/FLAIR lesion and T1-hypointense segmentation (see pipeline/segment.py for sources)."""
 
-    flair_z_threshold: float = 3.0  # FLAIR hyperintensity vs normal-appearing WM, in robust SDs
+    # FLAIR hyperintensity, in robust SDs of normal-appearing WM FLAIR, above the brightest normal
+    # tissue compatible with the voxel's T1: lesion cores (3 SD: Jack et al. 2001 threshold
+    # FLAIR at a fixed number of SDs above the normal-tissue mode; 3 SD keeps the per-voxel false
+    # positive rate of Gaussian noise at 0.13 %).
+    flair_z_threshold: float = 3.0
+    # Hysteresis: voxels connected to a core are grown down to this z (partial-volume edges; 2 SD
+    # is the usual lower hysteresis level, Canny 1986 suggests low = 0.4-0.5 x high).
+    flair_z_grow_threshold: float = 2.0
+    # Half-maximum edge: a voxel of a grown lesion stays lesion only if its FLAIR excess over NAWM
+    # reaches this fraction of the lesion's peak excess (lesion/WM partial-volume fraction >= 0.5,
+    # the usual definition of a labelled voxel; FWHM convention).
+    edge_fraction_of_peak: float = 0.5
+    # Gaussian sigma (mm) of the within-brain smoothing of T1 and FLAIR before detection: noise
+    # suppression at the scale of the smallest lesion counted (3 mm across; MAGNIMS 2016).
+    smoothing_mm: float = 1.0
+    # T1 noise tolerance when predicting normal FLAIR from T1, in robust SDs of WM T1 (2 SD covers
+    # 95 % of the T1 noise of a normal voxel).
+    t1_uncertainty_sd: float = 2.0
+    # Lesion cores must lie at least this far inside the brain mask: excludes the cortical ribbon
+    # edge and the mask boundary (mean cortical thickness ~2.5 mm, Fischl & Dale 2000 PNAS).
+    edge_margin_mm: float = 3.0
     min_component_volume_mm3: float = 3.0  # drop single-voxel noise before any counting
+    # Pure-tissue voxels for reference statistics: T1 mixture posterior at least this.
+    tissue_posterior_min: float = 0.9
+    # Estimate NAWM statistics, segment, exclude candidates, re-estimate (converges in 2-3).
+    normalisation_iterations: int = 3
+    # Black hole: lesion T1 below this fraction of the mean normal-appearing GM T1 (1.0 = "below
+    # GM", Sahraian et al. 2010 Eur J Neurol 17:1165; van Walderveen et al. 1998 Neurology 50:1282).
+    t1hypo_gm_ratio: float = 1.0
+    # Gaussian sigma applied to T1 before the black-hole test, so noise alone does not make a
+    # mildly hypointense lesion look like a black hole (about one voxel at 1 mm).
+    t1hypo_smoothing_mm: float = 1.0
     t1hypo_min_volume_mm3: float = 10.0  # a black hole must be at least ~3 mm across
     seed: int = 20160601
 
     def __post_init__(self) -> None:
         n = type(self).__name__
         _require(self.flair_z_threshold > 0, n, "flair_z_threshold", self.flair_z_threshold, "> 0")
+        _require(0 < self.flair_z_grow_threshold <= self.flair_z_threshold, n,
+                 "flair_z_grow_threshold", self.flair_z_grow_threshold,
+                 "0 < flair_z_grow_threshold <= flair_z_threshold")
+        _require(0 <= self.edge_fraction_of_peak < 1, n, "edge_fraction_of_peak",
+                 self.edge_fraction_of_peak, "a fraction in [0, 1)")
+        _require(self.smoothing_mm >= 0, n, "smoothing_mm", self.smoothing_mm, ">= 0")
+        _require(self.t1_uncertainty_sd >= 0, n, "t1_uncertainty_sd", self.t1_uncertainty_sd,
+                 ">= 0")
+        _require(self.edge_margin_mm >= 0, n, "edge_margin_mm", self.edge_margin_mm, ">= 0")
+        _require(self.min_component_volume_mm3 >= 0, n, "min_component_volume_mm3",
+                 self.min_component_volume_mm3, ">= 0")
+        _require(0.5 <= self.tissue_posterior_min < 1, n, "tissue_posterior_min",
+                 self.tissue_posterior_min, "a probability in [0.5, 1)")
+        _require(self.normalisation_iterations >= 1, n, "normalisation_iterations",
+                 self.normalisation_iterations, ">= 1")
+        _require(self.t1hypo_gm_ratio > 0, n, "t1hypo_gm_ratio", self.t1hypo_gm_ratio, "> 0")
+        _require(self.t1hypo_smoothing_mm >= 0, n, "t1hypo_smoothing_mm",
+                 self.t1hypo_smoothing_mm, ">= 0")
+        _require(self.t1hypo_min_volume_mm3 >= 0, n, "t1hypo_min_volume_mm3",
+                 self.t1hypo_min_volume_mm3, ">= 0")
 
 
 @dataclass(frozen=True)
@@ -105,20 +155,46 @@ class LesionParams:
     # New T2 lesion: >= 10 mm^3 (about a 3 mm sphere, 14 mm^3; MAGNIMS 2016 uses 3 mm in-plane).
     min_new_lesion_volume_mm3: float = 10.0
     # The earlier mask is grown by this much before testing overlap (lesiontrack/mscard: 1 voxel).
+    # Measured from the voxel edges of the mask, so a face neighbour always counts at <= 2 mm voxels.
     new_lesion_dilation_mm: float = 1.0
     # Enlarging: growth >= both thresholds (ANIMA/MSSEG-2 uses > 12 mm^3 and a 0.5 ratio).
     enlarging_min_increase_mm3: float = 12.0
     enlarging_min_increase_pct: float = 50.0
     min_t1hypo_volume_mm3: float = 10.0
+    # New-lesion confirmation: mean rise of normalised FLAIR (b - a) over the component, in robust
+    # SDs of the difference image in normal-appearing tissue (subtraction-image thresholding at
+    # mean + k SD: Ganiler et al. 2014 Neuroradiology 56:363; Moraal et al. 2010 Radiology 255:154).
+    flair_rise_min_sd: float = 2.0
+    # A new lesion touching an old one: its part outside the grown earlier mask counts as new when
+    # it borders less than this fraction of the old lesion's outer surface (a one-sided blob);
+    # concentric growth wraps the whole surface and is judged by the enlarging rule instead.
+    touching_max_surface_fraction: float = 0.5
+    # Shrinking: the mirror of enlarging on a log-volume scale (1 / 1.5 = -33.3 %) and >= 12 mm^3.
+    shrinking_min_decrease_mm3: float = 12.0
+    shrinking_min_decrease_pct: float = 33.3
+    # "interval": growth thresholds above apply to the interval as is (ANIMA/MSSEG-2 style);
+    # "annualised": lesiontrack/mscard rule, growth >= enlarging_min_pct_per_year % per year of
+    # follow-up and >= enlarging_min_voxels voxels (needs the interval length in months).
+    enlarging_rule: str = "interval"
+    enlarging_min_pct_per_year: float = 9.0  # lesiontrack 0.2 / mscard 0.1 default
+    enlarging_min_voxels: int = 3  # lesiontrack 0.2 / mscard 0.1 default
 
     def __post_init__(self) -> None:
         n = type(self).__name__
         for name in ("min_new_lesion_volume_mm3", "enlarging_min_increase_mm3",
-                     "enlarging_min_increase_pct", "min_t1hypo_volume_mm3"):
+                     "enlarging_min_increase_pct", "min_t1hypo_volume_mm3", "flair_rise_min_sd",
+                     "shrinking_min_decrease_mm3", "enlarging_min_pct_per_year",
+                     "enlarging_min_voxels"):
             v = getattr(self, name)
             _require(v >= 0, n, name, v, ">= 0")
         _require(self.new_lesion_dilation_mm >= 0, n, "new_lesion_dilation_mm",
                  self.new_lesion_dilation_mm, ">= 0")
+        _require(0 < self.touching_max_surface_fraction <= 1, n, "touching_max_surface_fraction",
+                 self.touching_max_surface_fraction, "a fraction in (0, 1]")
+        _require(0 <= self.shrinking_min_decrease_pct < 100, n, "shrinking_min_decrease_pct",
+                 self.shrinking_min_decrease_pct, "a percentage in [0, 100)")
+        _require(self.enlarging_rule in ("interval", "annualised"), n, "enlarging_rule",
+                 self.enlarging_rule, "'interval' or 'annualised'")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,669 @@
+"""Per-session T2/FLAIR lesion and T1-hypointense ("black hole") segmentation in subject space.
+
+Unsupervised, with every threshold in robust standard deviations of the session's own normal
+tissue (``pipeline.params.SegmentationParams``); nothing is trained or tuned on labelled data.
+
+Method
+------
+1. **Tissue classes from T1.** A three-class Gaussian mixture (CSF < GM < WM) is fitted by EM to
+   the T1 histogram inside the brain mask (Ashburner & Friston 2005 NeuroImage 26:839 in its
+   simplest, prior-free form). Posteriors >= ``tissue_posterior_min`` select pure-tissue voxels.
+2. **Intensity normalisation.** T1 is divided by the WM T1 mode and FLAIR by the mode of
+   normal-appearing WM (NAWM) FLAIR, so ``desc-norm`` FLAIR is 1.0 in NAWM in every session
+   whatever the scanner's global scale (Shinohara et al. 2014 NeuroImage Clin 6:9, "statistical
+   principles": normalise to a reference tissue). The NAWM noise SD is the lower-half MAD of
+   FLAIR in NAWM (robust to the hyperintense tail). Candidates are then excluded and the
+   statistics re-estimated, ``normalisation_iterations`` times.
+3. **Hyperintensity.** Jack et al. 2001 (Stroke 32:1325) threshold FLAIR at a fixed number of SDs
+   above normal tissue; LST-LGA (Schmidt et al. 2012 NeuroImage 59:3774) measures FLAIR
+   hyperintensity relative to the T1 tissue class of the voxel. Both break down at tissue borders
+   where partial volume mixes GM (FLAIR-bright) with WM or CSF. Here the normal FLAIR expected at
+   a voxel is predicted from its T1 along the normal-tissue curve through the (T1, FLAIR) means of
+   CSF, GM and WM (piecewise linear: exactly the partial-volume mixtures of adjacent classes), and
+   the voxel is scored by
+
+       z = (FLAIR_norm - max f(T1_norm +- t1_uncertainty_sd * sd_T1)) / sd_NAWM
+
+   i.e. its excess over the brightest normal tissue compatible with its T1 and the T1 noise. In
+   pure WM this is exactly the NAWM z-score of Jack et al.; in GM it is the excess over GM (the
+   LGA view); CSF is excluded implicitly (CSF is dark on FLAIR), which keeps black holes, whose
+   T1 is CSF-like but whose FLAIR is bright. T1 and FLAIR are smoothed inside the brain
+   (Gaussian, ``smoothing_mm``) before scoring; the z unit is the robust SD of unsmoothed NAWM
+   FLAIR, so smoothing only suppresses noise and does not sharpen the threshold.
+4. **Lesions.** Cores: ``z >= flair_z_threshold`` at least ``edge_margin_mm`` inside the brain
+   mask (cortical ribbon edge and mask boundary excluded). Hysteresis: voxels with
+   ``z >= flair_z_grow_threshold`` connected (26-connectivity) to a core. Each grown component,
+   plus its one-voxel rim, is then cut at its half-maximum edge: voxels whose normalised FLAIR
+   excess over NAWM reaches ``edge_fraction_of_peak`` of the component's peak excess (a
+   lesion/WM partial-volume fraction >= 0.5). Components are recomputed with 26-connectivity and
+   those below ``min_component_volume_mm3`` are dropped.
+5. **T1-hypointense.** Inside the T2 lesion mask, T1 (Gaussian-smoothed, sigma
+   ``t1hypo_smoothing_mm``, to suppress noise) below ``t1hypo_gm_ratio`` x the mean T1 of
+   normal-appearing GM: black holes are hypointense relative to grey matter (van Walderveen et
+   al. 1998 Neurology 50:1282; Sahraian et al. 2010 Eur J Neurol 17:1165; Truyen et al. 1996
+   Neurology 47:1469). Components (26-connectivity) below ``t1hypo_min_volume_mm3`` are dropped.
+
+Labels of ``desc-lesion`` dseg are connected components (26-connectivity) numbered in C order of
+their first voxel (``scipy.ndimage.label`` raster order), hence deterministic.
+A user-supplied lesion mask (``--lesion-mask``, native T1 space) replaces step 4; it is resampled
+into subject space (linear, thresholded at 0.5) and steps 1-3 and 5 still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from pipeline import io
+from pipeline.errors import InputError
+from pipeline.params import SegmentationParams, override
+from pipeline.paths import bids_path
+
+#: 26-connectivity (faces, edges and corners) for every connected-component step.
+CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
+#: Tissue class labels of :func:`classify_tissue_t1`.
+BACKGROUND, CSF, GM, WM = 0, 1, 2, 3
+TISSUE_NAMES = {CSF: "csf", GM: "gm", WM: "wm"}
+_MAD_TO_SD = 1.4826  # MAD of a Gaussian x 1.4826 = its SD
+
+
+@dataclass
+class TissueModel:
+    """Three-class Gaussian mixture of T1 intensities (raw T1 units), classes CSF, GM, WM."""
+
+    means: np.ndarray  # (3,)
+    sds: np.ndarray  # (3,)
+    weights: np.ndarray  # (3,)
+
+    def posteriors(self, values: np.ndarray) -> np.ndarray:
+        """Class posteriors for ``values`` (N,), returned as (N, 3)."""
+        x = np.asarray(values, dtype=np.float64)[:, None]
+        log_p = (np.log(self.weights) - np.log(self.sds)
+                 - 0.5 * ((x - self.means) / self.sds) ** 2)
+        log_p -= log_p.max(axis=1, keepdims=True)
+        p = np.exp(log_p)
+        return p / p.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class SegmentationResult:
+    """Everything :func:`segment_session` computes for one session (subject-space arrays)."""
+
+    lesion_mask: np.ndarray  # bool (I, J, K)
+    lesion_labels: np.ndarray  # int32 (I, J, K), 0 = background
+    t1hypo_mask: np.ndarray  # bool (I, J, K)
+    flair_norm: np.ndarray  # float32 (I, J, K), 1.0 = NAWM mode, 0 outside the brain
+    tissue: np.ndarray  # uint8 (I, J, K): 0 background, 1 CSF, 2 GM, 3 WM (T1 mixture)
+    qc: dict[str, Any] = field(default_factory=dict)
+
+
+def _check_volume(name: str, arr: np.ndarray, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.ndim != 3:
+        raise InputError(f"{name} must be 3-D, got shape {arr.shape}")
+    if shape is not None and arr.shape != shape:
+        raise InputError(f"{name} has shape {arr.shape}, expected {shape} (all inputs of a "
+                         "session must share the subject grid)")
+    return arr
+
+
+def _voxel_size(voxel_size_mm: Any) -> np.ndarray:
+    v = np.broadcast_to(np.asarray(voxel_size_mm, dtype=np.float64), (3,)).copy()
+    if not np.all(np.isfinite(v)) or np.any(v <= 0):
+        raise InputError(f"voxel_size_mm={voxel_size_mm!r} must be three positive sizes in mm")
+    return v
+
+
+def histogram_mode(values: np.ndarray, bins: int = 256) -> float:
+    """Mode of a 1-D sample: peak of a lightly smoothed histogram, refined parabolically.
+
+    Parameters
+    ----------
+    values : ndarray of shape (N,)
+
+    Returns
+    -------
+    float, in the units of ``values``.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    lo, hi = np.percentile(values, [0.5, 99.5])
+    if not hi > lo:
+        return float(np.median(values))
+    counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
+    smooth = ndimage.gaussian_filter1d(counts.astype(np.float64), 2.0, mode="constant")
+    i = int(np.argmax(smooth))
+    width = edges[1] - edges[0]
+    offset = 0.0
+    if 0 < i < bins - 1:  # vertex of the parabola through the peak and its neighbours
+        y0, y1, y2 = smooth[i - 1], smooth[i], smooth[i + 1]
+        denom = y0 - 2 * y1 + y2
+        if denom < 0:
+            offset = 0.5 * (y0 - y2) / denom
+    return float(edges[i] + (0.5 + offset) * width)
+
+
+def lower_half_sd(values: np.ndarray, centre: float) -> float:
+    """Robust SD from the half of the sample below ``centre`` (MAD x 1.4826 of that half).
+
+    A hyperintense tail (lesions, partial volume with GM on FLAIR) does not inflate it.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    below = centre - values[values <= centre]
+    if below.size < 10:
+        return float(_MAD_TO_SD * np.median(np.abs(values - centre)))
+    return float(_MAD_TO_SD * np.median(below))
+
+
+def upper_half_sd(values: np.ndarray, centre: float) -> float:
+    """Robust SD from the half of the sample above ``centre`` (MAD x 1.4826 of that half)."""
+    return lower_half_sd(-np.asarray(values, dtype=np.float64), -centre)
+
+
+def fit_tissue_model(t1_brain: np.ndarray, n_iter: int = 100, bins: int = 512) -> TissueModel:
+    """Fit a 3-class Gaussian mixture (CSF, GM, WM) to brain T1 intensities by EM on a histogram.
+
+    Parameters
+    ----------
+    t1_brain : ndarray of shape (N,)
+        T1 intensities of the brain voxels (any scale).
+
+    Returns
+    -------
+    TissueModel with classes ordered by mean (CSF < GM < WM).
+    """
+    x = np.asarray(t1_brain, dtype=np.float64)
+    if x.size < 100:
+        raise InputError(f"brain mask holds only {x.size} voxels; need a whole brain to fit the "
+                         "tissue classes (check the desc-brain mask)")
+    lo, hi = np.percentile(x, [0.1, 99.9])
+    if not hi > lo:
+        raise InputError("T1 is constant inside the brain mask; check the desc-preproc T1w image")
+    counts, edges = np.histogram(x, bins=bins, range=(lo, hi))
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    w = counts.astype(np.float64)
+    # Deterministic start: terciles-like quantiles of the brain T1 (CSF is the smallest class).
+    means = np.percentile(x, [5.0, 40.0, 80.0])
+    sds = np.full(3, (hi - lo) / 10.0)
+    weights = np.array([0.2, 0.4, 0.4])
+    floor = 2.0 * (edges[1] - edges[0])
+    for _ in range(n_iter):
+        model = TissueModel(means, sds, weights)
+        resp = model.posteriors(centres) * w[:, None]
+        nk = resp.sum(axis=0) + 1e-12
+        new_means = (resp * centres[:, None]).sum(axis=0) / nk
+        new_sds = np.sqrt((resp * (centres[:, None] - new_means) ** 2).sum(axis=0) / nk)
+        new_sds = np.maximum(new_sds, floor)
+        new_weights = nk / nk.sum()
+        converged = np.allclose(new_means, means, rtol=0, atol=1e-4 * (hi - lo))
+        means, sds, weights = new_means, new_sds, new_weights
+        if converged:
+            break
+    order = np.argsort(means, kind="stable")
+    return TissueModel(means[order], sds[order], weights[order])
+
+
+def normal_flair_envelope(t1_norm: np.ndarray, curve_t1: np.ndarray, curve_flair: np.ndarray,
+                          tolerance: float) -> np.ndarray:
+    """Brightest normal FLAIR compatible with each voxel's T1 within +- ``tolerance``.
+
+    The normal-tissue curve is piecewise linear through (``curve_t1[c]``, ``curve_flair[c]``)
+    for c = CSF, GM, WM, flat beyond its ends; its maximum over [t - tol, t + tol] is reached at
+    an end of the interval or at a breakpoint inside it.
+
+    Parameters
+    ----------
+    t1_norm : ndarray of shape (N,), normalised T1 (WM = 1)
+    curve_t1, curve_flair : ndarray of shape (3,), increasing ``curve_t1``
+    tolerance : float, normalised T1 units
+
+    Returns
+    -------
+    ndarray of shape (N,), normalised FLAIR units (NAWM = 1).
+    """
+    lo = t1_norm - tolerance
+    hi = t1_norm + tolerance
+    env = np.maximum(np.interp(lo, curve_t1, curve_flair), np.interp(hi, curve_t1, curve_flair))
+    for t, f in zip(curve_t1, curve_flair):
+        inside = (lo <= t) & (t <= hi)
+        env = np.where(inside & (f > env), f, env)
+    return env
+
+
+def _brain_bbox(brain: np.ndarray, margin: int = 2) -> tuple[slice, ...]:
+    idx = np.nonzero(brain)
+    if idx[0].size == 0:
+        raise InputError("the brain mask is empty; check the desc-brain mask of this session")
+    return tuple(slice(max(int(i.min()) - margin, 0), min(int(i.max()) + margin + 1, n))
+                 for i, n in zip(idx, brain.shape))
+
+
+def remove_small_components(mask: np.ndarray, min_volume_mm3: float, voxel_volume_mm3: float
+                            ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Drop 26-connected components smaller than ``min_volume_mm3``.
+
+    Returns
+    -------
+    mask : bool ndarray, same shape
+    labels : int32 ndarray, components 1..n in raster order of their first voxel
+    n : int
+    """
+    labels, n = ndimage.label(mask, structure=CONNECTIVITY_26)
+    if n == 0:
+        return np.zeros(mask.shape, bool), labels.astype(np.int32), 0
+    sizes = np.bincount(labels.ravel(), minlength=n + 1) * voxel_volume_mm3
+    keep = sizes >= min_volume_mm3 - 1e-9
+    keep[0] = False
+    remap = np.zeros(n + 1, dtype=np.int32)
+    remap[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    out = remap[labels]
+    return out > 0, out, int(keep.sum())
+
+
+def hysteresis_lesions(z: np.ndarray, flair_norm: np.ndarray, flair_norm_smooth: np.ndarray,
+                       core_allowed: np.ndarray, grow_allowed: np.ndarray,
+                       params: SegmentationParams, voxel_volume_mm3: float) -> np.ndarray:
+    """Lesion mask from a hyperintensity z-map: cores, hysteresis growth, half-maximum edge.
+
+    Parameters
+    ----------
+    z : float ndarray (I, J, K), FLAIR excess over normal tissue in NAWM robust SDs
+    flair_norm : float ndarray (I, J, K), normalised FLAIR (NAWM = 1)
+    flair_norm_smooth : float ndarray (I, J, K), the same smoothed (peak estimates)
+    core_allowed, grow_allowed : bool ndarray (I, J, K)
+    params : SegmentationParams
+    voxel_volume_mm3 : float
+
+    Returns
+    -------
+    bool ndarray (I, J, K)
+
+    Notes
+    -----
+    Edge voxels of a lesion embedded in WM are mixtures ``1 + alpha (L - 1)`` of NAWM (1) and the
+    lesion (peak ``L``, the component's maximum smoothed normalised FLAIR). A voxel of the grown
+    component or of its 26-neighbourhood is kept when ``alpha >= edge_fraction_of_peak``, i.e.
+    when at least half of it is lesion: the half-maximum contour, matching the usual definition
+    of a labelled voxel (partial-volume fraction >= 0.5).
+    """
+    core = (z >= params.flair_z_threshold) & core_allowed
+    low = (z >= params.flair_z_grow_threshold) & (grow_allowed | core)
+    labels, n = ndimage.label(low, structure=CONNECTIVITY_26)
+    if n == 0:
+        return np.zeros(z.shape, bool)
+    has_core = np.zeros(n + 1, bool)
+    has_core[np.unique(labels[core])] = True
+    has_core[0] = False
+    labels = np.where(has_core[labels], labels, 0)
+    peak = np.asarray(ndimage.maximum(flair_norm_smooth, labels, index=np.arange(n + 1)),
+                      dtype=np.float64)
+    peak[0] = np.inf
+    # Extend each component by one voxel so the partial-volume rim can join it.
+    near = ndimage.grey_dilation(labels, footprint=CONNECTIVITY_26)
+    near = np.where(labels > 0, labels, near)
+    excess = peak[near] - 1.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        alpha = np.where((near > 0) & (excess > 0), (flair_norm - 1.0) / excess, 0.0)
+    keep = (near > 0) & (grow_allowed | (labels > 0)) & (alpha >= params.edge_fraction_of_peak)
+    mask, _, _ = remove_small_components(keep, params.min_component_volume_mm3, voxel_volume_mm3)
+    return mask
+
+
+def smooth_in_mask(image: np.ndarray, mask: np.ndarray, sigma_mm: float, voxel_size_mm: Any
+                   ) -> np.ndarray:
+    """Gaussian smoothing restricted to ``mask`` (normalised convolution: no background bleed).
+
+    Parameters
+    ----------
+    image : ndarray (I, J, K)
+    mask : bool ndarray (I, J, K)
+    sigma_mm : float, Gaussian sigma in mm (0: no smoothing)
+    voxel_size_mm : sequence of 3 floats
+
+    Returns
+    -------
+    float64 ndarray (I, J, K); values outside ``mask`` are 0.
+    """
+    image = np.asarray(image, dtype=np.float64)
+    if sigma_mm <= 0:
+        return np.where(mask, image, 0.0)
+    sigma = sigma_mm / _voxel_size(voxel_size_mm)
+    m = mask.astype(np.float64)
+    num = ndimage.gaussian_filter(image * m, sigma, mode="constant")
+    den = ndimage.gaussian_filter(m, sigma, mode="constant")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(mask & (den > 1e-6), num / den, 0.0)
+    return out
+
+
+def t1_hypointense_mask(t1: np.ndarray, lesion_mask: np.ndarray, gm_mean_t1: float,
+                        voxel_size_mm: Any, params: SegmentationParams) -> np.ndarray:
+    """Black holes: lesion voxels whose smoothed T1 is below ``t1hypo_gm_ratio`` x GM mean T1.
+
+    Parameters
+    ----------
+    t1 : ndarray (I, J, K), any scale (same as ``gm_mean_t1``)
+    lesion_mask : bool ndarray (I, J, K), T2 lesions
+    gm_mean_t1 : float, mean T1 of normal-appearing grey matter
+    voxel_size_mm : sequence of 3 floats
+    params : SegmentationParams
+
+    Returns
+    -------
+    bool ndarray (I, J, K), components >= ``t1hypo_min_volume_mm3`` (26-connectivity).
+    """
+    vox = _voxel_size(voxel_size_mm)
+    out = np.zeros(lesion_mask.shape, bool)
+    if not lesion_mask.any():
+        return out
+    sl = _brain_bbox(lesion_mask, margin=int(np.ceil(3 * params.t1hypo_smoothing_mm / vox.min())) + 1)
+    t1_crop = np.asarray(t1[sl], dtype=np.float64)
+    if params.t1hypo_smoothing_mm > 0:
+        t1_crop = ndimage.gaussian_filter(t1_crop, params.t1hypo_smoothing_mm / vox, mode="nearest")
+    hypo = lesion_mask[sl] & (t1_crop < params.t1hypo_gm_ratio * gm_mean_t1)
+    hypo, _, _ = remove_small_components(hypo, params.t1hypo_min_volume_mm3, float(np.prod(vox)))
+    out[sl] = hypo
+    return out
+
+
+def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_size_mm: Any,
+                    params: SegmentationParams | None = None,
+                    lesion_mask: np.ndarray | None = None) -> SegmentationResult:
+    """Segment T2/FLAIR lesions and black holes of one session (all arrays on one grid).
+
+    Parameters
+    ----------
+    t1, flair : ndarray (I, J, K), bias-corrected, any global scale
+    brain : ndarray (I, J, K), brain mask (non-zero = brain)
+    voxel_size_mm : sequence of 3 floats, voxel size along I, J, K in mm
+    params : SegmentationParams (defaults when None)
+    lesion_mask : optional bool ndarray (I, J, K); when given it is used as the T2 lesion mask
+        (components below ``min_component_volume_mm3`` dropped) instead of segmenting.
+
+    Returns
+    -------
+    SegmentationResult
+    """
+    params = params or SegmentationParams()
+    t1 = _check_volume("t1", t1)
+    flair = _check_volume("flair", flair, t1.shape)
+    brain = _check_volume("brain", brain, t1.shape) > 0
+    vox = _voxel_size(voxel_size_mm)
+    vv = float(np.prod(vox))
+    for name, arr in (("t1", t1), ("flair", flair)):
+        if not np.all(np.isfinite(arr[brain])):
+            raise InputError(f"{name} has non-finite values inside the brain mask; rerun "
+                             "preprocessing for this session")
+    sl = _brain_bbox(brain, margin=int(np.ceil(3 * params.smoothing_mm / vox.min())) + 1)
+    b = brain[sl]
+    t1_raw = np.asarray(t1[sl], dtype=np.float64)
+    fl_raw = np.asarray(flair[sl], dtype=np.float64)
+    # Tissue classes and tissue intensities come from the unsmoothed images (pure voxels);
+    # detection runs on lightly smoothed images (noise suppression before thresholding). The
+    # same kernel on T1 and FLAIR keeps partial-volume mixtures on the normal-tissue curve.
+    t1v = t1_raw[b]
+    flv = fl_raw[b]
+    t1s = smooth_in_mask(t1_raw, b, params.smoothing_mm, vox)[b]
+    fls = smooth_in_mask(fl_raw, b, params.smoothing_mm, vox)[b]
+
+    model = fit_tissue_model(t1v)
+    post = model.posteriors(t1v)
+    hard = np.argmax(post, axis=1)
+    pmin = params.tissue_posterior_min
+
+    # Core voxels must lie edge_margin_mm inside the brain: distance to the nearest non-brain
+    # voxel centre, minus half a voxel, approximates the distance to the mask surface.
+    dist = ndimage.distance_transform_edt(b, sampling=vox)
+    core_allowed = dist - 0.5 * vox.min() >= params.edge_margin_mm
+
+    user_mask = None
+    if lesion_mask is not None:
+        user_mask = _check_volume("lesion_mask", lesion_mask, t1.shape) > 0
+        user_mask, _, _ = remove_small_components(user_mask, params.min_component_volume_mm3, vv)
+
+    lesion_crop = np.zeros(b.shape, bool) if user_mask is None else user_mask[sl] & b
+    n_iter = 1 if user_mask is not None else params.normalisation_iterations
+    pure_img = np.zeros(b.shape + (3,), bool)
+    for _ in range(n_iter):
+        # Exclude current lesions and their partial-volume rim from the reference statistics.
+        excl = (ndimage.binary_dilation(lesion_crop, structure=CONNECTIVITY_26)
+                if lesion_crop.any() else lesion_crop)[b]
+        sel = (post >= pmin) & ~excl[:, None]
+        counts = sel.sum(axis=0)
+        if counts[2] < 50:
+            raise InputError(f"only {int(counts[2])} pure white-matter voxels in the brain mask; "
+                             "cannot normalise FLAIR (check the T1w contrast and brain mask)")
+        wm_t1 = histogram_mode(t1v[sel[:, 2]])
+        nawm_flair = histogram_mode(flv[sel[:, 2]])
+        if not (wm_t1 > 0 and nawm_flair > 0):
+            raise InputError("non-positive white-matter T1 or FLAIR mode; check that the "
+                             "images are magnitude images with a zero background")
+        curve_t1 = np.empty(3)
+        curve_fl = np.empty(3)
+        for c in range(3):
+            if counts[c] >= 10:
+                curve_t1[c] = np.median(t1v[sel[:, c]]) / wm_t1
+                curve_fl[c] = np.median(flv[sel[:, c]]) / nawm_flair
+            else:  # class too small to measure (e.g. no CSF in a tight mask): use the model
+                curve_t1[c] = model.means[c] / wm_t1
+                curve_fl[c] = (np.median(flv[hard == c]) / nawm_flair if np.any(hard == c)
+                               else 1.0)
+        curve_t1 = np.maximum.accumulate(curve_t1)  # np.interp needs increasing abscissae
+        # Noise of the smoothed images in the interior of pure NAWM (eroded, so the smoothing
+        # kernel saw only WM); falls back to all pure WM when erosion leaves too few voxels.
+        pure_img[b] = sel
+        core_wm = ndimage.binary_erosion(pure_img[..., 2], structure=CONNECTIVITY_26)[b]
+        if core_wm.sum() < 50:
+            core_wm = sel[:, 2]
+        # z unit: robust SD of (unsmoothed) NAWM FLAIR, which includes tissue heterogeneity;
+        # T1 tolerance: noise of the smoothed T1 that the envelope is evaluated at.
+        sd_fl = lower_half_sd(flv[sel[:, 2]] / nawm_flair, 1.0)
+        t1n = t1s / wm_t1
+        fln = fls / nawm_flair
+        sd_t1 = upper_half_sd(t1n[core_wm], float(np.median(t1n[core_wm])))
+        env = normal_flair_envelope(t1n, curve_t1, curve_fl, params.t1_uncertainty_sd * sd_t1)
+        z = np.zeros(b.shape)
+        z[b] = (fln - env) / max(sd_fl, 1e-6)
+        if user_mask is None:
+            fl_img = np.zeros(b.shape)
+            fl_img[b] = flv / nawm_flair
+            fls_img = np.zeros(b.shape)
+            fls_img[b] = fln
+            lesion_crop = hysteresis_lesions(z, fl_img, fls_img, core_allowed & b, b, params, vv)
+
+    lesion = np.zeros(t1.shape, bool)
+    lesion[sl] = lesion_crop & b
+    lesion_labels, n_lesions = ndimage.label(lesion, structure=CONNECTIVITY_26)
+    lesion_labels = lesion_labels.astype(np.int32)
+
+    flair_norm = np.zeros(t1.shape, np.float32)
+    fn_crop = np.zeros(b.shape, np.float32)
+    fn_crop[b] = flv / nawm_flair
+    flair_norm[sl] = fn_crop
+    tissue = np.zeros(t1.shape, np.uint8)
+    t_crop = np.zeros(b.shape, np.uint8)
+    t_crop[b] = hard.astype(np.uint8) + 1
+    tissue[sl] = t_crop
+
+    # GM reference for black holes: pure normal-appearing GM (cortical and deep), lesions excluded.
+    gm_mean_t1 = float(np.mean(t1v[sel[:, 1]])) if counts[1] >= 10 else float(model.means[1])
+    t1hypo = t1_hypointense_mask(t1, lesion, gm_mean_t1, vox, params)
+
+    qc: dict[str, Any] = {
+        "lesion_source": "segmented" if user_mask is None else "user mask",
+        "n_lesions": int(n_lesions),
+        "t2lv_ml": float(lesion.sum() * vv / 1000.0),
+        "t1hypo_ml": float(t1hypo.sum() * vv / 1000.0),
+        "n_t1hypo": int(ndimage.label(t1hypo, structure=CONNECTIVITY_26)[1]),
+        "nawm_flair_mode": float(nawm_flair),
+        "nawm_flair_sd_norm": float(sd_fl),
+        "wm_t1_mode": float(wm_t1),
+        "wm_t1_sd_norm": float(sd_t1),
+        "gm_t1_mean": gm_mean_t1,
+        "t1_mixture": {TISSUE_NAMES[c + 1]: {"mean": float(model.means[c]),
+                                             "sd": float(model.sds[c]),
+                                             "weight": float(model.weights[c])}
+                       for c in range(3)},
+        "tissue_t1_norm": {TISSUE_NAMES[c + 1]: float(curve_t1[c]) for c in range(3)},
+        "tissue_flair_norm": {TISSUE_NAMES[c + 1]: float(curve_fl[c]) for c in range(3)},
+        "pure_tissue_voxels": {TISSUE_NAMES[c + 1]: int(counts[c]) for c in range(3)},
+        "voxel_size_mm": [float(v) for v in vox],
+    }
+    return SegmentationResult(lesion, lesion_labels, t1hypo, flair_norm, tissue, qc)
+
+
+def lesion_table(labels: np.ndarray, flair_norm: np.ndarray, t1hypo: np.ndarray,
+                 affine: np.ndarray) -> pd.DataFrame:
+    """One row per lesion label: volume, centroid (world mm), mean normalised FLAIR, black hole.
+
+    Parameters
+    ----------
+    labels : int ndarray (I, J, K), 0 = background
+    flair_norm : ndarray (I, J, K)
+    t1hypo : bool ndarray (I, J, K)
+    affine : ndarray (4, 4), voxel -> RAS world (mm)
+
+    Returns
+    -------
+    DataFrame with columns label, n_voxels, volume_mm3, x_mm, y_mm, z_mm, mean_flair_norm,
+    t1hypo_voxels, sorted by label.
+    """
+    labels = np.asarray(labels)
+    n = int(labels.max()) if labels.size else 0
+    cols = ["label", "n_voxels", "volume_mm3", "x_mm", "y_mm", "z_mm", "mean_flair_norm",
+            "t1hypo_voxels"]
+    if n == 0:
+        return pd.DataFrame({c: pd.Series(dtype=float) for c in cols})
+    vv = float(np.prod(voxel_sizes(affine)))
+    flat = labels.ravel()
+    counts = np.bincount(flat, minlength=n + 1).astype(np.float64)
+    idx = np.nonzero(flat)[0]
+    lab = flat[idx]
+    ijk = np.column_stack(np.unravel_index(idx, labels.shape)).astype(np.float64)
+    cent = np.column_stack([np.bincount(lab, weights=ijk[:, d], minlength=n + 1) for d in range(3)])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cent = cent / counts[:, None]
+        mean_fl = np.bincount(lab, weights=np.asarray(flair_norm).ravel()[idx].astype(np.float64),
+                              minlength=n + 1) / counts
+    hypo = np.bincount(lab, weights=np.asarray(t1hypo).ravel()[idx].astype(np.float64),
+                       minlength=n + 1)
+    world = cent @ affine[:3, :3].T + affine[:3, 3]
+    present = np.nonzero(counts[1:] > 0)[0] + 1
+    return pd.DataFrame({
+        "label": present.astype(int),
+        "n_voxels": counts[present].astype(int),
+        "volume_mm3": counts[present] * vv,
+        "x_mm": world[present, 0], "y_mm": world[present, 1], "z_mm": world[present, 2],
+        "mean_flair_norm": mean_fl[present],
+        "t1hypo_voxels": hypo[present].astype(int),
+    })
+
+
+def _load_params(path: str | Path | None) -> SegmentationParams:
+    """SegmentationParams from a JSON file ``{"SegmentationParams": {field: value}}``."""
+    if path is None:
+        return SegmentationParams()
+    path = Path(path)
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read the parameter JSON ({exc})") from exc
+    if not isinstance(values, dict):
+        raise InputError(f"{path}: expected a JSON object of class name -> {{field: value}}")
+    return override(SegmentationParams(), values.get("SegmentationParams"))
+
+
+def voxel_sizes(affine: np.ndarray) -> np.ndarray:
+    """Voxel size (mm) along each array axis from a 4x4 affine."""
+    return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+
+
+def segment_session_files(out_dir: str | Path, subject: str, session: str,
+                          lesion_mask_path: str | Path | None = None,
+                          params: SegmentationParams | None = None) -> dict[str, Path]:
+    """Read a session's subject-space images from ``out_dir``, segment, write every product.
+
+    Returns
+    -------
+    dict product name -> written path.
+    """
+    params = params or SegmentationParams()
+    out_dir = Path(out_dir)
+
+    def p(**kw: Any) -> Path:
+        return bids_path(out_dir, subject, session, **kw)
+
+    t1, aff, _ = io.load_nifti(p(space="subject", desc="preproc", suffix="T1w"))
+    flair, aff_f, _ = io.load_nifti(p(space="subject", desc="preproc", suffix="FLAIR"))
+    brain, aff_b, _ = io.load_nifti(p(space="subject", desc="brain", suffix="mask"))
+    for name, a, arr in (("FLAIR", aff_f, flair), ("brain mask", aff_b, brain)):
+        if arr.shape != t1.shape or not np.allclose(a, aff, atol=1e-4):
+            raise InputError(f"sub-{subject} ses-{session}: subject-space {name} does not share "
+                             "the T1w grid (shape/affine differ); rerun the register stage")
+    user = None
+    if lesion_mask_path is not None:
+        from pipeline.registration import resample_to_subject  # SimpleITK only when needed
+
+        template = bids_path(out_dir, subject, space="subject", desc="template", suffix="T1w")
+        xfm = p(from_="T1w", to="subject", mode="image", suffix="xfm", ext=".txt")
+        for f in (Path(lesion_mask_path), template, xfm):
+            if not f.exists():
+                raise InputError(f"{f}: file not found (needed to bring --lesion-mask into "
+                                 "subject space); check the path or rerun the register stage")
+        data, aff_u = resample_to_subject(lesion_mask_path, template, [xfm],
+                                          interpolation="linear")
+        if data.shape != t1.shape or not np.allclose(aff_u, aff, atol=1e-4):
+            raise InputError(f"{lesion_mask_path}: resampled mask does not match the subject grid "
+                             f"of {template}; check that the template and T1w belong together")
+        user = np.asarray(data) >= 0.5
+    res = segment_session(t1, flair, brain, voxel_sizes(aff), params, lesion_mask=user)
+    table = lesion_table(res.lesion_labels, res.flair_norm, res.t1hypo_mask, aff)
+    res.qc["params"] = {k: getattr(params, k) for k in params.__dataclass_fields__}
+    if lesion_mask_path is not None:
+        res.qc["lesion_mask_path"] = str(lesion_mask_path)
+    written = {
+        "lesion_mask": io.save_nifti(p(space="subject", desc="lesion", suffix="mask"),
+                                     res.lesion_mask, aff, np.uint8),
+        "lesion_dseg": io.save_nifti(p(space="subject", desc="lesion", suffix="dseg"),
+                                     res.lesion_labels, aff, np.int32),
+        "t1hypo_mask": io.save_nifti(p(space="subject", desc="t1hypo", suffix="mask"),
+                                     res.t1hypo_mask, aff, np.uint8),
+        "flair_norm": io.save_nifti(p(space="subject", desc="norm", suffix="FLAIR"),
+                                    res.flair_norm, aff, np.float32),
+        "lesions": io.write_tsv(p(space="subject", desc="lesion", suffix="lesions", ext=".tsv"),
+                                table),
+        "qc": io.write_json(p(space="subject", desc="lesion", suffix="qc", ext=".json"), res.qc),
+    }
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipeline segment --out OUT --subject S --session T [--lesion-mask PATH]``."""
+    ap = argparse.ArgumentParser(prog="python -m pipeline segment",
+                                 description="T2/FLAIR lesion and T1-hypointense masks of one "
+                                             "session in subject space")
+    ap.add_argument("--out", required=True, help="derivatives directory (register stage output)")
+    ap.add_argument("--subject", required=True, help="subject label without 'sub-'")
+    ap.add_argument("--session", required=True, help="session label without 'ses-'")
+    ap.add_argument("--lesion-mask", default=None,
+                    help="use this lesion mask (session's native T1 space) instead of segmenting")
+    ap.add_argument("--params", default=None,
+                    help='JSON file {"SegmentationParams": {field: value}} of overrides')
+    args = ap.parse_args(argv)
+    try:
+        params = _load_params(args.params)
+        written = segment_session_files(args.out, args.subject, args.session, args.lesion_mask,
+                                        params)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    for path in written.values():
+        print(path)
+    return 0

@@ -1,0 +1,253 @@
+"""Tests of pipeline.segment on a small synthetic brain (CSF, GM ribbon, WM, ventricles, deep GM,
+FLAIR-bright ellipsoidal lesions with partial-volume edges, Gaussian noise, global scaling)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline import io
+from pipeline.errors import InputError
+from pipeline.params import SegmentationParams
+from pipeline.paths import bids_path
+from pipeline.segment import (
+    fit_tissue_model,
+    histogram_mode,
+    lesion_table,
+    lower_half_sd,
+    main,
+    normal_flair_envelope,
+    segment_session,
+    t1_hypointense_mask,
+)
+
+# Tissue intensities (T1, FLAIR), relative to WM T1: realistic ratios for 3D T1w / 3D FLAIR.
+T1 = {"csf": 0.25, "gm": 0.65, "wm": 1.0, "dgm": 0.75}
+FL = {"csf": 0.15, "gm": 0.80, "wm": 0.60, "dgm": 0.72}
+
+# Lesions: centre (mm, from the volume centre), semi-axes (mm), FLAIR ratio to WM, T1 value.
+LESIONS = [
+    ((-8.0, 6.0, 2.0), (3.5, 3.0, 3.0), 1.45, 0.85),   # iso on T1
+    ((7.0, -6.0, -3.0), (4.0, 3.5, 3.5), 1.55, 0.40),  # black hole
+    ((6.0, 9.0, 6.0), (3.0, 3.0, 2.5), 1.35, 0.78),    # mildly hypo, faint
+    ((-6.0, -9.0, -6.0), (3.0, 2.5, 3.0), 1.50, 0.90),
+]
+
+
+def _fractions(points: np.ndarray, lesions: list) -> dict[str, np.ndarray]:
+    """Tissue labels at points (N, 3) mm; returns one-hot fraction arrays per tissue."""
+    x, y, z = points.T
+    r_brain = np.sqrt((x / 19.0) ** 2 + (y / 22.0) ** 2 + (z / 18.0) ** 2)
+    # Folded GM/WM boundary: radial modulation so the ribbon is not a simple shell.
+    fold = 0.06 * np.sin(3.0 * np.arctan2(y, x)) * np.cos(2.5 * np.arctan2(z, np.hypot(x, y)))
+    label = np.full(x.shape, "bg", dtype=object)
+    brain = r_brain <= 1.0
+    label[brain] = "csf"  # outer CSF rim
+    label[r_brain <= 0.93] = "gm"
+    label[r_brain <= 0.80 + fold] = "wm"
+    vent = ((np.abs(x) - 4.0) / 2.0) ** 2 + (y / 8.0) ** 2 + (z / 4.0) ** 2 <= 1.0
+    label[vent] = "csf"
+    dgm = ((x) / 3.0) ** 2 + ((y + 2.0) / 3.0) ** 2 + ((z + 8.5) / 3.0) ** 2 <= 1.0
+    label[dgm] = "dgm"
+    lesion_id = np.zeros(x.shape, int)
+    for i, (c, a, _, _) in enumerate(lesions, start=1):
+        inside = (((x - c[0]) / a[0]) ** 2 + ((y - c[1]) / a[1]) ** 2
+                  + ((z - c[2]) / a[2]) ** 2) <= 1.0
+        lesion_id[inside] = i
+    return {"label": label, "lesion": lesion_id}
+
+
+def make_brain(voxel_mm=(1.0, 1.0, 1.0), fov_mm=46.0, scale_t1=1.0, scale_flair=1.0,
+               lesions=LESIONS, seed=0, snr=25.0, ss=3):
+    """Synthetic brain: returns t1, flair, brain mask, truth lesion mask, truth lesion pv, affine."""
+    vox = np.asarray(voxel_mm, float)
+    shape = tuple(int(round(fov_mm / v)) for v in vox)
+    # supersample each voxel on an ss^3 grid to get partial-volume fractions
+    offs = (np.arange(ss) + 0.5) / ss - 0.5
+    grids = [((np.arange(n) - (n - 1) / 2.0)[:, None] + offs[None, :]) * v
+             for n, v in zip(shape, vox)]
+    gi, gj, gk = np.meshgrid(grids[0].ravel(), grids[1].ravel(), grids[2].ravel(), indexing="ij")
+    pts = np.column_stack([gi.ravel(), gj.ravel(), gk.ravel()])
+    f = _fractions(pts, lesions)
+    t1_tab = np.array([0.0 if t == "bg" else T1[t] for t in f["label"]])
+    fl_tab = np.array([0.0 if t == "bg" else FL[t] for t in f["label"]])
+    brain_s = (f["label"] != "bg").astype(float)
+    les_s = np.zeros(len(pts))
+    for i, (_, _, ratio, t1v) in enumerate(lesions, start=1):
+        m = f["lesion"] == i
+        t1_tab[m] = t1v
+        fl_tab[m] = FL["wm"] * ratio
+        les_s[m] = 1.0
+
+    def block(v):
+        v = v.reshape(shape[0], ss, shape[1], ss, shape[2], ss)
+        return v.mean(axis=(1, 3, 5))
+
+    t1 = block(t1_tab)
+    fl = block(fl_tab)
+    brain = block(brain_s) >= 0.5
+    pv = block(les_s)
+    rng = np.random.default_rng(seed)
+    t1 = np.abs(t1 + rng.normal(0, T1["wm"] / snr, shape)) * scale_t1
+    fl = np.abs(fl + rng.normal(0, FL["wm"] / snr, shape)) * scale_flair
+    affine = np.diag([*vox, 1.0])
+    affine[:3, 3] = -(np.asarray(shape) - 1) / 2.0 * vox
+    return t1, fl, brain, pv >= 0.5, pv, affine
+
+
+def dice(a, b):
+    return 2.0 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+
+
+@pytest.fixture(scope="module")
+def brain_1mm():
+    return make_brain()
+
+
+def test_histogram_mode_and_robust_sd():
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(5.0, 0.5, 20000), rng.normal(8.0, 0.5, 3000)])
+    assert histogram_mode(x) == pytest.approx(5.0, abs=0.05)
+    assert lower_half_sd(x, 5.0) == pytest.approx(0.5, rel=0.05)
+
+
+def test_tissue_model_orders_classes():
+    rng = np.random.default_rng(2)
+    x = np.concatenate([rng.normal(0.25, 0.04, 3000), rng.normal(0.65, 0.04, 8000),
+                        rng.normal(1.0, 0.04, 9000)])
+    model = fit_tissue_model(x)
+    np.testing.assert_allclose(model.means, [0.25, 0.65, 1.0], atol=0.02)
+    np.testing.assert_allclose(model.weights, [0.15, 0.4, 0.45], atol=0.03)
+
+
+def test_envelope_takes_the_brightest_compatible_tissue():
+    curve_t1 = np.array([0.25, 0.65, 1.0])
+    curve_fl = np.array([0.25, 1.33, 1.0])
+    t = np.array([0.25, 0.65, 1.0, 0.6, 1.2, 0.0])
+    env = normal_flair_envelope(t, curve_t1, curve_fl, 0.0)
+    np.testing.assert_allclose(env[:3], curve_fl)
+    np.testing.assert_allclose(env[4:], [1.0, 0.25])
+    # with tolerance, a voxel just below GM T1 may be pure GM: the GM FLAIR applies
+    env_tol = normal_flair_envelope(np.array([0.6]), curve_t1, curve_fl, 0.08)
+    assert env_tol[0] == pytest.approx(1.33)
+
+
+def test_segmentation_finds_lesions(brain_1mm):
+    t1, fl, brain, truth, _, affine = brain_1mm
+    res = segment_session(t1, fl, brain, (1, 1, 1))
+    assert dice(res.lesion_mask, truth) >= 0.8
+    assert res.qc["n_lesions"] == len(LESIONS)
+    # NAWM normalised to 1
+    nawm = (res.tissue == 3) & ~truth
+    assert np.median(res.flair_norm[nawm]) == pytest.approx(1.0, abs=0.03)
+
+
+def test_normalisation_agrees_across_scaled_sessions(brain_1mm):
+    t1, fl, brain, truth, _, _ = brain_1mm
+    t1b, flb, _, _, _, _ = make_brain(scale_t1=1.3, scale_flair=0.75, seed=7)
+    a = segment_session(t1, fl, brain, (1, 1, 1))
+    b = segment_session(t1b, flb, brain, (1, 1, 1))
+    nawm = (a.tissue == 3) & (b.tissue == 3) & ~truth
+    ratio = np.median(b.flair_norm[nawm]) / np.median(a.flair_norm[nawm])
+    assert abs(ratio - 1.0) < 0.02
+    assert dice(b.lesion_mask, truth) >= 0.8
+
+
+@pytest.mark.parametrize("voxel_mm", [(2.0, 2.0, 2.0), (1.0, 1.0, 3.0)])
+def test_segmentation_other_voxel_sizes(voxel_mm):
+    big = [(c, tuple(max(x, 4.0) for x in a), r, t) for c, a, r, t in LESIONS]
+    t1, fl, brain, truth, _, _ = make_brain(voxel_mm=voxel_mm, lesions=big, seed=3)
+    res = segment_session(t1, fl, brain, voxel_mm)
+    assert dice(res.lesion_mask, truth) >= 0.75
+
+
+def test_no_lesions_in_a_lesion_free_brain():
+    t1, fl, brain, _, _, _ = make_brain(lesions=[], seed=11)
+    res = segment_session(t1, fl, brain, (1, 1, 1))
+    assert res.lesion_mask.sum() * 1.0 <= 30.0  # at most a few mm^3 of noise in ~30 mL
+    assert res.qc["t2lv_ml"] < 0.03
+
+
+def test_black_hole_in_t1hypo_and_iso_lesion_not(brain_1mm):
+    t1, fl, brain, truth, _, affine = brain_1mm
+    res = segment_session(t1, fl, brain, (1, 1, 1))
+    ijk = lambda c: tuple(int(round(v)) for v in np.linalg.solve(affine, [*c, 1.0])[:3])
+    assert res.t1hypo_mask[ijk(LESIONS[1][0])]  # black hole centre
+    assert not res.t1hypo_mask[ijk(LESIONS[0][0])]  # iso lesion centre
+    labels = res.lesion_labels
+    hole_label = labels[ijk(LESIONS[1][0])]
+    assert res.t1hypo_mask[labels != hole_label].sum() == 0
+    assert res.t1hypo_mask.sum() >= 0.5 * (labels == hole_label).sum()
+
+
+def test_t1hypo_drops_small_components():
+    t1 = np.ones((20, 20, 20))
+    les = np.zeros(t1.shape, bool)
+    les[5:8, 5:8, 5:8] = True  # 27 mm^3
+    les[12:14, 12:14, 12:14] = True  # 8 mm^3
+    t1[les] = 0.3
+    p = SegmentationParams(t1hypo_smoothing_mm=0.0)
+    hypo = t1_hypointense_mask(t1, les, 0.65, (1, 1, 1), p)
+    assert hypo[5:8, 5:8, 5:8].all() and not hypo[12:14, 12:14, 12:14].any()
+
+
+def test_user_lesion_mask_is_used(brain_1mm):
+    t1, fl, brain, truth, _, _ = brain_1mm
+    res = segment_session(t1, fl, brain, (1, 1, 1), lesion_mask=truth)
+    assert np.array_equal(res.lesion_mask, truth)
+    assert res.qc["lesion_source"] == "user mask"
+
+
+def test_lesion_table_volumes_and_centroids():
+    labels = np.zeros((10, 10, 10), np.int32)
+    labels[1:3, 1:3, 1:3] = 1
+    labels[6:9, 6:9, 6:9] = 2
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    fl = np.full(labels.shape, 1.5, np.float32)
+    t = lesion_table(labels, fl, labels == 2, aff)
+    assert list(t["volume_mm3"]) == [8 * 8.0, 27 * 8.0]
+    assert list(t["x_mm"]) == [3.0, 14.0]
+    assert list(t["t1hypo_voxels"]) == [0, 27]
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(InputError, match="3-D"):
+        segment_session(np.zeros((4, 4)), np.zeros((4, 4)), np.zeros((4, 4)), 1.0)
+    with pytest.raises(InputError, match="brain mask is empty"):
+        segment_session(np.ones((8, 8, 8)), np.ones((8, 8, 8)), np.zeros((8, 8, 8)), 1.0)
+
+
+def _write_session(out, sub, ses, t1, fl, brain, affine):
+    io.save_nifti(bids_path(out, sub, ses, space="subject", desc="preproc", suffix="T1w"),
+                  t1, affine, np.float32)
+    io.save_nifti(bids_path(out, sub, ses, space="subject", desc="preproc", suffix="FLAIR"),
+                  fl, affine, np.float32)
+    io.save_nifti(bids_path(out, sub, ses, space="subject", desc="brain", suffix="mask"),
+                  brain, affine, np.uint8)
+
+
+def test_cli_writes_products_deterministically(tmp_path, brain_1mm):
+    t1, fl, brain, truth, _, affine = brain_1mm
+    _write_session(tmp_path, "01", "baseline", t1, fl, brain, affine)
+    args = ["--out", str(tmp_path), "--subject", "01", "--session", "baseline"]
+    assert main(args) == 0
+    products = [bids_path(tmp_path, "01", "baseline", space="subject", desc=d, suffix=s, ext=e)
+                for d, s, e in (("lesion", "mask", ".nii.gz"), ("lesion", "dseg", ".nii.gz"),
+                                ("t1hypo", "mask", ".nii.gz"), ("norm", "FLAIR", ".nii.gz"),
+                                ("lesion", "lesions", ".tsv"), ("lesion", "qc", ".json"))]
+    first = [p.read_bytes() for p in products]
+    assert main(args) == 0
+    assert [p.read_bytes() for p in products] == first
+    qc = json.loads(products[-1].read_text())
+    assert qc["n_lesions"] == len(LESIONS)
+    table = io.read_tsv(products[4])
+    assert len(table) == len(LESIONS)
+    dseg, _, _ = io.load_nifti(products[1])
+    assert dseg.dtype == np.int32
+
+
+def test_cli_reports_missing_input(tmp_path, capsys):
+    assert main(["--out", str(tmp_path), "--subject", "01", "--session", "m06"]) == 1
+    assert "file not found" in capsys.readouterr().err
