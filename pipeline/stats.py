@@ -544,7 +544,8 @@ def compare_arms(endpoints: pd.DataFrame, arm_column: str, arms: Sequence[str],
 
 
 def _interval_months(table: pd.DataFrame, sessions_months: Mapping[str, float]) -> dict[str, float]:
-    """Interval label -> length in months, ordered by (start, end) months."""
+    """Interval label -> length in months, ordered by end then latest start (baseline-m06,
+    m06-m12, baseline-m12: consecutive intervals before the ones spanning them)."""
     found: dict[str, tuple[float, float]] = {}
     for interval, start, end in table[["interval", "ses_start", "ses_end"]].drop_duplicates() \
             .itertuples(index=False):
@@ -560,7 +561,7 @@ def _interval_months(table: pd.DataFrame, sessions_months: Mapping[str, float]) 
         if interval in found and found[interval] != (a, b):
             raise InputError(f"endpoints.tsv: interval {interval} has inconsistent sessions")
         found[interval] = (a, b)
-    ordered = sorted(found, key=lambda k: (found[k], k))
+    ordered = sorted(found, key=lambda k: (found[k][1], -found[k][0], k))
     return {k: found[k][1] - found[k][0] for k in ordered}
 
 
