@@ -169,6 +169,10 @@ class LesionParams:
     # it borders less than this fraction of the old lesion's outer surface (a one-sided blob);
     # concentric growth wraps the whole surface and is judged by the enlarging rule instead.
     touching_max_surface_fraction: float = 0.5
+    # ... and is one-sided: the new part's centroid lies at least this fraction of the old
+    # lesion's equivalent-sphere radius off the old lesion's centroid (a blob touching the old
+    # lesion sits ~1 radius off; concentric growth, even cut into caps by thick slices, ~0).
+    touching_min_offset_fraction: float = 0.5
     # Shrinking: the mirror of enlarging on a log-volume scale (1 / 1.5 = -33.3 %) and >= 12 mm^3.
     shrinking_min_decrease_mm3: float = 12.0
     shrinking_min_decrease_pct: float = 33.3
@@ -189,6 +193,8 @@ class LesionParams:
             _require(v >= 0, n, name, v, ">= 0")
         _require(self.new_lesion_dilation_mm >= 0, n, "new_lesion_dilation_mm",
                  self.new_lesion_dilation_mm, ">= 0")
+        _require(self.touching_min_offset_fraction >= 0, n, "touching_min_offset_fraction",
+                 self.touching_min_offset_fraction, ">= 0")
         _require(0 < self.touching_max_surface_fraction <= 1, n, "touching_max_surface_fraction",
                  self.touching_max_surface_fraction, "a fraction in (0, 1]")
         _require(0 <= self.shrinking_min_decrease_pct < 100, n, "shrinking_min_decrease_pct",

@@ -52,7 +52,6 @@ into subject space (linear, thresholded at 0.5) and steps 1-3 and 5 still run.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +63,7 @@ from scipy import ndimage
 
 from pipeline import io
 from pipeline.errors import InputError
-from pipeline.params import SegmentationParams, override
+from pipeline.params import SegmentationParams
 from pipeline.paths import bids_path
 
 #: 26-connectivity (faces, edges and corners) for every connected-component step.
@@ -567,17 +566,10 @@ def lesion_table(labels: np.ndarray, flair_norm: np.ndarray, t1hypo: np.ndarray,
 
 
 def _load_params(path: str | Path | None) -> SegmentationParams:
-    """SegmentationParams from a JSON file ``{"SegmentationParams": {field: value}}``."""
-    if path is None:
-        return SegmentationParams()
-    path = Path(path)
-    try:
-        values = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read the parameter JSON ({exc})") from exc
-    if not isinstance(values, dict):
-        raise InputError(f"{path}: expected a JSON object of class name -> {{field: value}}")
-    return override(SegmentationParams(), values.get("SegmentationParams"))
+    """SegmentationParams from a params JSON ``{"SegmentationParams": {field: value}, ...}``."""
+    from pipeline.settings import load_params
+
+    return load_params(path)["SegmentationParams"]
 
 
 def voxel_sizes(affine: np.ndarray) -> np.ndarray:

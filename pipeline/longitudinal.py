@@ -1,0 +1,668 @@
+"""Per-interval lesion matching in subject space: new T2, enlarging T2, new T1-hypointense, T2-LV.
+
+All sessions of a subject share one grid (subject space), so lesions are compared voxel to voxel.
+Every threshold lives in :class:`pipeline.params.LesionParams`, which also defines the phantom's
+ground truth, so truth and pipeline count by one rule.
+
+Rules (interval a -> b)
+-----------------------
+Connected components use 26-connectivity throughout.
+
+* **Grown earlier mask.** The a-mask is dilated by ``new_lesion_dilation_mm`` measured from the
+  voxel faces: a voxel joins when its centre lies within that distance of an a-voxel's box. At
+  1 mm this is the 26-neighbourhood, at 2 mm the 6-neighbourhood, at 1 x 1 x 3 mm the in-plane
+  8-neighbourhood (lesiontrack 0.2 / mscard 0.1 grow the earlier mask by one voxel).
+* **Matching.** Components of a and of b are the nodes of a bipartite graph with an edge when a
+  b-component overlaps the grown a-component; each connected component of that graph is one
+  matched group (ANIMA / MSSEG-2 style overlap graph). ``merged`` = some b-component is linked to
+  >= 2 a-components; ``split`` = some a-component is linked to >= 2 b-components.
+* **FLAIR rise.** ``d = flair_norm_b - flair_norm_a``; its centre and robust SD (median, MAD x
+  1.4826) are measured in normal-appearing brain (both normalised FLAIRs > 0, outside both grown
+  lesion masks). ``flair_rise`` is the mean of ``d`` over a lesion (part) minus that centre, in
+  NAWM-normalised FLAIR units; ``flair_rise_z`` is it divided by the SD. Subtraction-image
+  confirmation as in Moraal et al. 2010 (Radiology 255:154) and Ganiler et al. 2014
+  (Neuroradiology 56:363): a candidate must rise by ``flair_rise_min_sd`` SDs.
+* **New T2.** A b-component with no edge (no overlap with the grown a-mask), volume >=
+  ``min_new_lesion_volume_mm3`` and ``flair_rise_z >= flair_rise_min_sd``. One failing either
+  test is reported with class ``unconfirmed`` and not counted.
+* **New T2 touching an old lesion.** In a group with a-components, the b voxels outside the grown
+  a-mask form pieces (26-connected). Pieces with volume >= ``min_new_lesion_volume_mm3`` and a
+  FLAIR rise qualify. If the qualifying pieces together border less than
+  ``touching_max_surface_fraction`` of the group's old-lesion surface (the one-voxel shell of the
+  grown a-mask), each is a new lesion (``touches_existing`` = 1, its own row) and its volume is
+  removed from the group; otherwise they wrap the old lesion (concentric growth) and the group is
+  judged by the enlarging rule. The qualifying pieces must also be one-sided: their common
+  centroid lies at least ``touching_min_offset_fraction`` x the old lesion's equivalent-sphere
+  radius away from the old lesion's centroid (thick slices can cut a concentric shell into two
+  caps that each border little surface, but they stay centred). A piece bordering two or more
+  old lesions bridges them (a merge) and is never new. Both tests are ratios of lengths or
+  areas, hence the same at 1 mm, 2 mm and 1 x 1 x 3 mm voxels.
+  ANIMA counts such a lesion when its non-overlapping part is large; lesiontrack calls any
+  touching component an adjacent fragment (never new).
+* **Enlarging / shrinking / stable / resolved.** With the new pieces removed, a group with
+  a-components is ``resolved`` when no b voxel remains, ``enlarging`` when
+  ``volume_end - volume_start >= enlarging_min_increase_mm3`` and ``>= enlarging_min_increase_pct``
+  % of ``volume_start`` (ANIMA / MSSEG-2 convention: an absolute and a relative threshold); with
+  ``enlarging_rule = "annualised"`` the lesiontrack / mscard rule applies instead: growth >=
+  ``enlarging_min_pct_per_year`` % per year of follow-up and >= ``enlarging_min_voxels`` voxels.
+  ``shrinking`` mirrors enlarging (``shrinking_min_decrease_mm3`` and ``_pct``); else ``stable``.
+* **New T1-hypointense.** A component of the t1hypo mask at b (volume >= ``min_t1hypo_volume_mm3``)
+  that does not overlap the grown t1hypo mask at a: covers brand-new black holes and old T2
+  lesions turning hypointense; otherwise ``persistent``.
+* **T2-LV** = lesion voxels x voxel volume / 1000 (mL); change in mL and % (NaN when start is 0).
+
+Table rows are sorted by kind (t2 before t1hypo), then by the first voxel (C order) of the row's
+voxels; ``group_id`` numbers the rows 1..n in that order and the new-lesion label image numbers
+the new T2 lesions 1..m in the same order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from pipeline import io
+from pipeline.errors import InputError
+from pipeline.params import LesionParams
+from pipeline.paths import bids_path, interval_label
+
+CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
+_MAD_TO_SD = 1.4826
+
+#: Columns of the interval lesion table, in order.
+TABLE_COLUMNS = [
+    "group_id", "kind", "class", "volume_start_mm3", "volume_end_mm3", "change_mm3",
+    "change_pct", "n_start", "n_end", "merged", "split", "touches_existing", "flair_rise",
+    "flair_rise_z", "x_subject_mm", "y_subject_mm", "z_subject_mm",
+]
+#: Columns of the subject endpoints table, exactly (output contract).
+ENDPOINT_COLUMNS = [
+    "participant_id", "interval", "ses_start", "ses_end", "new_t2", "enlarging_t2", "new_t1hypo",
+    "t2lv_start_ml", "t2lv_end_ml", "t2lv_change_ml", "t2lv_change_pct",
+]
+#: Class of a b-only component that fails the new-lesion volume or FLAIR-rise test.
+UNCONFIRMED = "unconfirmed"
+
+
+def dilation_footprint(voxel_size_mm: Any, radius_mm: float) -> np.ndarray:
+    """Structuring element growing a mask by ``radius_mm`` measured from the voxel faces.
+
+    An offset joins when the neighbour's centre lies within ``radius_mm`` of the central voxel's
+    box: ``sqrt(sum(max(0, |d_i| v_i - v_i / 2)^2)) <= radius_mm``.
+
+    Parameters
+    ----------
+    voxel_size_mm : sequence of 3 floats
+    radius_mm : float, >= 0 (0: the centre only)
+
+    Returns
+    -------
+    bool ndarray of odd shape (2 n_i + 1,) per axis
+    """
+    vox = np.broadcast_to(np.asarray(voxel_size_mm, dtype=np.float64), (3,))
+    half = [int(np.floor((radius_mm + v / 2) / v + 1e-9)) for v in vox]
+    grids = np.meshgrid(*[np.arange(-h, h + 1) for h in half], indexing="ij")
+    gap = [np.maximum(0.0, np.abs(g) * v - v / 2) for g, v in zip(grids, vox)]
+    return np.sqrt(sum(x ** 2 for x in gap)) <= radius_mm + 1e-9
+
+
+def _dilate_labels(labels: np.ndarray, footprint: np.ndarray) -> np.ndarray:
+    """Labels grown by ``footprint``; a voxel of a component keeps its own label, contested
+    voxels outside take the largest neighbouring label (deterministic)."""
+    if footprint.size == 1 or not labels.any():
+        return labels.copy()
+    grown = ndimage.grey_dilation(labels, footprint=footprint, mode="constant", cval=0)
+    return np.where(labels > 0, labels, grown)
+
+
+def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, ...] | None:
+    idx = np.nonzero(mask)
+    if idx[0].size == 0:
+        return None
+    return tuple(slice(max(int(i.min()) - margin, 0), min(int(i.max()) + margin + 1, n))
+                 for i, n in zip(idx, mask.shape))
+
+
+@dataclass
+class _Match:
+    """Components of a and b (crop arrays) and the bipartite overlap graph between them."""
+
+    la: np.ndarray
+    lb: np.ndarray
+    na: int
+    nb: int
+    grown_a: np.ndarray  # labels of a grown by the footprint
+    edge_a: np.ndarray  # (E,) a labels
+    edge_b: np.ndarray  # (E,) b labels
+    group_of_a: np.ndarray  # (na + 1,), group index, -1 for label 0
+    group_of_b: np.ndarray  # (nb + 1,)
+    n_groups: int
+
+
+def _match(a: np.ndarray, b: np.ndarray, footprint: np.ndarray) -> _Match:
+    la, na = ndimage.label(a, structure=CONNECTIVITY_26)
+    lb, nb = ndimage.label(b, structure=CONNECTIVITY_26)
+    grown = _dilate_labels(la, footprint)
+    both = (grown > 0) & (lb > 0)
+    code = np.unique(grown[both].astype(np.int64) * (nb + 1) + lb[both])
+    ea, eb = code // (nb + 1), code % (nb + 1)
+    n = na + nb
+    graph = coo_matrix((np.ones(ea.size), (ea - 1, na + eb - 1)), shape=(n, n))
+    n_groups, comp = connected_components(graph, directed=False)
+    # Renumber groups by first appearance over the a nodes, then the b nodes (stable).
+    _, first = np.unique(comp, return_index=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(n_groups, dtype=np.int64)
+    rank[order] = np.arange(n_groups)
+    comp = rank[comp]
+    group_of_a = np.concatenate([[-1], comp[:na]])
+    group_of_b = np.concatenate([[-1], comp[na:]])
+    return _Match(la, lb, na, nb, grown, ea, eb, group_of_a, group_of_b, n_groups)
+
+
+def _per_label(labels: np.ndarray, n: int, weights: np.ndarray | None = None) -> np.ndarray:
+    w = None if weights is None else weights.ravel().astype(np.float64)
+    return np.bincount(labels.ravel(), weights=w, minlength=n + 1)
+
+
+def _label_stats(labels: np.ndarray, n: int, diff: np.ndarray) -> dict[str, np.ndarray]:
+    """Per label 1..n: voxel count, sum of diff, centroid (crop index), first flat index."""
+    flat = labels.ravel()
+    idx = np.nonzero(flat)[0]
+    lab = flat[idx]
+    count = np.bincount(lab, minlength=n + 1).astype(np.float64)
+    dsum = np.bincount(lab, weights=diff.ravel()[idx].astype(np.float64), minlength=n + 1)
+    ijk = np.column_stack(np.unravel_index(idx, labels.shape)).astype(np.float64)
+    csum = np.column_stack([np.bincount(lab, weights=ijk[:, k], minlength=n + 1)
+                            for k in range(3)])
+    # first voxel in C order of the crop (converted to the full volume by the caller)
+    first = np.full(n + 1, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first, lab, idx.astype(np.int64))
+    return {"count": count, "dsum": dsum, "csum": csum, "first": first}
+
+
+def difference_reference(flair_norm_a: np.ndarray, flair_norm_b: np.ndarray,
+                         exclude: np.ndarray | None = None) -> tuple[float, float]:
+    """Centre (median) and robust SD (MAD x 1.4826) of ``b - a`` in normal-appearing brain.
+
+    Parameters
+    ----------
+    flair_norm_a, flair_norm_b : ndarray (I, J, K), normalised FLAIR (0 outside the brain)
+    exclude : optional bool ndarray (I, J, K), voxels left out (grown lesion masks)
+
+    Returns
+    -------
+    (centre, sd) in normalised FLAIR units.
+    """
+    ref = (flair_norm_a > 0) & (flair_norm_b > 0)
+    if exclude is not None:
+        ref &= ~exclude
+    if ref.sum() < 100:
+        raise InputError("fewer than 100 normal-appearing brain voxels shared by the two "
+                         "sessions' normalised FLAIR images; check the desc-norm FLAIR files")
+    d = flair_norm_b[ref].astype(np.float64) - flair_norm_a[ref].astype(np.float64)
+    centre = float(np.median(d))
+    sd = float(_MAD_TO_SD * np.median(np.abs(d - centre)))
+    return centre, max(sd, 1e-6)
+
+
+def _is_enlarging(v0: float, v1: float, vv: float, params: LesionParams,
+                  dt_months: float | None) -> bool:
+    change = v1 - v0
+    if params.enlarging_rule == "annualised":
+        if dt_months is None or not dt_months > 0:
+            raise InputError("LesionParams.enlarging_rule='annualised' needs the interval length: "
+                             "give --sessions-months (e.g. baseline=0 m06=6 m12=12)")
+        pct_per_year = 100.0 * change / v0 * 12.0 / dt_months
+        return (pct_per_year >= params.enlarging_min_pct_per_year
+                and change >= params.enlarging_min_voxels * vv - 1e-9)
+    return (change >= params.enlarging_min_increase_mm3 - 1e-9
+            and change >= params.enlarging_min_increase_pct / 100.0 * v0 - 1e-9)
+
+
+def _is_shrinking(v0: float, v1: float, params: LesionParams) -> bool:
+    loss = v0 - v1
+    return (loss >= params.shrinking_min_decrease_mm3 - 1e-9
+            and loss >= params.shrinking_min_decrease_pct / 100.0 * v0 - 1e-9)
+
+
+def classify_interval(lesion_a: np.ndarray, lesion_b: np.ndarray, flair_norm_a: np.ndarray,
+                      flair_norm_b: np.ndarray, t1hypo_a: np.ndarray, t1hypo_b: np.ndarray,
+                      voxel_size_mm: Any, params: LesionParams | None = None, *,
+                      affine: np.ndarray | None = None, dt_months: float | None = None
+                      ) -> tuple[pd.DataFrame, np.ndarray]:
+    """Match lesions between sessions a and b and classify them (see module docstring).
+
+    Parameters
+    ----------
+    lesion_a, lesion_b : bool ndarray (I, J, K), T2 lesion masks on one subject grid
+    flair_norm_a, flair_norm_b : float ndarray (I, J, K), normalised FLAIR (NAWM = 1, 0 outside
+        the brain)
+    t1hypo_a, t1hypo_b : bool ndarray (I, J, K), T1-hypointense masks
+    voxel_size_mm : sequence of 3 floats, voxel size along I, J, K (mm)
+    params : LesionParams (defaults when None)
+    affine : optional (4, 4) voxel -> subject RAS mm; default ``diag(voxel_size_mm)``
+    dt_months : interval length, needed only for ``enlarging_rule = "annualised"``
+
+    Returns
+    -------
+    table : DataFrame, columns :data:`TABLE_COLUMNS`, one row per matched T2 group or new T2
+        lesion and one per T1-hypointense component at b; centroids in subject RAS mm
+    new_labels : int32 ndarray (I, J, K), new T2 lesions 1..m in table order
+    """
+    params = params or LesionParams()
+    arrays = {"lesion_a": lesion_a, "lesion_b": lesion_b, "flair_norm_a": flair_norm_a,
+              "flair_norm_b": flair_norm_b, "t1hypo_a": t1hypo_a, "t1hypo_b": t1hypo_b}
+    shape = np.shape(lesion_a)
+    for name, arr in arrays.items():
+        if np.ndim(arr) != 3 or np.shape(arr) != shape:
+            raise InputError(f"{name} has shape {np.shape(arr)}; all inputs must be 3-D arrays "
+                             f"on one subject grid of shape {shape}")
+    vox = np.broadcast_to(np.asarray(voxel_size_mm, dtype=np.float64), (3,)).copy()
+    if np.any(vox <= 0):
+        raise InputError(f"voxel_size_mm={voxel_size_mm!r} must be positive")
+    vv = float(np.prod(vox))
+    if affine is None:
+        affine = np.diag([*vox, 1.0])
+    a = np.asarray(lesion_a) > 0
+    b = np.asarray(lesion_b) > 0
+    ha = np.asarray(t1hypo_a) > 0
+    hb = np.asarray(t1hypo_b) > 0
+    fa = np.asarray(flair_norm_a)
+    fb = np.asarray(flair_norm_b)
+    fp = dilation_footprint(vox, params.new_lesion_dilation_mm)
+    new_labels = np.zeros(shape, np.int32)
+
+    margin = max(fp.shape) // 2 + 2
+    sl = _bbox(a | b | ha | hb, margin)
+    if sl is None:
+        return pd.DataFrame({c: pd.Series(dtype=float) for c in TABLE_COLUMNS}), new_labels
+    crop_shape = tuple(s.stop - s.start for s in sl)
+    origin = np.array([s.start for s in sl], dtype=np.float64)
+
+    ac, bc, hac, hbc = a[sl], b[sl], ha[sl], hb[sl]
+    m = _match(ac, bc, fp)
+    grown_any = (m.grown_a > 0) | (ndimage.binary_dilation(bc, structure=fp) if bc.any() else bc)
+    exclude = np.zeros(shape, bool)
+    exclude[sl] = grown_any
+    centre, sd = difference_reference(fa, fb, exclude)
+    diff = fb[sl].astype(np.float64) - fa[sl].astype(np.float64) - centre
+
+    rows: list[dict[str, Any]] = []
+    row_voxels: list[tuple[str, np.ndarray, int]] = []  # (image, labels, label) for new labels
+
+    def full_first(flat_crop: int) -> int:
+        ijk = np.array(np.unravel_index(int(flat_crop), crop_shape)) + origin.astype(int)
+        return int(np.ravel_multi_index(tuple(ijk), shape))
+
+    def centroid_world(csum: np.ndarray, count: float) -> np.ndarray:
+        ijk = csum / count + origin
+        return affine[:3, :3] @ ijk + affine[:3, 3]
+
+    vol_a = _per_label(m.la, m.na) * vv
+    # --- pieces of b outside the grown a-mask ------------------------------------------------
+    outside = (m.lb > 0) & (m.grown_a == 0)
+    lp, npieces = ndimage.label(outside, structure=CONNECTIVITY_26)
+    ps = _label_stats(lp, npieces, diff)
+    piece_b = np.zeros(npieces + 1, dtype=np.int64)
+    if npieces:
+        piece_b[1:] = np.asarray(ndimage.maximum(m.lb, lp, index=np.arange(1, npieces + 1)),
+                                 dtype=np.int64)
+    piece_group = m.group_of_b[piece_b]
+    piece_vol = ps["count"] * vv
+    with np.errstate(invalid="ignore", divide="ignore"):
+        piece_rise = ps["dsum"] / ps["count"]
+    piece_ok = ((piece_vol >= params.min_new_lesion_volume_mm3 - 1e-9)
+                & (piece_rise / sd >= params.flair_rise_min_sd))
+    piece_ok[0] = False
+    group_has_a = np.zeros(m.n_groups, bool)
+    if m.na:
+        group_has_a[m.group_of_a[1:]] = True
+
+    # Old-lesion surface per group: shell of the grown a-mask, and the part bordered by
+    # qualifying touching pieces.
+    is_new_piece = np.zeros(npieces + 1, bool)
+    touching = piece_ok.copy()
+    touching[1:] &= group_has_a[piece_group[1:]]
+    if touching.any():
+        shell = (m.grown_a > 0) & (m.la == 0)
+        shell_a = m.grown_a[shell]
+        shell_group = m.group_of_a[shell_a]
+        shell_total = np.bincount(shell_group, minlength=m.n_groups)
+        qual = np.where(touching[lp], lp, 0)
+        near_q = ndimage.grey_dilation(qual, footprint=CONNECTIVITY_26)[shell]
+        hit = (near_q > 0) & (piece_group[near_q] == shell_group)
+        # A piece bordering two or more old lesions bridges them: a merge, not a new lesion.
+        pairs = np.unique(near_q[hit].astype(np.int64) * (m.na + 1) + shell_a[hit])
+        n_old = np.bincount(pairs // (m.na + 1), minlength=npieces + 1)
+        touching &= n_old <= 1
+        hit &= touching[near_q]
+        bordered = np.bincount(shell_group[hit], minlength=m.n_groups)
+        frac = bordered / np.maximum(shell_total, 1)
+        # One-sidedness: the qualifying pieces' common centroid must sit off the old lesion's
+        # centroid by a fraction of its equivalent-sphere radius (concentric growth, even when
+        # thick slices cut it into caps, stays centred).
+        qg = piece_group[1:][touching[1:]]
+        qn = ps["count"][1:][touching[1:]]
+        qc = ps["csum"][1:][touching[1:]]
+        q_count = np.bincount(qg, weights=qn, minlength=m.n_groups)
+        q_cent = np.column_stack([np.bincount(qg, weights=qc[:, k], minlength=m.n_groups)
+                                  for k in range(3)]) / np.maximum(q_count, 1)[:, None]
+        la_flat = np.nonzero(m.la.ravel())[0]
+        la_g = m.group_of_a[m.la.ravel()[la_flat]]
+        la_ijk = np.column_stack(np.unravel_index(la_flat, crop_shape)).astype(np.float64)
+        a_count = np.bincount(la_g, minlength=m.n_groups)
+        a_cent = np.column_stack([np.bincount(la_g, weights=la_ijk[:, k], minlength=m.n_groups)
+                                  for k in range(3)]) / np.maximum(a_count, 1)[:, None]
+        offset_mm = np.sqrt((((q_cent - a_cent) * vox) ** 2).sum(axis=1))
+        r_eq_mm = np.cbrt(3.0 * a_count * vv / (4.0 * np.pi))
+        ok_group = ((shell_total > 0) & (frac < params.touching_max_surface_fraction)
+                    & (offset_mm >= params.touching_min_offset_fraction * r_eq_mm))
+        is_new_piece[1:] = touching[1:] & ok_group[piece_group[1:]]
+
+    # b-only groups are whole pieces (a b-component without an edge lies entirely outside).
+    for p in range(1, npieces + 1):
+        g = piece_group[p]
+        if group_has_a[g] and not is_new_piece[p]:
+            continue
+        if group_has_a[g]:
+            cls, touches = "new", 1
+        else:
+            cls, touches = ("new" if piece_ok[p] else UNCONFIRMED), 0
+        xyz = centroid_world(ps["csum"][p], ps["count"][p])
+        rows.append({"kind": "t2", "class": cls, "volume_start_mm3": 0.0,
+                     "volume_end_mm3": piece_vol[p], "n_start": 0, "n_end": 1, "merged": 0,
+                     "split": 0, "touches_existing": touches, "flair_rise": piece_rise[p],
+                     "_xyz": xyz, "_first": full_first(ps["first"][p])})
+        row_voxels.append(("piece", lp, p) if cls == "new" else ("", lp, 0))
+
+    # --- matched groups with a-components --------------------------------------------------
+    if m.na:
+        new_vox = is_new_piece[lp] & (lp > 0)
+        rest_b = np.where(new_vox, 0, m.lb)
+        gb = np.where(rest_b > 0, m.group_of_b[rest_b], -1)
+        ga = np.where(m.la > 0, m.group_of_a[m.la], -1)
+        ng = m.n_groups
+        cnt_b = np.bincount(gb[gb >= 0], minlength=ng).astype(np.float64)
+        cnt_a = np.bincount(ga[ga >= 0], minlength=ng).astype(np.float64)
+        growth = (gb >= 0) & (m.la == 0)
+        cnt_g = np.bincount(gb[growth], minlength=ng).astype(np.float64)
+        dsum_g = np.bincount(gb[growth], weights=diff[growth], minlength=ng)
+        idx_b = np.nonzero(gb.ravel() >= 0)[0]
+        idx_a = np.nonzero(ga.ravel() >= 0)[0]
+
+        def sums(idx: np.ndarray, gflat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            ijk = np.column_stack(np.unravel_index(idx, crop_shape)).astype(np.float64)
+            g = gflat[idx]
+            cs = np.column_stack([np.bincount(g, weights=ijk[:, k], minlength=ng)
+                                  for k in range(3)])
+            first = np.full(ng, np.iinfo(np.int64).max, dtype=np.int64)
+            np.minimum.at(first, g, idx.astype(np.int64))
+            return cs, first
+
+        cs_b, first_b = sums(idx_b, gb.ravel())
+        cs_a, first_a = sums(idx_a, ga.ravel())
+        deg_a = np.bincount(m.edge_a, minlength=m.na + 1)
+        deg_b = np.bincount(m.edge_b, minlength=m.nb + 1)
+        n_start = np.bincount(m.group_of_a[1:], minlength=ng)
+        b_in_rest = np.unique(rest_b[rest_b > 0])
+        n_end = np.bincount(m.group_of_b[b_in_rest], minlength=ng)
+        merged = np.zeros(ng, bool)
+        split = np.zeros(ng, bool)
+        if m.nb:
+            merged[m.group_of_b[1:][deg_b[1:] >= 2]] = True
+        split[m.group_of_a[1:][deg_a[1:] >= 2]] = True
+        for g in np.nonzero(group_has_a)[0]:
+            v0 = cnt_a[g] * vv
+            v1 = cnt_b[g] * vv
+            if cnt_b[g] == 0:
+                cls = "resolved"
+            elif _is_enlarging(v0, v1, vv, params, dt_months):
+                cls = "enlarging"
+            elif _is_shrinking(v0, v1, params):
+                cls = "shrinking"
+            else:
+                cls = "stable"
+            if cnt_b[g] > 0:
+                xyz = centroid_world(cs_b[g], cnt_b[g])
+            else:
+                xyz = centroid_world(cs_a[g], cnt_a[g])
+            first = min(first_a[g], first_b[g])
+            rise = dsum_g[g] / cnt_g[g] if cnt_g[g] > 0 else np.nan
+            rows.append({"kind": "t2", "class": cls, "volume_start_mm3": v0,
+                         "volume_end_mm3": v1, "n_start": int(n_start[g]),
+                         "n_end": int(n_end[g]), "merged": int(merged[g]),
+                         "split": int(split[g]), "touches_existing": 0, "flair_rise": rise,
+                         "_xyz": xyz, "_first": full_first(first)})
+            row_voxels.append(("", lp, 0))
+
+    # --- T1-hypointense components at b ------------------------------------------------------
+    mh = _match(hac, hbc, fp)
+    hs = _label_stats(mh.lb, mh.nb, diff)
+    vol_ha = _per_label(mh.la, mh.na) * vv
+    linked: dict[int, list[int]] = {}
+    for ea, eb in zip(mh.edge_a, mh.edge_b):
+        linked.setdefault(int(eb), []).append(int(ea))
+    for j in range(1, mh.nb + 1):
+        v1 = hs["count"][j] * vv
+        if v1 < params.min_t1hypo_volume_mm3 - 1e-9:
+            continue
+        olds = linked.get(j, [])
+        rows.append({"kind": "t1hypo", "class": "persistent" if olds else "new",
+                     "volume_start_mm3": float(sum(vol_ha[i] for i in olds)),
+                     "volume_end_mm3": v1, "n_start": len(olds), "n_end": 1,
+                     "merged": int(len(olds) >= 2), "split": 0, "touches_existing": 0,
+                     "flair_rise": hs["dsum"][j] / hs["count"][j],
+                     "_xyz": centroid_world(hs["csum"][j], hs["count"][j]),
+                     "_first": full_first(hs["first"][j])})
+        row_voxels.append(("", lp, 0))
+
+    if not rows:
+        return pd.DataFrame({c: pd.Series(dtype=float) for c in TABLE_COLUMNS}), new_labels
+    order = sorted(range(len(rows)), key=lambda i: (rows[i]["kind"] != "t2", rows[i]["_first"]))
+    new_crop = np.zeros(crop_shape, np.int32)
+    n_new = 0
+    out_rows = []
+    for gid, i in enumerate(order, start=1):
+        r = rows[i]
+        kind_img, labels, lab = row_voxels[i]
+        if kind_img == "piece":
+            n_new += 1
+            new_crop[labels == lab] = n_new
+        v0, v1 = r["volume_start_mm3"], r["volume_end_mm3"]
+        out_rows.append({
+            "group_id": gid, "kind": r["kind"], "class": r["class"],
+            "volume_start_mm3": v0, "volume_end_mm3": v1, "change_mm3": v1 - v0,
+            "change_pct": 100.0 * (v1 - v0) / v0 if v0 > 0 else np.nan,
+            "n_start": r["n_start"], "n_end": r["n_end"], "merged": r["merged"],
+            "split": r["split"], "touches_existing": r["touches_existing"],
+            "flair_rise": r["flair_rise"], "flair_rise_z": r["flair_rise"] / sd,
+            "x_subject_mm": r["_xyz"][0], "y_subject_mm": r["_xyz"][1],
+            "z_subject_mm": r["_xyz"][2],
+        })
+    new_labels[sl] = new_crop
+    return pd.DataFrame(out_rows, columns=TABLE_COLUMNS), new_labels
+
+
+def t2lv_ml(lesion: np.ndarray, voxel_size_mm: Any) -> float:
+    """T2 lesion volume in mL: lesion voxels x voxel volume / 1000."""
+    return float(np.count_nonzero(lesion) * float(np.prod(np.broadcast_to(
+        np.asarray(voxel_size_mm, dtype=np.float64), (3,)))) / 1000.0)
+
+
+def interval_endpoints(table: pd.DataFrame, t2lv_start_ml: float, t2lv_end_ml: float,
+                       subject: str, ses_start: str, ses_end: str) -> dict[str, Any]:
+    """One endpoints row (columns :data:`ENDPOINT_COLUMNS`) from an interval lesion table."""
+    t2 = table["kind"] == "t2"
+    change = t2lv_end_ml - t2lv_start_ml
+    return {
+        "participant_id": f"sub-{subject}",
+        "interval": interval_label(ses_start, ses_end),
+        "ses_start": ses_start,
+        "ses_end": ses_end,
+        "new_t2": int(((table["class"] == "new") & t2).sum()),
+        "enlarging_t2": int(((table["class"] == "enlarging") & t2).sum()),
+        "new_t1hypo": int(((table["class"] == "new") & ~t2).sum()),
+        "t2lv_start_ml": t2lv_start_ml,
+        "t2lv_end_ml": t2lv_end_ml,
+        "t2lv_change_ml": change,
+        "t2lv_change_pct": 100.0 * change / t2lv_start_ml if t2lv_start_ml > 0 else np.nan,
+    }
+
+
+def endpoints_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Endpoints rows as a DataFrame with exactly :data:`ENDPOINT_COLUMNS`."""
+    return pd.DataFrame(rows, columns=ENDPOINT_COLUMNS)
+
+
+def _voxel_sizes(affine: np.ndarray) -> np.ndarray:
+    return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+
+
+def _parse_intervals(intervals: list[str], sessions: list[str]) -> list[tuple[str, str]]:
+    out = []
+    missing = []
+    for item in intervals:
+        parts = item.split("-")
+        if len(parts) != 2 or not all(parts):
+            raise InputError(f"interval {item!r} must be '<ses_a>-<ses_b>', e.g. baseline-m06")
+        if parts[0] == parts[1]:
+            raise InputError(f"interval {item!r} compares a session with itself")
+        gone = [s for s in parts if s not in sessions]
+        if gone:
+            missing.append(f"{item} (missing {', '.join(gone)})")
+        out.append((parts[0], parts[1]))
+    if missing:
+        raise InputError(f"intervals {'; '.join(missing)} use sessions not in --sessions "
+                         f"{sessions}; process those sessions or drop the intervals")
+    return out
+
+
+def _parse_months(items: list[str] | None) -> dict[str, float]:
+    months = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        try:
+            months[key] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not key:
+            raise InputError(f"--sessions-months entry {item!r} must be <session>=<months>")
+    return months
+
+
+def longitudinal_files(out_dir: str | Path, subject: str, sessions: list[str],
+                       intervals: list[str], params: LesionParams | None = None,
+                       sessions_months: dict[str, float] | None = None) -> dict[str, Path]:
+    """Classify every interval of one subject from its segment outputs; write all products.
+
+    Reads per session (space-subject): desc-lesion mask, desc-t1hypo mask, desc-norm FLAIR; and
+    session b's T1w->subject transform to map centroids into session b's raw T1w world.
+
+    Returns
+    -------
+    dict product name -> written path.
+    """
+    from pipeline.registration import map_points_subject_to_session  # SimpleITK when needed
+
+    params = params or LesionParams()
+    out_dir = Path(out_dir)
+    pairs = _parse_intervals(intervals, sessions)
+    cache: dict[str, dict[str, Any]] = {}
+    grid: list[tuple[tuple[int, ...], np.ndarray]] = []  # (shape, affine) of the first image
+
+    def load(ses: str) -> dict[str, Any]:
+        if ses in cache:
+            return cache[ses]
+        d: dict[str, Any] = {}
+        for key, desc, suffix in (("lesion", "lesion", "mask"), ("t1hypo", "t1hypo", "mask"),
+                                  ("flair", "norm", "FLAIR")):
+            path = bids_path(out_dir, subject, ses, space="subject", desc=desc, suffix=suffix)
+            data, aff, _ = io.load_nifti(path)
+            if not grid:
+                grid.append((data.shape, aff))
+            if data.shape != grid[0][0] or not np.allclose(aff, grid[0][1], atol=1e-4):
+                raise InputError(f"{path}: not on the subject grid shared by the other images "
+                                 f"(shape {data.shape} vs {grid[0][0]} or affine differs); rerun "
+                                 "the register and segment stages")
+            d[key] = data
+        d["xfm"] = bids_path(out_dir, subject, ses, from_="T1w", to="subject", mode="image",
+                             suffix="xfm", ext=".txt")
+        cache[ses] = d
+        return d
+
+    written: dict[str, Path] = {}
+    endpoint_rows = []
+    for ses_a, ses_b in pairs:
+        da, db = load(ses_a), load(ses_b)
+        affine = grid[0][1]
+        vox = _voxel_sizes(affine)
+        dt = None
+        if sessions_months:
+            if ses_a not in sessions_months or ses_b not in sessions_months:
+                raise InputError(f"--sessions-months lacks {ses_a} or {ses_b}")
+            dt = sessions_months[ses_b] - sessions_months[ses_a]
+        table, new_labels = classify_interval(
+            da["lesion"] > 0, db["lesion"] > 0, da["flair"], db["flair"], da["t1hypo"] > 0,
+            db["t1hypo"] > 0, vox, params, affine=affine, dt_months=dt)
+        if not db["xfm"].exists():
+            raise InputError(f"{db['xfm']}: file not found; the T1w->subject transform of "
+                             f"ses-{ses_b} is needed to report lesion positions in its T1w world "
+                             "(rerun the register stage)")
+        pts = table[["x_subject_mm", "y_subject_mm", "z_subject_mm"]].to_numpy(dtype=np.float64)
+        mapped = (map_points_subject_to_session(pts, db["xfm"]) if len(pts)
+                  else np.zeros((0, 3)))
+        table.insert(table.columns.get_loc("x_subject_mm"), "x_mm", mapped[:, 0])
+        table.insert(table.columns.get_loc("x_subject_mm"), "y_mm", mapped[:, 1])
+        table.insert(table.columns.get_loc("x_subject_mm"), "z_mm", mapped[:, 2])
+        label = f"{ses_a}-{ses_b}"
+        written[f"lesions_{label}"] = io.write_tsv(
+            bids_path(out_dir, subject, from_=ses_a, to=ses_b, suffix="lesions", ext=".tsv"),
+            table)
+        written[f"new_{label}"] = io.save_nifti(
+            bids_path(out_dir, subject, from_=ses_a, to=ses_b, space="subject", desc="new",
+                      suffix="dseg"), new_labels, affine, np.int32)
+        endpoint_rows.append(interval_endpoints(
+            table, t2lv_ml(da["lesion"] > 0, vox), t2lv_ml(db["lesion"] > 0, vox), subject,
+            ses_a, ses_b))
+    written["endpoints"] = io.write_tsv(bids_path(out_dir, subject, suffix="endpoints",
+                                                  ext=".tsv"), endpoints_table(endpoint_rows))
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipeline longitudinal --out OUT --subject S --sessions ... --intervals ...``."""
+    ap = argparse.ArgumentParser(prog="python -m pipeline longitudinal",
+                                 description="Match lesions across intervals; new T2, enlarging "
+                                             "T2, new T1-hypointense and T2-LV per interval")
+    ap.add_argument("--out", required=True, help="derivatives directory (segment stage output)")
+    ap.add_argument("--subject", required=True, help="subject label without 'sub-'")
+    ap.add_argument("--sessions", required=True, nargs="+", help="session labels present")
+    ap.add_argument("--intervals", required=True, nargs="+",
+                    help="intervals as <ses_a>-<ses_b>, e.g. baseline-m06 m06-m12")
+    ap.add_argument("--sessions-months", nargs="*", default=None,
+                    help="session=months (only for LesionParams.enlarging_rule='annualised')")
+    ap.add_argument("--params", default=None,
+                    help='JSON file {"LesionParams": {field: value}} of overrides')
+    args = ap.parse_args(argv)
+    try:
+        from pipeline.settings import load_params
+
+        params = load_params(args.params)["LesionParams"]
+        written = longitudinal_files(args.out, args.subject, args.sessions, args.intervals,
+                                     params, _parse_months(args.sessions_months) or None)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    for path in written.values():
+        print(path)
+    return 0
