@@ -54,7 +54,7 @@ ENDPOINT_NAMES: dict[str, str] = {
 PRIMARY_MODELS = {"count": ("negbin", "poisson", "poisson_exact"), "volume": ("ols",),
                   "relapse": ("poisson", "poisson_exact")}
 ADJUSTED_MODELS = {"count": ("negbin_adjusted", "poisson_adjusted"), "volume": ("ols_adjusted",),
-                   "relapse": ()}
+                   "relapse": ("poisson_adjusted",)}
 #: Packages whose versions the report lists.
 SOFTWARE = ("numpy", "scipy", "pandas", "statsmodels", "matplotlib", "nibabel", "SimpleITK",
             "scikit-image", "snakemake")
@@ -307,6 +307,12 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
+def _figure_order(path: Path) -> tuple[int, str, str]:
+    """Registration first, then lesions, then the per-interval figures, each by name."""
+    rank = 0 if "desc-registration" in path.name else 1 if "desc-lesion" in path.name else 2
+    return rank, path.name, str(path)
+
+
 def _subject_of(path: Path) -> str | None:
     for part in (path.name, *reversed(path.parts)):
         if part.startswith("sub-"):
@@ -453,7 +459,7 @@ def report_files(out: str | Path, endpoints_path: str | Path, stats_path: str | 
     paths = {Path(p) for p in figure_paths or ()}
     paths |= set(Path(out).glob("sub-*/figures/*.png"))
     figures: dict[str, list[tuple[str, bytes]]] = {}
-    for path in sorted(paths, key=lambda p: (p.name, str(p))):
+    for path in sorted(paths, key=_figure_order):
         if not path.exists():
             raise InputError(f"{path}: QC figure not found; re-run the qc step")
         subject = _subject_of(path)

@@ -32,8 +32,10 @@ t2lv_change_ml     ``mann_whitney`` as above; ``ols``: difference in mean change
                    ``ols_adjusted``: the same plus covariates and T2-LV at the interval start
                    (ANCOVA; for intervals from baseline this is the baseline T2-LV).
 relapse columns    one row set per configured column (interval ``0-<months>m``), one row per
-                   participant: ``poisson`` (quasi-Poisson GLM, offset log(months)), ``negbin``
-                   (NaN with a note when it cannot be fitted), ``mann_whitney``.
+                   participant: ``poisson`` (quasi-Poisson GLM, offset log(months);
+                   ``poisson_exact`` under separation), ``poisson_adjusted`` (with the
+                   covariates), ``negbin`` (NaN with a note when it cannot be fitted),
+                   ``mann_whitney``.
 =================  =========================================================================
 
 Why a model fell back, which covariates were absent, which rows were dropped for missing values:
@@ -166,7 +168,7 @@ def design_matrix(table: pd.DataFrame, arm_column: str, arms: Sequence[str],
 # --------------------------------------------------------------------------- rate models
 
 def negbin_rate_ratio(counts: np.ndarray, X: pd.DataFrame, exposure_months: np.ndarray,
-                      params: StatsParams, model: str = "negbin") -> Fit | None:
+                      params: StatsParams, model: str = "negbin") -> tuple[Fit | None, str]:
     """NB2 regression of ``counts`` on ``X`` with offset log(``exposure_months``).
 
     Parameters
@@ -174,18 +176,15 @@ def negbin_rate_ratio(counts: np.ndarray, X: pd.DataFrame, exposure_months: np.n
     counts : (n,) non-negative integers
     X : (n, p) design with an ``arm`` column (see :func:`design_matrix`)
     exposure_months : (n,) follow-up per row, months (> 0)
+    params : iterations and the minimum dispersion (StatsParams)
+    model : model name of the returned Fit
 
     Returns
     -------
-    Fit with the rate ratio exp(beta_arm) and its Wald CI, or ``None`` when NB cannot be fitted;
-    the reason is then in the returned ``Fit`` of the caller's fallback (see :func:`rate_ratio`).
+    (fit, reason): the rate ratio exp(beta_arm) with its Wald CI and p-value, or ``None`` and
+    why NB cannot be used (non-convergence, alpha below ``negbin_min_alpha``, a warning such as
+    a failed Hessian inversion, a non-finite arm coefficient).
     """
-    fit, _ = _negbin(counts, X, exposure_months, params, model)
-    return fit
-
-
-def _negbin(counts: np.ndarray, X: pd.DataFrame, exposure_months: np.ndarray,
-            params: StatsParams, model: str) -> tuple[Fit | None, str]:
     offset = np.log(np.asarray(exposure_months, dtype=float))
     endog = np.asarray(counts, dtype=float)
     try:
@@ -294,7 +293,7 @@ def rate_ratio(counts: np.ndarray, X: pd.DataFrame, exposure_months: np.ndarray,
                                float(exposure[~arm].sum()), params.alpha)
         fit.notes.insert(0, why + "; conditional exact Poisson test instead")
         return fit
-    fit, why = _negbin(counts, X, exposure_months, params, f"negbin{suffix}")
+    fit, why = negbin_rate_ratio(counts, X, exposure_months, params, f"negbin{suffix}")
     if fit is not None:
         return fit
     fallback = poisson_rate_ratio(counts, X, exposure_months, params, f"poisson{suffix}")
@@ -536,7 +535,8 @@ def compare_arms(endpoints: pd.DataFrame, arm_column: str, arms: Sequence[str],
             _volume_endpoint(out, table[table["interval"] == interval], interval, arm_column,
                              arms, covariates, params)
     for column, months in (relapse_columns or {}).items():
-        _relapse_endpoint(out, table, column, float(months), arm_column, arms, params)
+        _relapse_endpoint(out, table, column, float(months), arm_column, arms, covariates,
+                          params)
 
     stats = pd.DataFrame(out.rows, columns=stats_columns(arms))
     notes = pd.DataFrame(out.notes, columns=list(NOTE_COLUMNS))
@@ -616,7 +616,8 @@ def _volume_endpoint(out: _Collector, rows: pd.DataFrame, interval: str, arm_col
 
 
 def _relapse_endpoint(out: _Collector, table: pd.DataFrame, column: str, months: float,
-                      arm_column: str, arms: Sequence[str], params: StatsParams) -> None:
+                      arm_column: str, arms: Sequence[str], covariates: Sequence[str],
+                      params: StatsParams) -> None:
     interval = f"0-{months:g}m"
     if column not in table.columns:
         out.note(column, interval, math.nan, "column absent from endpoints.tsv: skipped")
@@ -632,22 +633,34 @@ def _relapse_endpoint(out: _Collector, table: pd.DataFrame, column: str, months:
                                              "left out")
     rows = rows[~missing]
     values = _split(rows, column, arm_column, arms)
-    if _too_few(out, column, interval, ["poisson", "negbin", "mann_whitney"], values, params):
+    models = ["poisson"] + (["poisson_adjusted"] if covariates else []) + \
+        ["negbin", "mann_whitney"]
+    if _too_few(out, column, interval, models, values, params):
         return
     counts = rows[column].to_numpy(dtype=float)
     exposure = np.full(len(rows), months)
     X, _ = design_matrix(rows, arm_column, arms)
     total_a, total_b = (float(v.sum()) for v in values)
+    degenerate = None
     if total_a + total_b == 0:
-        for model in ("poisson", "negbin"):
-            out.add(column, interval, Fit(model, notes=["all counts are zero: no rate ratio"]),
-                    values)
+        degenerate = "all counts are zero: no rate ratio"
+        out.add(column, interval, Fit("poisson", notes=[degenerate]), values)
     elif total_a == 0 or total_b == 0:
+        degenerate = "separation: see the poisson_exact row"
         out.add(column, interval, rate_ratio(counts, X, exposure, params), values)
-        out.add(column, interval, Fit("negbin", notes=["separation: see poisson_exact"]), values)
     else:
         out.add(column, interval, poisson_rate_ratio(counts, X, exposure, params), values)
-        nb, why = _negbin(counts, X, exposure, params, "negbin")
+    if covariates:
+        _adjusted(out, column, interval, "poisson_adjusted", rows, column, arm_column, arms,
+                  covariates,
+                  lambda used, Xa: Fit("poisson_adjusted", notes=[degenerate]) if degenerate
+                  else poisson_rate_ratio(used[column].to_numpy(dtype=float), Xa,
+                                          np.full(len(used), months), params,
+                                          "poisson_adjusted"))
+    if degenerate:
+        out.add(column, interval, Fit("negbin", notes=[degenerate]), values)
+    else:
+        nb, why = negbin_rate_ratio(counts, X, exposure, params, "negbin")
         out.add(column, interval, nb or Fit("negbin", notes=[f"not fitted: {why}"]), values)
     out.add(column, interval, mann_whitney(values[0], values[1], params), values)
 

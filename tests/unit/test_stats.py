@@ -170,7 +170,10 @@ def test_cohort_columns_models_and_known_effect():
     assert not stats.duplicated(["endpoint", "interval", "model"]).any()
     assert set(stats.endpoint) == {"new_t2", "enlarging_t2", "new_t1hypo", "t2lv_change_ml",
                                    "relapses_0_3m", "relapses_0_12m"}
-    assert stats.loc[stats.endpoint == "relapses_0_3m", "interval"].unique().tolist() == ["0-3m"]
+    relapse = stats[stats.endpoint == "relapses_0_3m"]
+    assert relapse.interval.unique().tolist() == ["0-3m"]
+    assert relapse.model.tolist() == ["poisson", "poisson_adjusted", "negbin", "mann_whitney"]
+    assert (relapse[["n_IDG", "n_TG"]] == 25).all().all()  # one row per participant
     t2 = stats[(stats.endpoint == "new_t2") & (stats.interval == "baseline-m12")]
     assert t2.model.str.replace("poisson", "negbin").tolist() == [
         "negbin", "negbin_adjusted", "mann_whitney", "fisher_any"]
