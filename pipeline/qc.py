@@ -10,8 +10,8 @@ patient right on the right of axial and coronal views, anterior on the right of 
   mask outlined in another colour, through the slices holding the most lesion voxels (the same
   slices for every session, so the sessions compare).
 - ``from-<a>_to-<b>_desc-new`` (one per interval): sessions a and b with the new T2 lesions of the
-  interval outlined at a and filled at b, through the slices holding the most new-lesion voxels; a new lesion must be
-  absent at a and present at b.
+  interval outlined at a and filled at b, through the slices holding the most new-lesion voxels;
+  a new lesion must be absent at a and present at b.
 
 Figures are drawn with matplotlib's Agg renderer at a fixed size and dpi and saved without
 software or time metadata, so rerunning on the same images writes the same bytes.
