@@ -266,6 +266,38 @@ def remove_small_components(mask: np.ndarray, min_volume_mm3: float, voxel_volum
     return out > 0, out, int(keep.sum())
 
 
+class BrainDepth:
+    """Depth of voxels inside a mask: distance (mm) from the voxel centre to the mask surface.
+
+    The surface is taken half a voxel beyond the outermost mask voxels' neighbours, i.e. the
+    distance to the nearest non-mask voxel centre minus half the smallest voxel size (as an
+    exact Euclidean distance transform would give). A k-d tree of the outer layer answers
+    queries for a few voxels without a full-volume distance transform.
+    """
+
+    def __init__(self, mask: np.ndarray, voxel_size_mm: Any) -> None:
+        from scipy.spatial import cKDTree
+
+        self.vox = _voxel_size(voxel_size_mm)
+        padded = np.pad(mask, 1)
+        outer = ndimage.binary_dilation(padded, structure=CONNECTIVITY_26) & ~padded
+        pts = (np.column_stack(np.nonzero(outer)) - 1) * self.vox
+        self.tree = cKDTree(pts) if len(pts) else None
+
+    def __call__(self, index: tuple[np.ndarray, ...], max_mm: float = np.inf) -> np.ndarray:
+        """Depth (mm) of the voxels ``index`` (a tuple of index arrays, as from np.nonzero).
+
+        Depths beyond ``max_mm`` are returned as ``inf`` (a bounded search is much faster deep
+        inside the mask, where every surface point is about equally far).
+        """
+        if self.tree is None or len(index[0]) == 0:
+            return np.full(len(index[0]), np.inf)
+        pts = np.column_stack(index) * self.vox
+        bound = max_mm + 0.5 * self.vox.min() + 1e-6
+        dist, _ = self.tree.query(pts, distance_upper_bound=bound)
+        return dist - 0.5 * self.vox.min()
+
+
 def hysteresis_lesions(z: np.ndarray, flair_norm: np.ndarray, flair_norm_smooth: np.ndarray,
                        core_allowed: np.ndarray, grow_allowed: np.ndarray,
                        params: SegmentationParams, voxel_volume_mm3: float) -> np.ndarray:
@@ -301,8 +333,9 @@ def hysteresis_lesions(z: np.ndarray, flair_norm: np.ndarray, flair_norm_smooth:
     has_core[np.unique(labels[core])] = True
     has_core[0] = False
     labels = np.where(has_core[labels], labels, 0)
-    peak = np.asarray(ndimage.maximum(flair_norm_smooth, labels, index=np.arange(n + 1)),
-                      dtype=np.float64)
+    inside = labels > 0
+    peak = np.full(n + 1, -np.inf)
+    np.maximum.at(peak, labels[inside], flair_norm_smooth[inside])
     peak[0] = np.inf
     # Extend each component by one voxel so the partial-volume rim can join it.
     near = ndimage.grey_dilation(labels, footprint=CONNECTIVITY_26)
@@ -417,10 +450,7 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
     hard = np.argmax(post, axis=1)
     pmin = params.tissue_posterior_min
 
-    # Core voxels must lie edge_margin_mm inside the brain: distance to the nearest non-brain
-    # voxel centre, minus half a voxel, approximates the distance to the mask surface.
-    dist = ndimage.distance_transform_edt(b, sampling=vox)
-    core_allowed = dist - 0.5 * vox.min() >= params.edge_margin_mm
+    depth = BrainDepth(b, vox)
 
     user_mask = None
     if lesion_mask is not None:
@@ -429,7 +459,10 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
 
     lesion_crop = np.zeros(b.shape, bool) if user_mask is None else user_mask[sl] & b
     n_iter = 1 if user_mask is not None else params.normalisation_iterations
-    pure_img = np.zeros(b.shape + (3,), bool)
+    # Interior of pure WM (26-eroded, so the smoothing kernel saw only WM) for noise estimates.
+    pure_img = np.zeros(b.shape, bool)
+    pure_img[b] = post[:, 2] >= pmin
+    wm_interior = ndimage.binary_erosion(pure_img, structure=CONNECTIVITY_26)[b]
     for _ in range(n_iter):
         # Exclude current lesions and their partial-volume rim from the reference statistics.
         excl = (ndimage.binary_dilation(lesion_crop, structure=CONNECTIVITY_26)
@@ -457,8 +490,7 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
         curve_t1 = np.maximum.accumulate(curve_t1)  # np.interp needs increasing abscissae
         # Noise of the smoothed images in the interior of pure NAWM (eroded, so the smoothing
         # kernel saw only WM); falls back to all pure WM when erosion leaves too few voxels.
-        pure_img[b] = sel
-        core_wm = ndimage.binary_erosion(pure_img[..., 2], structure=CONNECTIVITY_26)[b]
+        core_wm = wm_interior & ~excl
         if core_wm.sum() < 50:
             core_wm = sel[:, 2]
         # z unit: robust SD of (unsmoothed) NAWM FLAIR, which includes tissue heterogeneity;
@@ -475,7 +507,11 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
             fl_img[b] = flv / nawm_flair
             fls_img = np.zeros(b.shape)
             fls_img[b] = fln
-            lesion_crop = hysteresis_lesions(z, fl_img, fls_img, core_allowed & b, b, params, vv)
+            # Cores must lie edge_margin_mm inside the brain (depth only where z is high).
+            core_allowed = np.zeros(b.shape, bool)
+            cand = np.nonzero(z >= params.flair_z_threshold)
+            core_allowed[cand] = depth(cand, params.edge_margin_mm) >= params.edge_margin_mm
+            lesion_crop = hysteresis_lesions(z, fl_img, fls_img, core_allowed, b, params, vv)
 
     lesion = np.zeros(t1.shape, bool)
     lesion[sl] = lesion_crop & b
