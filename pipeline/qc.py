@@ -7,7 +7,7 @@ patient right on the right of axial and coronal views, anterior on the right of 
   subject template drawn on top (Canny, Canny 1986). A session that is misregistered shows its
   anatomy shifted against the template edges.
 - ``desc-lesion``: every session's FLAIR with the T2 lesion mask outlined and the T1-hypointense
-  mask outlined in another colour, through the slices holding the most lesion voxels (the same
+  mask filled in another colour, through the slices holding the most lesion voxels (the same
   slices for every session, so the sessions compare).
 - ``from-<a>_to-<b>_desc-new`` (one per interval): sessions a and b with the new T2 lesions of the
   interval outlined at a and filled at b, through the slices holding the most new-lesion voxels;
@@ -112,9 +112,13 @@ def _aspect(voxel_mm: np.ndarray, view: str) -> float:
     return float(voxel_mm[vertical] / voxel_mm[horizontal])
 
 
-def _window(volume: np.ndarray) -> tuple[float, float]:
-    """Display window: 1st-99.5th percentile of the non-zero voxels (robust to bright vessels)."""
-    values = volume[volume > 0]
+def _window(volume: np.ndarray, brain: np.ndarray | None = None) -> tuple[float, float]:
+    """Display window: 1st-99.5th percentile inside the brain (non-zero voxels without a mask).
+
+    Inside the brain, so that bright scalp fat does not wash out the white matter and lesions.
+    """
+    inside = volume > 0 if brain is None or not np.any(brain) else np.asarray(brain) > 0
+    values = volume[inside]
     if values.size == 0:
         return 0.0, 1.0
     lo, hi = np.percentile(values, [1.0, 99.5])
@@ -146,8 +150,9 @@ def _figure(n_rows: int, title: str) -> tuple[Figure, np.ndarray]:
     fig = Figure(figsize=(FIG_WIDTH_IN, ROW_HEIGHT_IN * n_rows + 0.6), dpi=DPI,
                  facecolor="black")
     axes = np.asarray(fig.subplots(n_rows, 3, squeeze=False))
-    fig.suptitle(title, color="white", fontsize=11)
-    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.02, top=1 - 0.5 / fig.get_figheight(),
+    height_in = fig.get_figheight()
+    fig.suptitle(title, color="white", fontsize=11, y=1 - 0.12 / height_in, va="top")
+    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.02, top=1 - 0.62 / height_in,
                         wspace=0.02, hspace=0.08)
     for ax in axes.ravel():
         ax.set_facecolor("black")
@@ -181,7 +186,8 @@ def template_edges(template_plane: np.ndarray, sigma_px: float = 1.5) -> np.ndar
 
 
 def registration_figure(t1: Mapping[str, np.ndarray], template: np.ndarray,
-                        voxel_mm: Sequence[float], title: str = "") -> Figure:
+                        voxel_mm: Sequence[float], title: str = "",
+                        brain: Mapping[str, np.ndarray] | None = None) -> Figure:
     """Each session's subject-space T1 with the template's edges on top.
 
     Parameters
@@ -190,6 +196,7 @@ def registration_figure(t1: Mapping[str, np.ndarray], template: np.ndarray,
     template : ndarray of shape (X, Y, Z), the subject template on the same grid
     voxel_mm : (3,) voxel sizes, mm
     title : figure title
+    brain : session label -> brain mask (same grid), for the display window; optional
 
     Returns
     -------
@@ -203,7 +210,7 @@ def registration_figure(t1: Mapping[str, np.ndarray], template: np.ndarray,
                                           "(green)")
     edges = {view: template_edges(_view(template, view, idx)) for view, idx in zip(VIEWS, slices)}
     for row, (session, volume) in enumerate(t1.items()):
-        window = _window(volume)
+        window = _window(volume, (brain or {}).get(session))
         for col, (view, idx) in enumerate(zip(VIEWS, slices)):
             ax = axes[row, col]
             aspect = _aspect(voxel, view)
@@ -217,14 +224,15 @@ def registration_figure(t1: Mapping[str, np.ndarray], template: np.ndarray,
 
 def lesion_figure(flair: Mapping[str, np.ndarray], lesion: Mapping[str, np.ndarray],
                   t1hypo: Mapping[str, np.ndarray], voxel_mm: Sequence[float],
-                  title: str = "") -> Figure:
-    """Each session's FLAIR with T2 lesion and T1-hypointense outlines.
+                  title: str = "", brain: Mapping[str, np.ndarray] | None = None) -> Figure:
+    """Each session's FLAIR with T2 lesions outlined and T1-hypointense voxels filled.
 
     Parameters
     ----------
     flair, lesion, t1hypo : session label -> ndarray of shape (X, Y, Z), RAS axes, subject grid
         (masks: non-zero = in the mask)
     voxel_mm : (3,) voxel sizes, mm
+    brain : session label -> brain mask, for the display window; optional
 
     Returns
     -------
@@ -237,17 +245,19 @@ def lesion_figure(flair: Mapping[str, np.ndarray], lesion: Mapping[str, np.ndarr
     load = sum((np.asarray(m) > 0).astype(np.int32) for m in lesion.values())
     first = next(iter(flair.values()))
     slices = select_slices(load, fallback=first > _window(first)[0])
-    fig, axes = _figure(len(flair), title or "Lesions: FLAIR, T2 lesions (yellow), "
-                                             "T1-hypointense (cyan)")
+    fig, axes = _figure(len(flair), title or "Lesions: FLAIR, T2 lesions (yellow outline), "
+                                             "T1-hypointense (cyan fill)")
     for row, session in enumerate(flair):
-        window = _window(flair[session])
+        window = _window(flair[session], (brain or {}).get(session))
         for col, (view, idx) in enumerate(zip(VIEWS, slices)):
             ax = axes[row, col]
-            _grey(ax, _view(flair[session], view, idx), window, _aspect(voxel, view))
-            # T2 outline wider than the T1-hypo one: a black hole lies inside a T2 lesion and
-            # often shares its border, and both must stay visible.
-            _outline(ax, _view(np.asarray(lesion[session]) > 0, view, idx), T2_COLOUR, 1.6)
-            _outline(ax, _view(np.asarray(t1hypo[session]) > 0, view, idx), T1HYPO_COLOUR, 0.7)
+            aspect = _aspect(voxel, view)
+            _grey(ax, _view(flair[session], view, idx), window, aspect)
+            # T1-hypo filled, not outlined: a black hole lies inside a T2 lesion and often
+            # shares its border, where two outlines would blend into a third colour.
+            _fill(ax, _view(np.asarray(t1hypo[session]) > 0, view, idx), T1HYPO_COLOUR, aspect,
+                  alpha=0.45)
+            _outline(ax, _view(np.asarray(lesion[session]) > 0, view, idx), T2_COLOUR, 1.0)
             if row == 0:
                 ax.set_title(f"{view} {idx}", color="white", fontsize=9)
         n_vox = int((np.asarray(lesion[session]) > 0).sum())
@@ -257,7 +267,8 @@ def lesion_figure(flair: Mapping[str, np.ndarray], lesion: Mapping[str, np.ndarr
 
 def new_lesion_figure(flair_a: np.ndarray, flair_b: np.ndarray, lesion_a: np.ndarray,
                       lesion_b: np.ndarray, new_labels: np.ndarray, voxel_mm: Sequence[float],
-                      sessions: tuple[str, str], title: str = "") -> Figure:
+                      sessions: tuple[str, str], title: str = "",
+                      brain: tuple[np.ndarray, np.ndarray] | None = None) -> Figure:
     """Sessions a and b with the interval's new T2 lesions filled.
 
     Parameters
@@ -266,6 +277,7 @@ def new_lesion_figure(flair_a: np.ndarray, flair_b: np.ndarray, lesion_a: np.nda
     new_labels : ndarray of shape (X, Y, Z), 1..n new lesions of the interval (0 elsewhere)
     voxel_mm : (3,) voxel sizes, mm
     sessions : (a, b) labels
+    brain : (brain mask at a, at b), for the display window; optional
 
     Returns
     -------
@@ -283,7 +295,7 @@ def new_lesion_figure(flair_a: np.ndarray, flair_b: np.ndarray, lesion_a: np.nda
                                     "T2 lesions outlined (yellow)")
     for row, (session, volume, mask) in enumerate(((a, flair_a, lesion_a),
                                                    (b, flair_b, lesion_b))):
-        window = _window(volume)
+        window = _window(volume, brain[row] if brain is not None else None)
         for col, (view, idx) in enumerate(zip(VIEWS, slices)):
             ax = axes[row, col]
             aspect = _aspect(voxel, view)
@@ -328,7 +340,7 @@ def qc_files(out: str | Path, subject: str, sessions: Sequence[str],
     paths written: registration, lesion, then one per interval
     """
     sub = subject.removeprefix("sub-")
-    t1, flair, lesion, t1hypo = {}, {}, {}, {}
+    t1, flair, lesion, t1hypo, brain = {}, {}, {}, {}, {}
     voxel = None
     for ses in sessions:
         t1[ses], voxel = _load_ras(bids_path(out, sub, ses, space="subject", desc="preproc",
@@ -339,17 +351,21 @@ def qc_files(out: str | Path, subject: str, sessions: Sequence[str],
                                              suffix="mask"))
         t1hypo[ses], _ = _load_ras(bids_path(out, sub, ses, space="subject", desc="t1hypo",
                                              suffix="mask"))
+        brain_path = bids_path(out, sub, ses, space="subject", desc="brain", suffix="mask")
+        if brain_path.exists():  # only sets the display window; optional
+            brain[ses], _ = _load_ras(brain_path)
     if voxel is None:
         raise InputError("qc: no session given; pass --sessions")
     template, _ = _load_ras(bids_path(out, sub, space="subject", desc="template", suffix="T1w"))
 
     written = []
     fig = registration_figure(t1, template, voxel, f"sub-{sub}: session T1 in subject space "
-                                                   "(grey), template edges (green)")
+                                                   "(grey), template edges (green)", brain)
     written.append(save_png(fig, bids_path(out, sub, datatype="figures", desc="registration",
                                            suffix="qc", ext=".png")))
-    fig = lesion_figure(flair, lesion, t1hypo, voxel, f"sub-{sub}: FLAIR, T2 lesions (yellow), "
-                                                      "T1-hypointense (cyan)")
+    fig = lesion_figure(flair, lesion, t1hypo, voxel, f"sub-{sub}: FLAIR, T2 lesions (yellow "
+                                                      "outline), T1-hypointense (cyan fill)",
+                        brain)
     written.append(save_png(fig, bids_path(out, sub, datatype="figures", desc="lesion",
                                            suffix="qc", ext=".png")))
     for interval in intervals:
@@ -361,7 +377,8 @@ def qc_files(out: str | Path, subject: str, sessions: Sequence[str],
                                      suffix="dseg"))
         fig = new_lesion_figure(flair[a], flair[b], lesion[a], lesion[b], new, voxel, (a, b),
                                 f"sub-{sub}: new T2 lesions {a} -> {b} (red), T2 lesions "
-                                "(yellow)")
+                                "(yellow)",
+                                (brain[a], brain[b]) if a in brain and b in brain else None)
         written.append(save_png(fig, bids_path(out, sub, datatype="figures", from_=a, to=b,
                                                desc="new", suffix="qc", ext=".png")))
     return written
