@@ -21,7 +21,8 @@ def ball(shape: tuple[int, int, int], centre: tuple[float, float, float],
     return sum((g - c) ** 2 for g, c in zip(grid, centre)) <= radius ** 2
 
 
-def write_subject(out, rng: np.random.Generator, affine: np.ndarray) -> None:
+def write_subject(out, rng: np.random.Generator, affine: np.ndarray,
+                  with_brain: bool = True) -> None:
     """A small head-like subject in subject space: T1/FLAIR per session, masks, new lesions."""
     brain = ball(SHAPE, (20, 22, 18), 15)
     ventricle = ball(SHAPE, (20, 22, 18), 5)
@@ -30,6 +31,9 @@ def write_subject(out, rng: np.random.Generator, affine: np.ndarray) -> None:
     lesions = {"baseline": old, "m06": old | new, "m12": old | new}
     t1_template = np.where(brain, 1.0, 0.0) - 0.7 * ventricle
     for ses in SESSIONS:
+        if with_brain:  # optional input: sets the display window only
+            save_nifti(bids_path(out, "01", ses, space="subject", desc="brain", suffix="mask"),
+                       brain, affine)
         noise = rng.normal(0, 0.03, SHAPE)
         t1 = t1_template + noise - 0.3 * lesions[ses]
         flair = np.where(brain, 0.6, 0.0) - 0.45 * ventricle + 0.7 * lesions[ses] + noise
@@ -83,11 +87,12 @@ def test_template_edges_on_a_ball():
     assert not template_edges(np.ones((10, 10))).any()
 
 
-@pytest.mark.parametrize("affine", [ras_affine(), lps_affine()], ids=["RAS", "LPS"])
-def test_qc_files_written_and_reproducible(tmp_path, affine):
+@pytest.mark.parametrize("affine,with_brain", [(ras_affine(), True), (lps_affine(), False)],
+                         ids=["RAS-brainmask", "LPS-nobrainmask"])
+def test_qc_files_written_and_reproducible(tmp_path, affine, with_brain):
     rng = np.random.default_rng(42)
     out = tmp_path / "out"
-    write_subject(out, rng, affine)
+    write_subject(out, rng, affine, with_brain)
     paths = qc_files(out, "01", SESSIONS, ["baseline-m06", "m06-m12"])
     assert [p.name for p in paths] == [
         "sub-01_desc-registration_qc.png", "sub-01_desc-lesion_qc.png",
