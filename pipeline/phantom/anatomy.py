@@ -1,0 +1,325 @@
+"""Analytic head model in the anatomy frame (RAS mm, origin at the brain centre).
+
+The head is a smooth deformed ellipsoid: scalp, skull and subarachnoid CSF are shells at fixed
+depths outside the pial hull; inside, the cortex is a ribbon of ``cortex_mm`` that also lines
+sulci (CSF sheets at the zero level set of a smooth random field, ``fold_sigma_mm``, reaching
+``sulcus_depth_mm`` below the hull) and the interhemispheric fissure, so the GM/WM boundary is
+folded rather than a shell. Lateral ventricles (frontal horn, body, atrium, temporal horn) and
+deep grey matter (thalamus, caudate, lentiform nucleus) are ellipsoids. Per subject the brain
+size, axis ratios, shape deformation, folding pattern and ventricle size vary.
+
+The model is evaluated at arbitrary points (:func:`tissue_fractions`), so every image is sampled
+once, directly on its own voxel grid, with partial-volume edges of one voxel width: no
+intermediate high-resolution volume is resampled. Atrophy is a function of time: the brain hull
+recedes by ``brain_atrophy_pct_per_year`` of brain volume and the ventricles grow by
+``ventricle_growth_pct_per_year`` of their volume, while skull and scalp stay fixed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from pipeline.phantom.config import PhantomParams
+
+#: Tissue classes of the truth tissue map (desc-tissue dseg).
+TISSUE_LABELS = {"background": 0, "csf": 1, "gm": 2, "wm": 3, "deep_gm": 4, "lesion": 5}
+
+
+@dataclass(frozen=True)
+class Ellipsoid:
+    """An ellipsoid in the anatomy frame.
+
+    Attributes
+    ----------
+    center_mm : ndarray of shape (3,)
+    semi_axes_mm : ndarray of shape (3,)
+    rotation : ndarray of shape (3, 3)
+        Columns are the ellipsoid's axes in the anatomy frame (orthonormal).
+    """
+
+    center_mm: np.ndarray
+    semi_axes_mm: np.ndarray
+    rotation: np.ndarray
+
+    def scaled(self, factor: float, center_x_factor: float = 1.0) -> Ellipsoid:
+        c = self.center_mm.copy()
+        c[0] *= center_x_factor
+        return Ellipsoid(c, self.semi_axes_mm * factor, self.rotation)
+
+
+def ellipsoid_depth_mm(points_mm: np.ndarray, ell: Ellipsoid) -> np.ndarray:
+    """Approximate signed distance to an ellipsoid surface, positive inside.
+
+    First-order distance ``(1 - rho) / |grad rho|`` with ``rho`` the ellipsoidal radius: exact on
+    the surface and accurate within a few mm of it, which is where partial-volume edges and
+    layer depths are evaluated.
+
+    Parameters
+    ----------
+    points_mm : ndarray of shape (3, N), anatomy frame
+    ell : Ellipsoid
+
+    Returns
+    -------
+    ndarray of shape (N,), float32, mm
+    """
+    q = ell.rotation.T.astype(np.float32) @ (points_mm - ell.center_mm[:, None].astype(np.float32))
+    a = ell.semi_axes_mm.astype(np.float32)[:, None]
+    u = q / a
+    rho = np.sqrt(np.einsum("ij,ij->j", u, u))
+    v = u / a
+    g = np.sqrt(np.einsum("ij,ij->j", v, v))
+    # Near the centre rho/g tends to a value between the semi-axes; guard the 0/0.
+    ratio = np.where(g > 1e-6, rho / np.maximum(g, 1e-6), np.float32(ell.semi_axes_mm.min()))
+    return ((1.0 - rho) * ratio).astype(np.float32)
+
+
+def rotation_x(deg: float) -> np.ndarray:
+    t = np.deg2rad(deg)
+    c, s = np.cos(t), np.sin(t)
+    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+
+
+def rotation_z(deg: float) -> np.ndarray:
+    t = np.deg2rad(deg)
+    c, s = np.cos(t), np.sin(t)
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+
+
+# Template structures (centre, semi-axes, rotation) of the right hemisphere at scale 1; the left
+# one is the mirror image. Positions follow MNI-like anatomy scaled to the brain ellipsoid.
+_VENTRICLE_TEMPLATE = (
+    ((7.0, -2.0, 12.0), (4.5, 22.0, 6.0), rotation_x(-10.0)),  # body
+    ((8.0, 17.0, 9.0), (5.0, 10.0, 7.5), rotation_x(15.0)),  # frontal horn
+    ((13.0, -24.0, 8.0), (5.0, 9.0, 7.0), rotation_z(20.0)),  # atrium / occipital horn
+    ((24.0, -6.0, -14.0), (3.0, 11.0, 3.5), rotation_z(-15.0)),  # temporal horn
+)
+_DEEP_GM_TEMPLATE = (
+    ((9.0, -12.0, 4.0), (7.0, 12.0, 7.0), np.eye(3)),  # thalamus
+    ((14.0, 14.0, 9.0), (4.0, 10.0, 6.0), rotation_x(10.0)),  # caudate head
+    ((22.0, 2.0, -1.0), (6.0, 13.0, 8.0), np.eye(3)),  # lentiform nucleus
+)
+
+
+def _mirror(center: tuple, axes: tuple, rot: np.ndarray) -> list[Ellipsoid]:
+    flip = np.diag([-1.0, 1.0, 1.0])
+    right = Ellipsoid(np.array(center, float), np.array(axes, float), np.asarray(rot, float))
+    # Mirror x: centre x -> -x; the rotation is conjugated so the shape is the mirror image.
+    left = Ellipsoid(flip @ right.center_mm, right.semi_axes_mm, flip @ right.rotation @ flip)
+    return [right, left]
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """One subject's head model.
+
+    Attributes
+    ----------
+    brain_semi_axes_mm : ndarray of shape (3,), pial hull at baseline
+    ventricle_scale : float, subject's ventricle size factor at baseline
+    fields : ndarray of shape (4, I, J, K), float32
+        Smooth random fields on a regular anatomy-frame grid: hull deformation (mm), signed
+        distance to the sulcal mid-surfaces (mm), relative sulcal depth, intensity texture.
+    field_origin_mm : ndarray of shape (3,), anatomy coordinate of field voxel (0, 0, 0)
+    field_spacing_mm : float
+    params : PhantomParams
+    """
+
+    brain_semi_axes_mm: np.ndarray
+    ventricle_scale: float
+    fields: np.ndarray
+    field_origin_mm: np.ndarray
+    field_spacing_mm: float
+    params: PhantomParams
+
+    @property
+    def head_semi_axes_mm(self) -> np.ndarray:
+        p = self.params
+        return self.brain_semi_axes_mm + p.outer_csf_mm + p.skull_mm + p.scalp_mm
+
+    def ventricles(self, t_years: float) -> list[Ellipsoid]:
+        grow = (1.0 + self.params.ventricle_growth_pct_per_year / 100.0 * t_years) ** (1 / 3)
+        f = self.ventricle_scale * grow
+        return [e.scaled(f, np.sqrt(f)) for c, a, r in _VENTRICLE_TEMPLATE
+                for e in _mirror(c, a, r)]
+
+    def deep_gm(self) -> list[Ellipsoid]:
+        return [e for c, a, r in _DEEP_GM_TEMPLATE for e in _mirror(c, a, r)]
+
+    def hull_shrink_mm(self, t_years: float) -> float:
+        """Recession of the pial hull for the configured brain volume loss (volume ~ r^3)."""
+        loss = self.params.brain_atrophy_pct_per_year / 100.0 * t_years
+        return float(np.mean(self.brain_semi_axes_mm) * (1 - (1 - loss) ** (1 / 3)))
+
+
+def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], sigma_vox: float) -> np.ndarray:
+    f = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma_vox,
+                                mode="wrap")
+    return (f - f.mean()) / max(float(f.std()), 1e-12)
+
+
+def make_anatomy(rng: np.random.Generator, params: PhantomParams) -> Anatomy:
+    """Draw one subject's anatomy.
+
+    Parameters
+    ----------
+    rng : numpy Generator (the subject's anatomy stream)
+    params : PhantomParams
+
+    Returns
+    -------
+    Anatomy
+    """
+    p = params
+    size = 1.0 + p.brain_size_sd * np.clip(rng.standard_normal(), -2, 2)
+    axes = np.asarray(p.brain_semi_axes_mm) * size * (
+        1.0 + p.brain_axis_sd * np.clip(rng.standard_normal(3), -2, 2))
+    vent = float(rng.uniform(*p.ventricle_scale_range))
+    h = p.field_spacing_mm
+    half = axes * 1.1 + p.outer_csf_mm + p.skull_mm + p.scalp_mm + 15.0
+    shape = tuple(int(np.ceil(2 * x / h)) + 1 for x in half)
+    deform = _smooth_field(rng, shape, 20.0 / h) * p.brain_shape_deform_mm
+    fold = _smooth_field(rng, shape, p.fold_sigma_mm / h)
+    grad = np.gradient(fold, h)
+    gmag = np.sqrt(sum(g * g for g in grad))
+    # Signed distance to the zero level set (the sulcal mid-surface), first order.
+    sheet = np.clip(fold / np.maximum(gmag, 1e-6), -30.0, 30.0)
+    depth = np.clip(1.0 + 0.25 * _smooth_field(rng, shape, 10.0 / h), 0.4, 1.6)
+    texture = _smooth_field(rng, shape, p.texture_sigma_mm / h)
+    fields = np.stack([deform, sheet, depth, texture]).astype(np.float32)
+    return Anatomy(axes, vent, fields, -half, h, p)
+
+
+def _sample_fields(anat: Anatomy, points_mm: np.ndarray) -> np.ndarray:
+    coords = (points_mm - anat.field_origin_mm[:, None].astype(np.float32)) / np.float32(
+        anat.field_spacing_mm)
+    out = np.empty((anat.fields.shape[0], points_mm.shape[1]), np.float32)
+    for i in range(anat.fields.shape[0]):
+        ndimage.map_coordinates(anat.fields[i], coords, output=out[i], order=1, mode="nearest")
+    return out
+
+
+def _ramp(d: np.ndarray, edge_mm: float) -> np.ndarray:
+    """Partial-volume fraction of a half-space at signed distance ``d`` (box of width edge)."""
+    return np.clip(0.5 + d / np.float32(edge_mm), 0.0, 1.0)
+
+
+def head_depth_bound(anat: Anatomy, points_mm: np.ndarray) -> np.ndarray:
+    """Boolean (N,): points that may lie inside the head (cheap conservative test)."""
+    a = anat.head_semi_axes_mm + anat.params.brain_shape_deform_mm + 3.0
+    u = points_mm / a[:, None].astype(np.float32)
+    return np.einsum("ij,ij->j", u, u) < 1.0
+
+
+def tissue_fractions(anat: Anatomy, points_mm: np.ndarray, t_years: float,
+                     edge_mm: float) -> dict[str, np.ndarray]:
+    """Tissue partial-volume fractions at anatomy-frame points.
+
+    Parameters
+    ----------
+    anat : Anatomy
+    points_mm : ndarray of shape (3, N), float32, anatomy frame (mm)
+    t_years : float, time since baseline (atrophy)
+    edge_mm : float, width of the partial-volume ramp (the sampling voxel size)
+
+    Returns
+    -------
+    dict of ndarray of shape (N,), float32
+        ``csf``, ``gm``, ``wm``, ``deep_gm``, ``skull``, ``scalp`` (summing to the head fraction),
+        ``brain`` (inside the pial hull: the truth brain mask), ``texture`` (unit-SD field).
+    """
+    p = anat.params
+    pts = np.asarray(points_mm, np.float32)
+    x, y, z = pts
+    fld = _sample_fields(anat, pts)
+    deform, sheet, depth_f, texture = fld
+    axes = anat.brain_semi_axes_mm
+    # Flat base: a smaller z semi-axis below the centre (continuous at z = 0).
+    az = np.where(z < 0, np.float32(axes[2] * p.brain_inferior_flattening), np.float32(axes[2]))
+    u0, u1, u2 = x / np.float32(axes[0]), y / np.float32(axes[1]), z / az
+    rho = np.sqrt(u0 * u0 + u1 * u1 + u2 * u2)
+    g = np.sqrt((u0 / np.float32(axes[0])) ** 2 + (u1 / np.float32(axes[1])) ** 2 + (u2 / az) ** 2)
+    s0 = (1.0 - rho) * rho / np.maximum(g, 1e-6) + deform  # depth below the baseline hull, mm
+    del u0, u1, u2, rho, g, az
+    s = s0 - np.float32(anat.hull_shrink_mm(t_years))
+    e = edge_mm
+    head = _ramp(s0 + np.float32(p.outer_csf_mm + p.skull_mm + p.scalp_mm), e)
+    in_outer_skull = _ramp(s0 + np.float32(p.outer_csf_mm + p.skull_mm), e)
+    intracranial = _ramp(s0 + np.float32(p.outer_csf_mm), e)
+    brain = _ramp(s, e)
+    hw = np.float32(p.sulcus_half_width_mm)
+    cortex = np.float32(p.cortex_mm)
+    sulc_depth = np.float32(p.sulcus_depth_mm) * depth_f
+    abs_sheet = np.abs(sheet)
+    d_sulc = np.minimum(hw - abs_sheet, sulc_depth - s)
+    fiss_region = np.maximum(z - np.float32(p.fissure_below_mm),
+                             np.abs(y) - np.float32(0.5 * axes[1]))
+    abs_x = np.abs(x)
+    d_fiss = np.minimum(hw - abs_x, fiss_region)
+    d_wm = np.minimum(s - cortex, np.maximum(abs_sheet - hw - cortex, s - sulc_depth - cortex))
+    d_wm = np.minimum(d_wm, np.maximum(abs_x - hw - cortex, -fiss_region - cortex))
+    csf_in = np.maximum(_ramp(d_sulc, e), _ramp(d_fiss, e))
+    wm_raw = _ramp(d_wm, e)
+    deep = np.zeros_like(x)
+    # Ventricles and nuclei: evaluate only in the central box that holds them all.
+    structs_v = anat.ventricles(t_years)
+    structs_d = anat.deep_gm()
+    lo = np.min([st.center_mm - st.semi_axes_mm.max() - 2 * e for st in structs_v + structs_d], 0)
+    hi = np.max([st.center_mm + st.semi_axes_mm.max() + 2 * e for st in structs_v + structs_d], 0)
+    box = np.flatnonzero((x > lo[0]) & (x < hi[0]) & (y > lo[1]) & (y < hi[1])
+                         & (z > lo[2]) & (z < hi[2]))
+    if box.size:
+        sub = pts[:, box]
+        d_v = np.max([ellipsoid_depth_mm(sub, st) for st in structs_v], 0)
+        d_d = np.max([ellipsoid_depth_mm(sub, st) for st in structs_d], 0)
+        csf_in[box] = np.maximum(csf_in[box], _ramp(d_v, e))
+        deep[box] = _ramp(d_d, e)
+    rem = brain * (1.0 - csf_in)
+    out = {
+        "csf": (intracranial - brain) + brain * csf_in,
+        "deep_gm": rem * deep,
+        "wm": rem * (1.0 - deep) * wm_raw,
+        "gm": rem * (1.0 - deep) * (1.0 - wm_raw),
+        "skull": in_outer_skull - intracranial,
+        "scalp": head - in_outer_skull,
+        "brain": brain,
+        "texture": texture,
+    }
+    return out
+
+
+def contrast_values(params: PhantomParams, contrast: str) -> dict[str, float]:
+    """Tissue intensities of ``contrast`` ("T1w" or "FLAIR") relative to T1 WM = 1."""
+    p = params
+    if contrast == "T1w":
+        return {"csf": p.t1_csf, "gm": p.t1_gm, "wm": p.t1_wm, "deep_gm": p.t1_deep_gm,
+                "skull": p.t1_skull, "scalp": p.t1_scalp}
+    if contrast == "FLAIR":
+        return {"csf": p.flair_csf, "gm": p.flair_gm, "wm": p.flair_wm,
+                "deep_gm": p.flair_deep_gm, "skull": p.flair_skull, "scalp": p.flair_scalp}
+    raise ValueError(f"contrast must be 'T1w' or 'FLAIR', got {contrast!r}")
+
+
+def tissue_intensity(params: PhantomParams, frac: dict[str, np.ndarray],
+                     contrast: str) -> np.ndarray:
+    """Noise-free, unbiased tissue image (N,) from fractions: sum of fraction x intensity,
+    modulated by the smooth texture so that tissues are not perfectly flat."""
+    vals = contrast_values(params, contrast)
+    img = np.zeros_like(frac["wm"])
+    for name, v in vals.items():
+        img += frac[name] * np.float32(v)
+    img *= 1.0 + np.float32(params.texture_sd) * frac["texture"]
+    return img
+
+
+def tissue_labels(frac: dict[str, np.ndarray]) -> np.ndarray:
+    """Hard tissue label (N,) uint8 by largest fraction: 0 background (air, skull, scalp),
+    1 CSF, 2 GM, 3 WM, 4 deep GM (lesions are added by the caller)."""
+    stack = np.stack([np.maximum(frac["skull"] + frac["scalp"],
+                                 1.0 - frac["skull"] - frac["scalp"] - frac["csf"] - frac["gm"]
+                                 - frac["wm"] - frac["deep_gm"]),
+                      frac["csf"], frac["gm"], frac["wm"], frac["deep_gm"]])
+    return np.argmax(stack, axis=0).astype(np.uint8)
