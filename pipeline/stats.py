@@ -462,7 +462,7 @@ def _too_few(out: _Collector, endpoint: str, interval: str, models: Sequence[str
 
 def _adjusted(out: _Collector, endpoint: str, interval: str, model: str, table: pd.DataFrame,
               response: str, arm_column: str, arms: Sequence[str], covariates: Sequence[str],
-              fit_fn: Callable[[pd.DataFrame, pd.DataFrame], Fit]) -> None:
+              fit_fn: Callable[[pd.DataFrame, pd.DataFrame], Fit], params: StatsParams) -> None:
     """One adjusted-model row: design with covariates, fit, notes (absent, dropped terms)."""
     present = [c for c in covariates if c in table.columns]
     absent = [c for c in covariates if c not in table.columns]
@@ -479,6 +479,10 @@ def _adjusted(out: _Collector, endpoint: str, interval: str, model: str, table: 
         fit = Fit(model, notes=["no usable covariate term: adjusted model not fitted"])
     elif min(len(v) for v in values) == 0:
         fit = Fit(model, notes=["an arm has no complete row: not fitted"])
+    elif len(X) - X.shape[1] < params.min_residual_df:
+        fit = Fit(model, notes=[f"{len(X)} rows for {X.shape[1]} terms: fewer than "
+                                f"min_residual_df={params.min_residual_df} residual degrees of "
+                                "freedom, not fitted"])
     else:
         fit = fit_fn(used, X)
     fit.notes = design_notes + fit.notes
@@ -588,7 +592,7 @@ def _count_endpoint(out: _Collector, rows: pd.DataFrame, endpoint: str, interval
         _adjusted(out, endpoint, interval, "negbin_adjusted", rows, endpoint, arm_column, arms,
                   covariates,
                   lambda used, Xa: rate_ratio(used[endpoint].to_numpy(dtype=float), Xa,
-                                              np.full(len(used), months), params, adjusted=True))
+                                              np.full(len(used), months), params, adjusted=True), params)
     out.add(endpoint, interval, mann_whitney(values[0], values[1], params), values)
     out.add(endpoint, interval, fisher_any(values[0], values[1], params.alpha), values,
             means=[float(np.mean(v > 0)) for v in values])
@@ -612,7 +616,7 @@ def _volume_endpoint(out: _Collector, rows: pd.DataFrame, interval: str, arm_col
     adjust = list(covariates) + ["t2lv_start_ml"]
     _adjusted(out, endpoint, interval, "ols_adjusted", rows, endpoint, arm_column, arms, adjust,
               lambda used, Xa: ols_difference(used[endpoint].to_numpy(dtype=float), Xa,
-                                              params.alpha, "ols_adjusted"))
+                                              params.alpha, "ols_adjusted"), params)
 
 
 def _relapse_endpoint(out: _Collector, table: pd.DataFrame, column: str, months: float,
@@ -656,7 +660,7 @@ def _relapse_endpoint(out: _Collector, table: pd.DataFrame, column: str, months:
                   lambda used, Xa: Fit("poisson_adjusted", notes=[degenerate]) if degenerate
                   else poisson_rate_ratio(used[column].to_numpy(dtype=float), Xa,
                                           np.full(len(used), months), params,
-                                          "poisson_adjusted"))
+                                          "poisson_adjusted"), params)
     if degenerate:
         out.add(column, interval, Fit("negbin", notes=[degenerate]), values)
     else:
