@@ -217,6 +217,10 @@ class StatsParams:
     # Hodges-Lehmann CI: exact null distribution of U up to this many pairs (n_a * n_b), normal
     # approximation above (Hollander & Wolfe 1999, sec. 4.3); exact is cheap up to 50 x 50.
     hodges_lehmann_exact_max_pairs: int = 2500
+    # Adjusted models need rows beyond their terms: with a handful of subjects the covariates
+    # saturate the design and Wald p-values are meaningless (near-saturated fits; Peduzzi et al.
+    # 1996 ask for ~10 events per term, this is only the hard floor).
+    min_residual_df: int = 3
     plot_seed: int = 20160601  # horizontal jitter of the report's strip plots
 
     def __post_init__(self) -> None:
@@ -226,5 +230,6 @@ class StatsParams:
                  self.min_subjects_per_arm, ">= 2 (a variance needs two subjects)")
         _require(self.negbin_min_alpha >= 0, n, "negbin_min_alpha", self.negbin_min_alpha, ">= 0")
         _require(self.max_iterations >= 1, n, "max_iterations", self.max_iterations, ">= 1")
+        _require(self.min_residual_df >= 1, n, "min_residual_df", self.min_residual_df, ">= 1")
         _require(self.hodges_lehmann_exact_max_pairs >= 0, n, "hodges_lehmann_exact_max_pairs",
                  self.hodges_lehmann_exact_max_pairs, ">= 0")
