@@ -242,3 +242,14 @@ def test_cli_deterministic(tmp_path):
     assert (tmp_path / "na.tsv").read_bytes() == (tmp_path / "nb.tsv").read_bytes()
     header = (tmp_path / "a.tsv").read_text().splitlines()[0].split("\t")
     assert header == stats_columns(ARMS)
+
+
+def test_saturated_adjusted_model_not_fitted():
+    # 3 per arm, 3 next_dmt levels + washout: 5 terms for 6 rows -> 1 residual df < 3.
+    rng = np.random.default_rng(12)
+    stats, notes = compare_arms(cohort(rng, n=3), "arm", ARMS, MONTHS,
+                                ["washout_days", "next_dmt"], {"relapses_0_12m": 12})
+    adjusted = stats[stats.model.str.endswith("_adjusted")]
+    assert len(adjusted) and adjusted.estimate.isna().all() and adjusted.p_value.isna().all()
+    assert notes.note.str.contains("min_residual_df=3").any()
+    assert stats[stats.model == "ols"].estimate.notna().all()
