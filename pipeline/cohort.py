@@ -57,8 +57,8 @@ def read_participants(path: str | Path, arm_column: str) -> pd.DataFrame:
     header = read_tsv(path, nrows=0).columns
     for column in ("participant_id", arm_column):
         if column not in header:
-            raise InputError(f"{path}: no column {column!r} (columns: {list(header)}); add it or set "
-                             "the config's arm column to the name used in this file")
+            raise InputError(f"{path}: no column {column!r} (columns: {list(header)}); add it "
+                             "or set the config's arm column to the name used in this file")
     table = read_tsv(path, dtype={"participant_id": str, arm_column: str})
     table["participant_id"] = [normalise_participant_id(v) for v in table["participant_id"]]
     dup = table["participant_id"][table["participant_id"].duplicated()].unique().tolist()
@@ -73,7 +73,8 @@ def read_subject_endpoints(paths: Sequence[str | Path]) -> pd.DataFrame:
     Rows keep the order of ``paths`` and, within a file, the file's order.
     """
     if not paths:
-        raise InputError("no subject endpoint tables given; pass OUT/sub-*/anat/sub-*_endpoints.tsv")
+        raise InputError("no subject endpoint tables given; pass "
+                         "OUT/sub-*/anat/sub-*_endpoints.tsv")
     tables = []
     for path in paths:
         table = read_tsv(path, dtype={"participant_id": str, "interval": str, "ses_start": str,
@@ -93,7 +94,8 @@ def join_cohort(endpoints: pd.DataFrame, participants: pd.DataFrame, arm_column:
     Parameters
     ----------
     endpoints : table with :data:`ENDPOINT_COLUMNS` (one row per participant x interval)
-    participants : participants sheet (``participant_id`` plus any columns, ``arm_column`` among them)
+    participants : participants sheet (``participant_id`` plus any columns, ``arm_column`` among
+        them)
     arm_column : treatment-arm column of ``participants``
     arms : accepted arm labels (e.g. ``["IDG", "TG"]``)
     participants_path : named in error messages
@@ -118,9 +120,10 @@ def join_cohort(endpoints: pd.DataFrame, participants: pd.DataFrame, arm_column:
     dup = endpoints[endpoints.duplicated(["participant_id", "interval"], keep=False)]
     if len(dup):
         first = dup.iloc[0]
+        times = int(((dup.participant_id == first.participant_id)
+                     & (dup.interval == first.interval)).sum())
         raise InputError(f"endpoints: {first.participant_id} interval {first.interval} appears "
-                         f"{int(((dup.participant_id == first.participant_id) & (dup.interval == first.interval)).sum())} "
-                         "times; pass each subject's endpoints table once")
+                         f"{times} times; pass each subject's endpoints table once")
     extra = [c for c in participants.columns if c != "participant_id"]
     clash = sorted(set(extra) & set(ENDPOINT_COLUMNS))
     if clash:

@@ -592,7 +592,8 @@ def _count_endpoint(out: _Collector, rows: pd.DataFrame, endpoint: str, interval
         _adjusted(out, endpoint, interval, "negbin_adjusted", rows, endpoint, arm_column, arms,
                   covariates,
                   lambda used, Xa: rate_ratio(used[endpoint].to_numpy(dtype=float), Xa,
-                                              np.full(len(used), months), params, adjusted=True), params)
+                                              np.full(len(used), months), params,
+                                              adjusted=True), params)
     out.add(endpoint, interval, mann_whitney(values[0], values[1], params), values)
     out.add(endpoint, interval, fisher_any(values[0], values[1], params.alpha), values,
             means=[float(np.mean(v > 0)) for v in values])
