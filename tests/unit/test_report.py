@@ -167,3 +167,21 @@ def test_bad_config_json(tmp_path):
     with pytest.raises(InputError, match="c.json: not valid JSON"):
         report_files(tmp_path, tmp_path / "e.tsv", tmp_path / "s.tsv", tmp_path / "r.html",
                      "arm", ARMS, config_path=tmp_path / "c.json")
+
+
+def test_compact_png_keeps_the_picture():
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    from pipeline.report import compact_png, figure_png
+    rng = np.random.default_rng(9)
+    fig = Figure(figsize=(3, 3), dpi=50)
+    fig.subplots().imshow(rng.normal(size=(40, 40)), cmap="gray")
+    original = figure_png(fig)
+    small = compact_png(original)
+    assert len(small) <= len(original) and compact_png(original) == small
+    import io
+    with Image.open(io.BytesIO(small)) as a, Image.open(io.BytesIO(original)) as b:
+        assert a.size == b.size
+        diff = np.abs(np.asarray(a.convert("RGB"), float) - np.asarray(b.convert("RGB"), float))
+        assert diff.mean() < 4  # of 255: a palette, not a different picture
