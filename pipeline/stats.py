@@ -45,7 +45,9 @@ Hodges-Lehmann CI (Hollander & Wolfe 1999, Nonparametric Statistical Methods, 2n
 the closed interval between the k-th smallest and k-th largest of the n_a x n_b pairwise
 differences, k from the null distribution of U (exact up to
 StatsParams.hodges_lehmann_exact_max_pairs pairs, normal approximation above). For discrete data
-(lesion counts, many ties) the closed interval is conservative (coverage >= nominal; Noether 1967).
+(lesion counts, many ties) the closed interval is conservative (coverage >= nominal; Noether 1967),
+and it can contain 0 while the tie-corrected U test rejects (typically [0, 0] or [0, 1] for
+sparse counts): read the p-value, not the interval, for such rows.
 
 References: Sormani et al. 2001 (NB for MRI lesion counts in MS trials); Weinstock-Guttman et al.
 2016, J Neurol Neurosurg Psychiatry (the discontinuation trial whose endpoints these are).
