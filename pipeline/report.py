@@ -182,7 +182,7 @@ def _pick(rows: pd.DataFrame, models: Sequence[str]) -> pd.Series | None:
 
 
 def cohort_table(endpoints: pd.DataFrame, stats: pd.DataFrame, arm_column: str,
-                 arms: Sequence[str]) -> tuple[pd.DataFrame, list[bool]]:
+                 arms: Sequence[str], alpha: float = 0.05) -> tuple[pd.DataFrame, list[bool]]:
     """The results table by arm, one row per endpoint x interval (formatted strings).
 
     Parameters
@@ -190,6 +190,7 @@ def cohort_table(endpoints: pd.DataFrame, stats: pd.DataFrame, arm_column: str,
     endpoints : cohort endpoints.tsv (one row per participant x interval)
     stats : group_stats.tsv
     arm_column, arms : arm column and labels (first vs reference)
+    alpha : the CI level of group_stats.tsv (StatsParams.alpha), for the column names
 
     Returns
     -------
@@ -197,8 +198,9 @@ def cohort_table(endpoints: pd.DataFrame, stats: pd.DataFrame, arm_column: str,
         ``estimate (95 % CI)``, ``model``, ``p``, ``adjusted (95 % CI)``, ``p adj.``,
         ``p rank``; rows: relapse columns, then new T2, enlarging T2, T2-LV change and new
         T1-hypointense per interval (intervals in group_stats order)
-    significant : per row, whether the primary p-value is below 0.05
+    significant : per row, whether the primary p-value is below ``alpha``
     """
+    ci = f"{100 * (1 - alpha):g} % CI"
     order = [e for e in stats["endpoint"].drop_duplicates() if _kind(e) == "relapse"]
     order += [e for e in ENDPOINT_NAMES if e in set(stats["endpoint"])]
     rows, significant = [], []
@@ -227,15 +229,15 @@ def cohort_table(endpoints: pd.DataFrame, stats: pd.DataFrame, arm_column: str,
             primary = _pick(sub, PRIMARY_MODELS[kind])
             adjusted = _pick(sub, ADJUSTED_MODELS[kind])
             rank = _pick(sub, ("mann_whitney",))
-            row["estimate (95 % CI)"] = _estimate(primary)
+            row[f"estimate ({ci})"] = _estimate(primary)
             row["model"] = primary["model"] if primary is not None else "\u2014"
             row["p"] = _p(primary["p_value"]) if primary is not None else "\u2014"
-            row["adjusted (95 % CI)"] = _estimate(adjusted)
+            row[f"adjusted ({ci})"] = _estimate(adjusted)
             row["p adj."] = _p(adjusted["p_value"]) if adjusted is not None else "\u2014"
             row["p rank"] = _p(rank["p_value"]) if rank is not None else "\u2014"
             rows.append(row)
             significant.append(primary is not None and pd.notna(primary["p_value"])
-                               and float(primary["p_value"]) < 0.05)
+                               and float(primary["p_value"]) < alpha)
     return pd.DataFrame(rows), significant
 
 
@@ -371,7 +373,7 @@ def render_report(endpoints: pd.DataFrame, stats: pd.DataFrame, arm_column: str,
                    "participant-interval rows.</p>")
 
     # 1. results
-    table, significant = cohort_table(endpoints, stats, arm_column, arms)
+    table, significant = cohort_table(endpoints, stats, arm_column, arms, params.alpha)
     parts.append("<h2 id=\"results\">Results by arm</h2>")
     parts.append(f"<p class=\"note\">Estimates compare {html.escape(arms[0])} with "
                  f"{html.escape(arms[1])} (reference): rate ratios for counts and relapses "
@@ -379,7 +381,7 @@ def render_report(endpoints: pd.DataFrame, stats: pd.DataFrame, arm_column: str,
                  f"difference {html.escape(arms[0])} \u2212 {html.escape(arms[1])} in mean change "
                  "for T2-LV (OLS). <em>adjusted</em>: with the configured covariates (and T2-LV at "
                  "the interval start for T2-LV change). <em>p rank</em>: Mann\u2013Whitney U. "
-                 "Rows with p &lt; 0.05 (primary model) in red.</p>")
+                 f"Rows with p &lt; {params.alpha:g} (primary model) in red.</p>")
     if len(table):
         parts.append(_table(table, left=("Endpoint", "Interval", "model"),
                             row_class=["sig" if s else "" for s in significant],
@@ -501,10 +503,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arm-column", default="arm")
     ap.add_argument("--arms", nargs=2, required=True, metavar=("FIRST", "REFERENCE"))
     ap.add_argument("--html", required=True, type=Path)
+    ap.add_argument("--params", type=Path, default=None,
+                    help="parameter JSON (python -m pipeline settings): StatsParams.alpha labels "
+                         "the CIs, plot_seed jitters the strip plots")
     args = ap.parse_args(argv)
     try:
+        params = None
+        if args.params is not None:
+            from pipeline.settings import load_params
+            params = load_params(args.params)["StatsParams"]
         report_files(args.out, args.endpoints, args.group_stats, args.html, args.arm_column,
-                     args.arms, args.notes, args.config_json, args.figures, args.skipped)
+                     args.arms, args.notes, args.config_json, args.figures, args.skipped,
+                     params)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

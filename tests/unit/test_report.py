@@ -125,6 +125,9 @@ def test_cohort_table_shape_and_values(rendered):
     assert names[1:] == ["New T2 lesions", "Enlarging T2 lesions", "T2-LV change (mL)",
                          "New T1-hypointense lesions"]
     assert len(table) == 2 + 4 * 3 and len(significant) == len(table)
+    assert "estimate (95 % CI)" in table.columns and "adjusted (95 % CI)" in table.columns
+    wider, _ = cohort_table(endpoints, stats, "arm", ARMS, alpha=0.1)
+    assert "estimate (90 % CI)" in wider.columns
     row = table[(table.Endpoint == "New T2 lesions") & (table.Interval == "m06-m12")].iloc[0]
     x = endpoints[(endpoints.interval == "m06-m12") & (endpoints.arm == "IDG")].new_t2
     assert row["IDG n"] == "6" and row["IDG total"] == str(int(x.sum()))
