@@ -458,7 +458,10 @@ def _too_few(out: _Collector, endpoint: str, interval: str, models: Sequence[str
     why = (f"fewer than min_subjects_per_arm={params.min_subjects_per_arm} subjects in "
            f"{', '.join(small)}: not fitted")
     for model in models:
-        out.add(endpoint, interval, Fit(model, notes=[why]), values)
+        # fisher_any reports proportions with any event, as when it is fitted
+        means = [float(np.mean(v > 0)) if len(v) else math.nan for v in values] \
+            if model == "fisher_any" else None
+        out.add(endpoint, interval, Fit(model, notes=[why]), values, means)
     return True
 
 

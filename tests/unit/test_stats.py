@@ -219,6 +219,9 @@ def test_too_few_subjects_per_arm():
     stats, notes = compare_arms(table, "arm", ARMS, MONTHS, params=StatsParams(
         min_subjects_per_arm=2))
     assert stats.estimate.isna().all() and (stats.n_TG == 1).all()
+    fisher = stats[(stats.model == "fisher_any") & (stats.interval == "baseline-m12")].iloc[0]
+    idg = table[(table.arm == "IDG") & (table.interval == "baseline-m12")].new_t2
+    assert fisher.mean_IDG == pytest.approx((idg > 0).mean())
     assert notes.note.str.contains("fewer than min_subjects_per_arm").any()
 
 
