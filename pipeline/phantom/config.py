@@ -115,8 +115,11 @@ class PhantomParams:
     new_t2_rate: tuple[tuple[float, float], tuple[float, float]] = ((1.0, 2.5), (0.25, 0.35))
     turning_hypo_rate: tuple[tuple[float, float], tuple[float, float]] = ((0.9, 0.2), (0.1, 0.1))
     enlarging_rate: tuple[tuple[float, float], tuple[float, float]] = ((0.6, 0.8), (0.15, 0.15))
-    shrinking_rate: float = 0.3  # per interval, arm-independent
-    resolving_rate: float = 0.15
+    # Per interval, arm-independent; kept low so T2-LV drifts up as in MS cohorts (T2-LV grows
+    # ~1-3 %/y on treatment), with only small lesions resolving.
+    shrinking_rate: float = 0.15
+    resolving_rate: float = 0.08
+    resolving_max_diameter_mm: float = 10.0
     activity_dispersion: float = 1.0  # NB2 alpha: var = mu + alpha mu^2 (lesion counts overdisperse)
     washout_days_range: tuple[int, int] = (30, 180)  # 1-6 months in the study
     washout_activity_gain: float = 0.6  # activity x (1 + gain x (washout - 30) / 150)

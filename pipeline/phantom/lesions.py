@@ -336,7 +336,8 @@ def _baseline_events(rng: np.random.Generator, maps: _PlacementMaps, p: PhantomP
             elif event == "turning_hypo":
                 pool = [q for q in pool if not q.hypo[0] and 2 * q.semi_axes_mm.max() >= 1.5 * min_d]
             elif event == "resolving":
-                pool = [q for q in pool if not q.hypo[0]]
+                pool = [q for q in pool if not q.hypo[0]
+                        and 2 * q.semi_axes_mm.max() <= max(p.resolving_max_diameter_mm, min_d)]
             if not pool:
                 break
             les = pool[int(rng.integers(len(pool)))]
