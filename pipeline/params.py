@@ -107,6 +107,10 @@ class SegmentationParams:
     # edge and the mask boundary (mean cortical thickness ~2.5 mm, Fischl & Dale 2000 PNAS).
     edge_margin_mm: float = 3.0
     min_component_volume_mm3: float = 3.0  # drop single-voxel noise before any counting
+    # Residual intensity non-uniformity after N4 is measured in normal WM and smoothed with this
+    # Gaussian sigma (mm): far wider than any lesion (<= 20 mm across), far narrower than the N4
+    # B-spline spacing (200 mm), so it removes the slow field N4 leaves and keeps lesions.
+    bias_smoothing_mm: float = 20.0
     # Pure-tissue voxels for reference statistics: T1 mixture posterior at least this.
     tissue_posterior_min: float = 0.9
     # Estimate NAWM statistics, segment, exclude candidates, re-estimate (converges in 2-3).
@@ -129,6 +133,8 @@ class SegmentationParams:
         _require(0 <= self.edge_fraction_of_peak < 1, n, "edge_fraction_of_peak",
                  self.edge_fraction_of_peak, "a fraction in [0, 1)")
         _require(self.smoothing_mm >= 0, n, "smoothing_mm", self.smoothing_mm, ">= 0")
+        _require(self.bias_smoothing_mm >= 0, n, "bias_smoothing_mm", self.bias_smoothing_mm,
+                 ">= 0")
         _require(self.t1_uncertainty_sd >= 0, n, "t1_uncertainty_sd", self.t1_uncertainty_sd,
                  ">= 0")
         _require(self.edge_margin_mm >= 0, n, "edge_margin_mm", self.edge_margin_mm, ">= 0")

@@ -12,24 +12,30 @@ Method
    normal-appearing WM (NAWM) FLAIR, so ``desc-norm`` FLAIR is 1.0 in NAWM in every session
    whatever the scanner's global scale (Shinohara et al. 2014 NeuroImage Clin 6:9, "statistical
    principles": normalise to a reference tissue). The NAWM noise SD is the lower-half MAD of
-   FLAIR in NAWM (robust to the hyperintense tail). Candidates are then excluded and the
-   statistics re-estimated, ``normalisation_iterations`` times.
+   FLAIR in NAWM (robust to the hyperintense tail). Residual low-frequency non-uniformity left
+   by N4 is removed first by dividing T1 and FLAIR by their smooth fields measured in normal WM
+   (Gaussian sigma ``bias_smoothing_mm``; WM-referenced normalisation as in FreeSurfer's
+   mri_normalize, Dale et al. 1999 NeuroImage 9:179). Candidates are then excluded and the
+   fields and statistics re-estimated, ``normalisation_iterations`` times.
 3. **Hyperintensity.** Jack et al. 2001 (Stroke 32:1325) threshold FLAIR at a fixed number of SDs
    above normal tissue; LST-LGA (Schmidt et al. 2012 NeuroImage 59:3774) measures FLAIR
    hyperintensity relative to the T1 tissue class of the voxel. Both break down at tissue borders
-   where partial volume mixes GM (FLAIR-bright) with WM or CSF. Here the normal FLAIR expected at
-   a voxel is predicted from its T1 along the normal-tissue curve through the (T1, FLAIR) means of
-   CSF, GM and WM (piecewise linear: exactly the partial-volume mixtures of adjacent classes), and
-   the voxel is scored by
+   where partial volume mixes GM (FLAIR-bright) with WM or CSF, and a three-class model has no GM
+   peak when the cortex is thin relative to the voxel. Here the normal FLAIR expected at a voxel
+   is read off the session's own distribution of FLAIR given T1 (median and bright-tail SD,
+   (q90 - q50) / 1.2816, per T1 bin of width 0.01 x WM T1, lesions excluded): it follows
+   every tissue and
+   partial-volume mixture present, and the voxel is scored by
 
-       z = (FLAIR_norm - max f(T1_norm +- t1_uncertainty_sd * sd_T1)) / sd_NAWM
+       z = (FLAIR_norm - max median(T1_norm +- tol)) / max(sd(T1_norm +- tol), sd_NAWM)
 
-   i.e. its excess over the brightest normal tissue compatible with its T1 and the T1 noise. In
-   pure WM this is exactly the NAWM z-score of Jack et al.; in GM it is the excess over GM (the
-   LGA view); CSF is excluded implicitly (CSF is dark on FLAIR), which keeps black holes, whose
-   T1 is CSF-like but whose FLAIR is bright. T1 and FLAIR are smoothed inside the brain
-   (Gaussian, ``smoothing_mm``) before scoring; the z unit is the robust SD of unsmoothed NAWM
-   FLAIR, so smoothing only suppresses noise and does not sharpen the threshold.
+   with ``tol = t1_uncertainty_sd`` x the T1 noise SD: its excess over the brightest normal
+   tissue compatible with its T1, in robust SDs of that tissue and never less than the NAWM SD.
+   In pure WM this is exactly the NAWM z-score of Jack et al.; in GM it is the excess over GM
+   (the LGA view); CSF is excluded implicitly (CSF is dark on FLAIR), which keeps black holes,
+   whose T1 is CSF-like but whose FLAIR is bright. T1 and FLAIR are smoothed inside the brain
+   (Gaussian, ``smoothing_mm``) before scoring; the z unit is at least the robust SD of
+   unsmoothed NAWM FLAIR, so smoothing only suppresses noise and does not sharpen the threshold.
 4. **Lesions.** Cores: ``z >= flair_z_threshold`` at least ``edge_margin_mm`` inside the brain
    mask (cortical ribbon edge and mask boundary excluded). Hysteresis: voxels with
    ``z >= flair_z_grow_threshold`` connected (26-connectivity) to a core. Each grown component,
@@ -38,10 +44,13 @@ Method
    lesion/WM partial-volume fraction >= 0.5). Components are recomputed with 26-connectivity and
    those below ``min_component_volume_mm3`` are dropped.
 5. **T1-hypointense.** Inside the T2 lesion mask, T1 (Gaussian-smoothed, sigma
-   ``t1hypo_smoothing_mm``, to suppress noise) below ``t1hypo_gm_ratio`` x the mean T1 of
+   ``t1hypo_smoothing_mm``, to suppress noise) below ``t1hypo_gm_ratio`` x the T1 of
    normal-appearing GM: black holes are hypointense relative to grey matter (van Walderveen et
    al. 1998 Neurology 50:1282; Sahraian et al. 2010 Eur J Neurol 17:1165; Truyen et al. 1996
-   Neurology 47:1469). Components (26-connectivity) below ``t1hypo_min_volume_mm3`` are dropped.
+   Neurology 47:1469). The GM T1 is the median T1 of normal voxels darker than WM on T1 and as
+   bright on FLAIR as the brightest normal tissue (cortical and deep GM), see
+   :func:`grey_matter_t1`. Components
+   (26-connectivity) below ``t1hypo_min_volume_mm3`` are dropped.
 
 Labels of ``desc-lesion`` dseg are connected components (26-connectivity) numbered in C order of
 their first voxel (``scipy.ndimage.label`` raster order), hence deterministic.
@@ -72,6 +81,7 @@ CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
 BACKGROUND, CSF, GM, WM = 0, 1, 2, 3
 TISSUE_NAMES = {CSF: "csf", GM: "gm", WM: "wm"}
 _MAD_TO_SD = 1.4826  # MAD of a Gaussian x 1.4826 = its SD
+_Q90_TO_SD = 1.2816  # (q90 - q50) of a Gaussian / 1.2816 = its SD
 
 
 @dataclass
@@ -209,31 +219,112 @@ def fit_tissue_model(t1_brain: np.ndarray, n_iter: int = 100, bins: int = 512) -
     return TissueModel(means[order], sds[order], weights[order])
 
 
-def normal_flair_envelope(t1_norm: np.ndarray, curve_t1: np.ndarray, curve_flair: np.ndarray,
-                          tolerance: float) -> np.ndarray:
-    """Brightest normal FLAIR compatible with each voxel's T1 within +- ``tolerance``.
+@dataclass
+class FlairGivenT1:
+    """Distribution of normal-tissue FLAIR conditional on T1, per T1 bin (normalised units).
 
-    The normal-tissue curve is piecewise linear through (``curve_t1[c]``, ``curve_flair[c]``)
-    for c = CSF, GM, WM, flat beyond its ends; its maximum over [t - tol, t + tol] is reached at
-    an end of the interval or at a breakpoint inside it.
+    ``median[i]`` and ``sd[i]`` of normalised FLAIR among voxels whose normalised T1 falls in
+    the bin centred at ``centres[i]``; ``sd`` is (q90 - q50) / 1.2816, the spread of normal
+    tissue on the bright side, where a lesion would have to stand out: for a Gaussian it is the
+    SD; when a bright minority tissue shares the T1 of a bin (deep GM among GM/WM
+    partial-volume voxels) it widens to cover it. The dark side of a bin mixes in CSF partial
+    volume, which cannot be confused with a lesion, and is ignored. Being empirical, it follows every tissue and partial-volume mixture present (CSF,
+    cortical and deep GM, WM and their borders) without assuming a tissue model; lesions are
+    too few per bin to move these quantiles much, and detected lesions are excluded on the
+    next iteration.
+    """
+
+    centres: np.ndarray  # (B,)
+    median: np.ndarray  # (B,)
+    sd: np.ndarray  # (B,)
+    width: float
+
+    def envelope(self, t1_norm: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
+        """Brightest normal median and widest SD within ``t1_norm +- tolerance``.
+
+        Parameters
+        ----------
+        t1_norm : ndarray (N,)
+        tolerance : float, normalised T1 units (T1 noise allowance)
+
+        Returns
+        -------
+        (median, sd), each ndarray (N,)
+        """
+        k = int(np.ceil(max(tolerance, 0.0) / self.width))
+        size = 2 * k + 1
+        med = ndimage.maximum_filter1d(self.median, size, mode="nearest")
+        sd = ndimage.maximum_filter1d(self.sd, size, mode="nearest")
+        return (np.interp(t1_norm, self.centres, med), np.interp(t1_norm, self.centres, sd))
+
+
+def fit_flair_given_t1(t1_norm: np.ndarray, flair_norm: np.ndarray, bin_width: float = 0.01,
+                       min_count: int = 30) -> FlairGivenT1:
+    """Per-bin median and robust SD of normalised FLAIR given normalised T1.
 
     Parameters
     ----------
-    t1_norm : ndarray of shape (N,), normalised T1 (WM = 1)
-    curve_t1, curve_flair : ndarray of shape (3,), increasing ``curve_t1``
-    tolerance : float, normalised T1 units
+    t1_norm, flair_norm : ndarray (N,), normal-appearing brain voxels (lesions excluded)
+    bin_width : float, normalised T1 units
+    min_count : bins with fewer voxels are not measured (neighbours are interpolated)
 
     Returns
     -------
-    ndarray of shape (N,), normalised FLAIR units (NAWM = 1).
+    FlairGivenT1
     """
-    lo = t1_norm - tolerance
-    hi = t1_norm + tolerance
-    env = np.maximum(np.interp(lo, curve_t1, curve_flair), np.interp(hi, curve_t1, curve_flair))
-    for t, f in zip(curve_t1, curve_flair):
-        inside = (lo <= t) & (t <= hi)
-        env = np.where(inside & (f > env), f, env)
-    return env
+    t = np.asarray(t1_norm, dtype=np.float64)
+    f = np.asarray(flair_norm, dtype=np.float64)
+    lo, hi = np.percentile(t, [0.05, 99.95])
+    n_bins = max(int(np.ceil((hi - lo) / bin_width)), 1)
+    idx = np.clip(((t - lo) / bin_width).astype(np.int64), 0, n_bins - 1)
+    order = np.lexsort((f, idx))
+    f_sorted = f[order]
+    starts = np.searchsorted(idx[order], np.arange(n_bins), side="left")
+    ends = np.searchsorted(idx[order], np.arange(n_bins), side="right")
+    centres, med, sd = [], [], []
+    for i in range(n_bins):
+        s, e = starts[i], ends[i]
+        if e - s < min_count:
+            continue
+        m, q90 = np.quantile(f_sorted[s:e], [0.5, 0.9])
+        centres.append(lo + (i + 0.5) * bin_width)
+        med.append(m)
+        sd.append((q90 - m) / _Q90_TO_SD)
+    if not centres:
+        raise InputError("too few brain voxels to model FLAIR given T1; check the brain mask")
+    return FlairGivenT1(np.array(centres), np.array(med), np.array(sd), bin_width)
+
+
+def grey_matter_t1(t1_norm: np.ndarray, flair_norm: np.ndarray, curve: FlairGivenT1,
+                   sd_t1: float, k_sd: float = 3.0, min_count: int = 50) -> float:
+    """Normalised T1 of normal-appearing grey matter, from both contrasts.
+
+    Grey matter is the normal tissue darker than WM on T1 and brightest on FLAIR. The FLAIR
+    level of that apex is the maximum of the conditional median curve over ``T1 <= 1 - k_sd *
+    sd_t1``; normal voxels at least that bright on FLAIR and that dark on T1 are (nearly) pure
+    GM, cortical or deep, since partial volume with WM or CSF lowers FLAIR. Their median T1 is
+    returned. A T1-only mixture cannot find GM when the cortex is thin relative to the voxel
+    (the T1 histogram then has a plateau, not a GM peak).
+
+    Parameters
+    ----------
+    t1_norm, flair_norm : ndarray (N,), unsmoothed normal voxels, normalised to WM and NAWM
+    curve : FlairGivenT1 of the session
+    sd_t1 : robust noise SD of WM T1 (normalised units)
+
+    Returns
+    -------
+    float, normalised T1 (WM = 1); NaN when fewer than ``min_count`` voxels qualify.
+    """
+    t1_max = 1.0 - k_sd * sd_t1
+    dark = curve.centres <= t1_max
+    if not dark.any():
+        return float("nan")
+    level = float(curve.median[dark].max())
+    sel = (t1_norm <= t1_max) & (flair_norm >= level)
+    if sel.sum() < min_count:
+        return float("nan")
+    return float(np.median(t1_norm[sel]))
 
 
 def _brain_bbox(brain: np.ndarray, margin: int = 2) -> tuple[slice, ...]:
@@ -348,6 +439,62 @@ def hysteresis_lesions(z: np.ndarray, flair_norm: np.ndarray, flair_norm_smooth:
     return mask
 
 
+def wm_reference_field(image: np.ndarray, reference: np.ndarray, sigma_mm: float,
+                       voxel_size_mm: Any, work_mm: float = 4.0) -> np.ndarray:
+    """Smooth multiplicative field of ``image`` measured in reference tissue (normal WM).
+
+    ``image`` is averaged over the ``reference`` voxels in blocks of about ``work_mm``, smoothed
+    by a Gaussian of ``sigma_mm`` (normalised convolution) and interpolated back; the field is 1
+    at the median of the reference. Dividing by it removes the low-frequency intensity
+    non-uniformity left after N4, using WM as the reference tissue (the WM-based
+    normalisation of FreeSurfer's mri_normalize; Dale et al. 1999 NeuroImage 9:179).
+
+    Parameters
+    ----------
+    image : ndarray (I, J, K)
+    reference : bool ndarray (I, J, K), normal-appearing WM (lesions excluded)
+    sigma_mm : float, Gaussian sigma in mm (0: a constant field of 1)
+    voxel_size_mm : sequence of 3 floats
+    work_mm : float, block size of the working grid in mm
+
+    Returns
+    -------
+    float64 ndarray (I, J, K), positive.
+    """
+    shape = image.shape
+    if sigma_mm <= 0 or reference.sum() < 100:
+        return np.ones(shape)
+    vox = _voxel_size(voxel_size_mm)
+    f = np.maximum(1, np.round(work_mm / vox).astype(int))
+    padded = tuple(int(np.ceil(n / k) * k) for n, k in zip(shape, f))
+    pad = [(0, p - n) for p, n in zip(padded, shape)]
+    w = np.pad(reference.astype(np.float64), pad)
+    v = np.pad(np.asarray(image, dtype=np.float64), pad) * w
+    coarse_shape = tuple(p // k for p, k in zip(padded, f))
+
+    def block(a: np.ndarray) -> np.ndarray:
+        return a.reshape(coarse_shape[0], f[0], coarse_shape[1], f[1], coarse_shape[2],
+                         f[2]).sum(axis=(1, 3, 5))
+
+    sigma = sigma_mm / (vox * f)
+    num = ndimage.gaussian_filter(block(v), sigma, mode="constant")
+    den = ndimage.gaussian_filter(block(w), sigma, mode="constant")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        coarse = np.where(den > 1e-3 * den.max(), num / den, np.nan)
+    # Where no WM is near (outside the brain), continue the field from the nearest estimate.
+    missing = ~np.isfinite(coarse)
+    if missing.all():
+        return np.ones(shape)
+    if missing.any():
+        idx = ndimage.distance_transform_edt(missing, return_distances=False, return_indices=True)
+        coarse = coarse[tuple(idx)]
+    field = ndimage.zoom(coarse, f, order=1, mode="nearest", grid_mode=True)[
+        :shape[0], :shape[1], :shape[2]]
+    level = np.median(field[reference])
+    field = field / level
+    return np.clip(field, 0.2, 5.0)
+
+
 def smooth_in_mask(image: np.ndarray, mask: np.ndarray, sigma_mm: float, voxel_size_mm: Any
                    ) -> np.ndarray:
     """Gaussian smoothing restricted to ``mask`` (normalised convolution: no background bleed).
@@ -375,15 +522,15 @@ def smooth_in_mask(image: np.ndarray, mask: np.ndarray, sigma_mm: float, voxel_s
     return out
 
 
-def t1_hypointense_mask(t1: np.ndarray, lesion_mask: np.ndarray, gm_mean_t1: float,
+def t1_hypointense_mask(t1: np.ndarray, lesion_mask: np.ndarray, gm_t1: float,
                         voxel_size_mm: Any, params: SegmentationParams) -> np.ndarray:
     """Black holes: lesion voxels whose smoothed T1 is below ``t1hypo_gm_ratio`` x GM mean T1.
 
     Parameters
     ----------
-    t1 : ndarray (I, J, K), any scale (same as ``gm_mean_t1``)
+    t1 : ndarray (I, J, K), any scale (same as ``gm_t1``)
     lesion_mask : bool ndarray (I, J, K), T2 lesions
-    gm_mean_t1 : float, mean T1 of normal-appearing grey matter
+    gm_t1 : float, T1 of normal-appearing grey matter
     voxel_size_mm : sequence of 3 floats
     params : SegmentationParams
 
@@ -399,7 +546,7 @@ def t1_hypointense_mask(t1: np.ndarray, lesion_mask: np.ndarray, gm_mean_t1: flo
     t1_crop = np.asarray(t1[sl], dtype=np.float64)
     if params.t1hypo_smoothing_mm > 0:
         t1_crop = ndimage.gaussian_filter(t1_crop, params.t1hypo_smoothing_mm / vox, mode="nearest")
-    hypo = lesion_mask[sl] & (t1_crop < params.t1hypo_gm_ratio * gm_mean_t1)
+    hypo = lesion_mask[sl] & (t1_crop < params.t1hypo_gm_ratio * gm_t1)
     hypo, _, _ = remove_small_components(hypo, params.t1hypo_min_volume_mm3, float(np.prod(vox)))
     out[sl] = hypo
     return out
@@ -463,10 +610,19 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
     pure_img = np.zeros(b.shape, bool)
     pure_img[b] = post[:, 2] >= pmin
     wm_interior = ndimage.binary_erosion(pure_img, structure=CONNECTIVITY_26)[b]
+    t1_raw_v, fl_raw_v, t1s_raw, fls_raw = t1v, flv, t1s, fls
     for _ in range(n_iter):
         # Exclude current lesions and their partial-volume rim from the reference statistics.
         excl = (ndimage.binary_dilation(lesion_crop, structure=CONNECTIVITY_26)
                 if lesion_crop.any() else lesion_crop)[b]
+        # Residual non-uniformity, referenced to normal WM (the fields are smooth, so dividing
+        # the smoothed images by them equals smoothing the corrected images).
+        ref_img = np.zeros(b.shape, bool)
+        ref_img[b] = (post[:, 2] >= pmin) & ~excl
+        field_t1 = wm_reference_field(t1_raw, ref_img, params.bias_smoothing_mm, vox)[b]
+        field_fl = wm_reference_field(fl_raw, ref_img, params.bias_smoothing_mm, vox)[b]
+        t1v, flv = t1_raw_v / field_t1, fl_raw_v / field_fl
+        t1s, fls = t1s_raw / field_t1, fls_raw / field_fl
         sel = (post >= pmin) & ~excl[:, None]
         counts = sel.sum(axis=0)
         if counts[2] < 50:
@@ -477,31 +633,21 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
         if not (wm_t1 > 0 and nawm_flair > 0):
             raise InputError("non-positive white-matter T1 or FLAIR mode; check that the "
                              "images are magnitude images with a zero background")
-        curve_t1 = np.empty(3)
-        curve_fl = np.empty(3)
-        for c in range(3):
-            if counts[c] >= 10:
-                curve_t1[c] = np.median(t1v[sel[:, c]]) / wm_t1
-                curve_fl[c] = np.median(flv[sel[:, c]]) / nawm_flair
-            else:  # class too small to measure (e.g. no CSF in a tight mask): use the model
-                curve_t1[c] = model.means[c] / wm_t1
-                curve_fl[c] = (np.median(flv[hard == c]) / nawm_flair if np.any(hard == c)
-                               else 1.0)
-        curve_t1 = np.maximum.accumulate(curve_t1)  # np.interp needs increasing abscissae
         # Noise of the smoothed images in the interior of pure NAWM (eroded, so the smoothing
         # kernel saw only WM); falls back to all pure WM when erosion leaves too few voxels.
         core_wm = wm_interior & ~excl
         if core_wm.sum() < 50:
             core_wm = sel[:, 2]
         # z unit: robust SD of (unsmoothed) NAWM FLAIR, which includes tissue heterogeneity;
-        # T1 tolerance: noise of the smoothed T1 that the envelope is evaluated at.
+        # T1 tolerance: noise of the smoothed T1 that the curve is evaluated at.
         sd_fl = lower_half_sd(flv[sel[:, 2]] / nawm_flair, 1.0)
         t1n = t1s / wm_t1
         fln = fls / nawm_flair
         sd_t1 = upper_half_sd(t1n[core_wm], float(np.median(t1n[core_wm])))
-        env = normal_flair_envelope(t1n, curve_t1, curve_fl, params.t1_uncertainty_sd * sd_t1)
+        curve = fit_flair_given_t1(t1n[~excl], fln[~excl])
+        m_env, s_env = curve.envelope(t1n, params.t1_uncertainty_sd * sd_t1)
         z = np.zeros(b.shape)
-        z[b] = (fln - env) / max(sd_fl, 1e-6)
+        z[b] = (fln - m_env) / np.maximum(s_env, max(sd_fl, 1e-6))
         if user_mask is None:
             fl_img = np.zeros(b.shape)
             fl_img[b] = flv / nawm_flair
@@ -527,9 +673,14 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
     t_crop[b] = hard.astype(np.uint8) + 1
     tissue[sl] = t_crop
 
-    # GM reference for black holes: pure normal-appearing GM (cortical and deep), lesions excluded.
-    gm_mean_t1 = float(np.mean(t1v[sel[:, 1]])) if counts[1] >= 10 else float(model.means[1])
-    t1hypo = t1_hypointense_mask(t1, lesion, gm_mean_t1, vox, params)
+    # GM reference for black holes: normal-appearing GM (cortical and deep), lesions excluded.
+    excl = ndimage.binary_dilation(lesion[sl], structure=CONNECTIVITY_26)[b]
+    sd_t1_raw = upper_half_sd(t1v[sel[:, 2]] / wm_t1, 1.0)
+    gm_t1_norm = grey_matter_t1(t1v[~excl] / wm_t1, flv[~excl] / nawm_flair, curve, sd_t1_raw)
+    if not np.isfinite(gm_t1_norm):  # too few GM-like voxels: fall back to the T1 mixture
+        gm_t1_norm = float(model.means[1] / wm_t1)
+    gm_t1 = gm_t1_norm * wm_t1
+    t1hypo = t1_hypointense_mask(t1, lesion, gm_t1, vox, params)
 
     qc: dict[str, Any] = {
         "lesion_source": "segmented" if user_mask is None else "user mask",
@@ -541,14 +692,18 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
         "nawm_flair_sd_norm": float(sd_fl),
         "wm_t1_mode": float(wm_t1),
         "wm_t1_sd_norm": float(sd_t1),
-        "gm_t1_mean": gm_mean_t1,
+        "gm_t1": float(gm_t1),
+        "gm_t1_norm": float(gm_t1_norm),
         "t1_mixture": {TISSUE_NAMES[c + 1]: {"mean": float(model.means[c]),
                                              "sd": float(model.sds[c]),
                                              "weight": float(model.weights[c])}
                        for c in range(3)},
-        "tissue_t1_norm": {TISSUE_NAMES[c + 1]: float(curve_t1[c]) for c in range(3)},
-        "tissue_flair_norm": {TISSUE_NAMES[c + 1]: float(curve_fl[c]) for c in range(3)},
+        "tissue_flair_norm_median": {
+            TISSUE_NAMES[c + 1]: float(np.median(flv[hard == c]) / nawm_flair)
+            if np.any(hard == c) else None for c in range(3)},
         "pure_tissue_voxels": {TISSUE_NAMES[c + 1]: int(counts[c]) for c in range(3)},
+        "flair_given_t1": {"t1_norm": np.round(curve.centres, 4),
+                           "median": np.round(curve.median, 4), "sd": np.round(curve.sd, 4)},
         "voxel_size_mm": [float(v) for v in vox],
     }
     return SegmentationResult(lesion, lesion_labels, t1hypo, flair_norm, tissue, qc)

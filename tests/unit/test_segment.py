@@ -13,14 +13,16 @@ from pipeline.errors import InputError
 from pipeline.params import SegmentationParams
 from pipeline.paths import bids_path
 from pipeline.segment import (
+    fit_flair_given_t1,
     fit_tissue_model,
+    grey_matter_t1,
     histogram_mode,
     lesion_table,
     lower_half_sd,
     main,
-    normal_flair_envelope,
     segment_session,
     t1_hypointense_mask,
+    wm_reference_field,
 )
 
 # Tissue intensities (T1, FLAIR), relative to WM T1: realistic ratios for 3D T1w / 3D FLAIR.
@@ -122,16 +124,54 @@ def test_tissue_model_orders_classes():
     np.testing.assert_allclose(model.weights, [0.15, 0.4, 0.45], atol=0.03)
 
 
-def test_envelope_takes_the_brightest_compatible_tissue():
-    curve_t1 = np.array([0.25, 0.65, 1.0])
-    curve_fl = np.array([0.25, 1.33, 1.0])
-    t = np.array([0.25, 0.65, 1.0, 0.6, 1.2, 0.0])
-    env = normal_flair_envelope(t, curve_t1, curve_fl, 0.0)
-    np.testing.assert_allclose(env[:3], curve_fl)
-    np.testing.assert_allclose(env[4:], [1.0, 0.25])
-    # with tolerance, a voxel just below GM T1 may be pure GM: the GM FLAIR applies
-    env_tol = normal_flair_envelope(np.array([0.6]), curve_t1, curve_fl, 0.08)
-    assert env_tol[0] == pytest.approx(1.33)
+def test_flair_given_t1_follows_the_normal_curve_and_ignores_lesions():
+    rng = np.random.default_rng(3)
+    t = rng.uniform(0.2, 1.1, 200000)
+    curve = np.interp(t, [0.25, 0.65, 1.0], [0.25, 1.33, 1.0])
+    f = curve + rng.normal(0, 0.04, t.size)
+    f[:2000] += 0.5  # 1 % hyperintense outliers
+    model = fit_flair_given_t1(t, f)
+    med, sd = model.envelope(np.array([0.3, 0.65, 1.0]), 0.0)
+    np.testing.assert_allclose(med, np.interp([0.3, 0.65, 1.0], [0.25, 0.65, 1.0],
+                                              [0.25, 1.33, 1.0]), atol=0.03)
+    np.testing.assert_allclose(sd, 0.04, atol=0.01)
+    # with a T1 tolerance a voxel just below GM T1 is compared with GM itself
+    med_tol, _ = model.envelope(np.array([0.6]), 0.08)
+    assert med_tol[0] == pytest.approx(1.33, abs=0.03)
+
+
+def test_grey_matter_t1_from_the_flair_apex():
+    rng = np.random.default_rng(4)
+    gm = np.column_stack([rng.normal(0.65, 0.04, 5000), rng.normal(1.33, 0.04, 5000)])
+    wm = np.column_stack([rng.normal(1.0, 0.04, 20000), rng.normal(1.0, 0.04, 20000)])
+    frac = rng.uniform(0, 1, 8000)  # GM/WM partial volume: spread, no peak
+    pv = np.column_stack([0.65 + 0.35 * frac, 1.33 - 0.33 * frac])
+    t, f = np.concatenate([gm, wm, pv]).T
+    curve = fit_flair_given_t1(t, f)
+    assert grey_matter_t1(t, f, curve, 0.04) == pytest.approx(0.65, abs=0.03)
+
+
+def test_wm_reference_field_removes_a_smooth_bias(brain_1mm):
+    t1, fl, brain, truth, _, affine = brain_1mm
+    x = np.arange(fl.shape[0])[:, None, None]
+    bias = 1.0 + 0.15 * (x - fl.shape[0] / 2) / fl.shape[0]  # +-7.5 % ramp
+    wm = brain & (t1 > 0.9) & ~truth
+    # the synthetic brain is ~1/4 of a real one: scale the field's smoothing accordingly
+    field = wm_reference_field(fl * bias, wm, 6.0, (1, 1, 1))
+    corrected = fl * bias / field
+    left, right = wm & (x < 18), wm & (x > 28)
+    ratio_before = np.median((fl * bias)[right]) / np.median((fl * bias)[left])
+    ratio_after = np.median(corrected[right]) / np.median(corrected[left])
+    assert ratio_before > 1.05 and abs(ratio_after - 1.0) < 0.02
+
+
+def test_segmentation_with_a_residual_bias_field():
+    t1, fl, brain, truth, _, _ = make_brain(seed=21)
+    x = np.arange(fl.shape[0])[:, None, None]
+    bias = 1.0 + 0.2 * (x - fl.shape[0] / 2) / fl.shape[0]
+    res = segment_session(t1 * bias, fl * bias, brain, (1, 1, 1),
+                          SegmentationParams(bias_smoothing_mm=6.0))
+    assert dice(res.lesion_mask, truth) >= 0.8
 
 
 def test_segmentation_finds_lesions(brain_1mm):
