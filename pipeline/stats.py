@@ -148,8 +148,6 @@ def design_matrix(table: pd.DataFrame, arm_column: str, arms: Sequence[str],
             levels = sorted(text.dropna().unique())
             for level in levels[1:]:
                 X[f"{cov}[{level}]"] = np.where(text.isna(), np.nan, (text == level).astype(float))
-            if len(levels) > 1:
-                notes.append(f"{cov}: categorical, reference level {levels[0]!r}")
     missing = X.isna().any(axis=1)
     if missing.any():
         notes.append(f"{int(missing.sum())} row(s) dropped for missing covariate values")
@@ -530,6 +528,13 @@ def compare_arms(endpoints: pd.DataFrame, arm_column: str, arms: Sequence[str],
                  f"{len(endpoints) - len(table)} row(s) with an arm not in {arms} left out")
 
     intervals = _interval_months(table, sessions_months) if len(table) else {}
+    for cov in covariates:  # once per run, not on every adjusted row
+        if cov in table.columns and not (pd.api.types.is_bool_dtype(table[cov])
+                                         or pd.api.types.is_numeric_dtype(table[cov])):
+            levels = sorted(table[cov].astype("string").dropna().unique())
+            out.note(cov, math.nan, math.nan,
+                     f"categorical covariate, treatment-coded: levels {levels}, reference "
+                     f"{levels[0]!r}" if levels else "categorical covariate without values")
     for endpoint in COUNT_ENDPOINTS:
         if endpoint not in table.columns:
             out.note(endpoint, math.nan, math.nan, "column absent from endpoints.tsv: skipped")

@@ -167,6 +167,9 @@ def test_cohort_columns_models_and_known_effect():
         "endpoint", "interval", "model", "n_IDG", "mean_IDG", "n_TG", "mean_TG", "estimate",
         "ci_low", "ci_high", "p_value"]
     assert list(notes.columns) == list(NOTE_COLUMNS)
+    coding = notes[notes.endpoint == "next_dmt"].note.tolist()
+    assert coding == ["categorical covariate, treatment-coded: levels ['fingolimod', 'glatiramer', "
+                      "'interferon'], reference 'fingolimod'"]
     assert not stats.duplicated(["endpoint", "interval", "model"]).any()
     assert set(stats.endpoint) == {"new_t2", "enlarging_t2", "new_t1hypo", "t2lv_change_ml",
                                    "relapses_0_3m", "relapses_0_12m"}
