@@ -217,7 +217,7 @@ class StatsParams:
     min_subjects_per_arm: int = 2  # below this a model is not fitted and the row says why
     # Negative binomial (NB2) dispersion below which the data show no overdispersion: the NB
     # likelihood is flat in alpha there, its Hessian is singular, and Poisson is the same model
-    # (Hilbe 2011, Negative Binomial Regression, sec. 7.2).
+    # (Hilbe 2011, Negative Binomial Regression, 2nd ed.).
     negbin_min_alpha: float = 1e-6
     max_iterations: int = 500  # BFGS iterations for NB, IRLS iterations for the Poisson GLM
     # Hodges-Lehmann CI: exact null distribution of U up to this many pairs (n_a * n_b), normal

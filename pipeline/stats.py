@@ -49,8 +49,9 @@ StatsParams.hodges_lehmann_exact_max_pairs pairs, normal approximation above). F
 and it can contain 0 while the tie-corrected U test rejects (typically [0, 0] or [0, 1] for
 sparse counts): read the p-value, not the interval, for such rows.
 
-References: Sormani et al. 2001 (NB for MRI lesion counts in MS trials); Weinstock-Guttman et al.
-2016, J Neurol Neurosurg Psychiatry (the discontinuation trial whose endpoints these are).
+References: Sormani et al. 1999, J Neurol Sci 163:74 (NB models of MRI lesion counts in MS
+trials); Weinstock-Guttman et al. 2016, J Neurol Neurosurg Psychiatry (the discontinuation trial
+whose endpoints these are).
 """
 
 from __future__ import annotations
