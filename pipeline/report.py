@@ -337,10 +337,13 @@ def _subject_of(path: Path) -> str | None:
     return None
 
 
+#: participant_id -> [(file name, PNG bytes)]
+Figures = Mapping[str, Sequence[tuple[str, bytes]]]
+
+
 def render_report(endpoints: pd.DataFrame, stats: pd.DataFrame, arm_column: str,
-                  arms: Sequence[str], notes: pd.DataFrame | None = None,
-                  config: Any = None, figures: Mapping[str, Sequence[tuple[str, bytes]]] | None
-                  = None, skipped: pd.DataFrame | None = None,
+                  arms: Sequence[str], notes: pd.DataFrame | None = None, config: Any = None,
+                  figures: Figures | None = None, skipped: pd.DataFrame | None = None,
                   params: StatsParams | None = None, title: str = "rebound-mri report") -> str:
     """The report as one HTML string (see the module docstring for its sections).
 
@@ -353,7 +356,12 @@ def render_report(endpoints: pd.DataFrame, stats: pd.DataFrame, arm_column: str,
     config : configuration used (any JSON-serialisable object), shown pretty-printed
     figures : participant_id -> [(file name, PNG bytes)] QC figures
     skipped : intervals not run (participant_id, interval, reason, ...)
-    params : StatsParams (plot jitter seed)
+    params : StatsParams (CI level, plot jitter seed)
+    title : page title
+
+    Returns
+    -------
+    the HTML document (str)
     """
     params = params or StatsParams()
     arms = [str(a) for a in arms]
