@@ -107,6 +107,7 @@ def preview_subject_files(bids_dir: str | Path, truth_dir: str | Path, sub: str)
                  f"(yellow: truth lesions, red: new lesions)", color="white", fontsize=10)
     out = truth_dir / "preview" / f"{pid}_preview.png"
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=90, facecolor="black", metadata={"Software": None})
+        fig.savefig(tmp, format="png", dpi=90, facecolor="black", bbox_inches="tight",
+                    pad_inches=0.1, metadata={"Software": None})
     plt.close(fig)
     return out

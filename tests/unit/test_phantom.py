@@ -15,9 +15,9 @@ from pipeline.io import load_nifti, read_tsv
 from pipeline.paths import bids_path, raw_image
 from pipeline.phantom import SESSIONS, cohort_layout, generate_cohort, preset_params
 from pipeline.phantom.acquisition import Pose, grid_affine, render_session, rotation_matrix
-from pipeline.phantom.anatomy import make_anatomy
+from pipeline.phantom.anatomy import ellipsoid_depth_mm, make_anatomy
 from pipeline.phantom.cli import main as phantom_main
-from pipeline.phantom.lesions import plan_lesions
+from pipeline.phantom.lesions import _points_in, plan_lesions
 from pipeline.phantom.preview import sample_plane
 from pipeline.phantom.truth import ENDPOINT_COLUMNS, classify_change, expected_class
 
@@ -33,7 +33,7 @@ ACTIVE = dict(new_t2_rate=((3.0, 3.0), (3.0, 3.0)), turning_hypo_rate=((1.5, 1.5
 def cohort(tmp_path_factory):
     root = tmp_path_factory.mktemp("phantom")
     summary = generate_cohort(root / "bids", preset="ci", n_subjects=2, seed=7, preview=True,
-                              **ACTIVE)
+                              thick_flair_fraction=0.5, **ACTIVE)
     return summary
 
 
@@ -108,8 +108,14 @@ def test_lesions_are_flair_bright_against_surrounding_wm(cohort):
     for pid in cohort["participants"]:
         data, table = _sessions_data(cohort, pid)
         for ses, d in data.items():
+            flair = d["flair"]
             if not np.allclose(d["flair_aff"], d["t1_aff"]):
-                continue  # FLAIR on its own grid: compared in the test on world coordinates
+                # 2-D FLAIR on its own grid: sample it at the T1 voxel centres through world
+                # coordinates, so this also checks that the two grids agree in world space.
+                vox = np.stack(np.indices(d["t1"].shape)).reshape(3, -1)
+                m = np.linalg.inv(d["flair_aff"]) @ d["t1_aff"]
+                flair = ndimage.map_coordinates(d["flair"], m[:3, :3] @ vox + m[:3, 3:4],
+                                                order=1).reshape(d["t1"].shape)
             objs = ndimage.find_objects(d["labels"])
             for lid, sl in enumerate(objs, start=1):
                 if sl is None:
@@ -121,7 +127,7 @@ def test_lesions_are_flair_bright_against_surrounding_wm(cohort):
                 shell = near & (d["tissue"][big] == 3)
                 if shell.sum() < 5:
                     continue
-                fl = d["flair"][big]
+                fl = flair[big]
                 assert fl[lab].mean() > 1.1 * fl[shell].mean(), (pid, ses, lid)
                 checked += 1
     assert checked >= 10
@@ -243,3 +249,31 @@ def test_refuses_bad_requests(tmp_path):
     (tmp_path / "other" / "sub-99").mkdir(parents=True)
     with pytest.raises(InputError, match="another dataset"):
         generate_cohort(tmp_path / "other", voxel_mm=4.0, n_subjects=1)
+
+
+def test_change_geometry_is_unambiguous():
+    p = preset_params("ci", touching_fraction=1.0)
+    anat = make_anatomy(np.random.default_rng(8), p)
+    lesions = plan_lesions(np.random.default_rng(9), anat, p,
+                           {"new": (4.0, 4.0), "turning_hypo": (0.0, 0.0),
+                            "enlarging": (2.0, 2.0), "shrinking": (1.0, 1.0),
+                            "resolving": (0.0, 0.0)}, p.voxel_mm)
+    by_id = {q.lesion_id: q for q in lesions}
+    touching = [q for q in lesions if q.kind == "new_touching"]
+    assert touching
+    for q in touching:
+        s = q.event_session
+        pts = _points_in(q.ellipsoid(s))
+        inside = (ellipsoid_depth_mm(pts, by_id[q.parent_id].ellipsoid(s)) > 0).mean()
+        assert 0 < inside <= 0.4  # touches the old lesion, >= 60 % outside it
+        assert 2 * q.semi_axes_mm.min() * q.scale[s] >= 5.0 * 0.97
+    for q in lesions:
+        s = q.event_session
+        gain = (q.scale[s] / q.scale[s - 1]) ** 3 - 1 if s > 0 and q.scale[s - 1] > 0 else None
+        if q.kind == "enlarging":
+            assert gain > 0.7
+        elif q.kind == "shrinking":
+            assert gain < -0.3
+        elif q.kind == "stable":
+            v = q.scale ** 3
+            assert v.max() / v.min() < 1.1
