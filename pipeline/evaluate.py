@@ -21,7 +21,8 @@ T1-hypointense lesions):
 
 Precision = TP / (TP + FP), recall = TP / (TP + FN), F1 = 2 TP / (2 TP + FP + FN); each is NaN
 when its denominator is 0 (e.g. no truth and no prediction). Size bins use the truth volume at b
-for TP and FN and the predicted ``volume_end_mm3`` for FP: [10, 50), [50, 200), [200, inf) mm^3.
+for TP and FN and the predicted ``volume_end_mm3`` for FP: [10, 50), [50, 200), [200, inf) mm^3
+(a prediction smaller than 10 mm^3 counts in ``all`` only).
 
 Counts per subject-interval (``new_t2``, ``enlarging_t2``, ``new_t1hypo``): error = predicted -
 truth, reported as mean error (bias), mean absolute error and fraction exact; T2-LV change (mL):
@@ -410,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--truth", required=True, help="phantom truth directory (TDIR)")
     ap.add_argument("--bids", default=None, help="phantom BIDS directory (checks the grids)")
     ap.add_argument("--out", default=None, help="scores TSV (default OUT/evaluation_scores.tsv)")
+    ap.add_argument("--errors", default=None,
+                    help="also write the per subject-interval endpoint errors to this TSV")
     ap.add_argument("--params", default=None,
                     help="JSON with LesionParams overrides ({\"LesionParams\": {...}}) used by "
                          "the pipeline run")
@@ -426,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     out = Path(args.out) if args.out else Path(args.derivatives) / "evaluation_scores.tsv"
     write_tsv(out, scores)
+    if args.errors:
+        write_tsv(args.errors, details["endpoint_errors"])
     print(summary_text(scores))
     print(f"scores: {out}")
     return 0

@@ -1,17 +1,53 @@
 """Synthetic phantom cohort with ground truth: the test bed the pipeline is measured against.
 
 ``generate_cohort(out_dir, truth_dir=None, preset="ci", n_subjects=None, seed=None, **overrides)``
-writes a BIDS raw dataset (T1w and FLAIR at baseline, m06, m12 per subject; participants.tsv
-with arm, washout_days, next_dmt, relapse counts) and, in a sibling ``<out_dir>-truth``, the
-truth: lesion label maps, brain masks and tissue maps on each session's native T1w grid,
-per-lesion tables with classes per interval, head positions (``anat_to_world``), the truth
-endpoints table and every generator parameter (phantom.json).
+(or ``python -m pipeline phantom``) writes a BIDS raw dataset (T1w and FLAIR at baseline, m06
+and m12 per subject; participants.tsv with arm, washout_days, next_dmt, relapse counts) and, in
+a sibling ``<out_dir>-truth``, the truth: lesion label maps, brain masks and tissue maps on each
+session's native T1w grid, per-lesion tables with classes per interval, head positions
+(``anat_to_world``), the truth endpoints table and every generator parameter (phantom.json).
 
-Modules: :mod:`~pipeline.phantom.config` (parameters and presets), :mod:`~.anatomy` (analytic
-head model), :mod:`~.lesions` (placement, history, partial-volume rasterisation),
-:mod:`~.acquisition` (pose, storage grids, bias, Rician noise), :mod:`~.truth` (classes and
-endpoints by :class:`pipeline.params.LesionParams`), :mod:`~.cohort` (clinical covariates, files),
-:mod:`~.preview` (PNG montages), :mod:`~.cli` (``python -m pipeline phantom``).
+Presets (:data:`~pipeline.phantom.config.PRESETS`):
+
+=======  ========  =====  ===============================================================
+preset   subjects  voxel  notes
+=======  ========  =====  ===============================================================
+ci       4         2 mm   lesions >= 7 mm across, 1/4 of sessions LAS/LPS/oblique; seconds
+demo     6         1.5mm  1/3 of subjects 2-D FLAIR (1.5x1.5x3 mm), 1/3 of sessions non-RAS
+trial    50        1 mm   25 per arm (the 2016 study), 30 % 2-D FLAIR, 30 % non-RAS
+=======  ========  =====  ===============================================================
+
+Realism, each a :class:`~pipeline.phantom.config.PhantomParams` field with its default and source
+beside it:
+
+- anatomy (:mod:`~.anatomy`): deformed-ellipsoid head (``brain_semi_axes_mm``, per-subject
+  ``brain_size_sd``/``brain_axis_sd``, ``brain_shape_deform_mm``) with scalp, skull and CSF
+  shells (``scalp_mm``, ``skull_mm``, ``outer_csf_mm``), a folded cortical ribbon
+  (``cortex_mm``, sulci from a random field: ``fold_sigma_mm``, ``sulcus_depth_mm``,
+  ``sulcus_half_width_mm``; interhemispheric fissure), lateral ventricles
+  (``ventricle_scale_range``), thalamus/caudate/lentiform deep GM, tissue ``texture_sd``;
+  ``skull_stripped`` mode; atrophy ``brain_atrophy_pct_per_year``,
+  ``ventricle_growth_pct_per_year``;
+- contrasts: ``t1_*`` (WM 1.0 > deep GM 0.78 > GM 0.65 > CSF 0.25; scalp fat bright, skull dark)
+  and ``flair_*`` (GM 0.8 > WM 0.6, CSF 0.15); lesions ``flair_lesion_ratio`` 1.3-1.6 x WM,
+  T1 ``t1_lesion_iso`` (between GM and WM) or ``t1_black_hole`` (below GM);
+- lesions (:mod:`~.lesions`): ``baseline_lesions`` 5-40 ellipsoids of ``lesion_diameter_mm``
+  3-20 mm (``location_probabilities`` periventricular / deep WM / juxtacortical) with
+  supersampled partial-volume edges (``lesion_supersample_mm``); per interval new (some
+  touching an old lesion: ``touching_fraction``; some black holes: ``new_hypo_fraction``),
+  enlarging (``enlarge_volume_gain``), shrinking (``shrink_volume_loss``), resolving and
+  turning-hypointense lesions;
+- cohort (:mod:`~.cohort`): two ``arms`` with per-interval rates after Weinstock-Guttman et al.
+  2016 (``new_t2_rate``, ``turning_hypo_rate``, ``enlarging_rate``), ``washout_days_range`` and
+  ``next_dmt_activity`` modulating activity, Poisson relapses (``relapse_rate_0_3m``,
+  ``relapse_rate_3_12m``);
+- acquisition (:mod:`~.acquisition`): head pose per session (``max_rotation_deg``,
+  ``max_translation_mm``), bias field (``bias_amplitude``), Rician noise (``snr``), global
+  scaling (``intensity_scale_range``), 2-D FLAIR (``thick_flair_fraction``, ``flair_slice_mm``)
+  and LAS/LPS/oblique storage (``non_ras_fraction``, ``oblique_max_deg``).
+
+Truth classes follow :class:`pipeline.params.LesionParams` (see :mod:`~.truth`). Same seed and
+options give byte-identical files; :mod:`~.preview` draws a PNG montage per subject.
 """
 
 from pipeline.phantom.cohort import DEFAULT_SEED, cohort_layout, generate_cohort

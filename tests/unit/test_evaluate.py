@@ -175,7 +175,9 @@ def test_perfect_pipeline_output_scores_perfectly(phantom, capsys):
     out = root / "perfect"
     _perfect_predictions(bids, truth, out)
     assert main(["--derivatives", str(out), "--truth", str(truth), "--bids", str(bids),
-                 "--out", str(out / "scores.tsv")]) == 0
+                 "--out", str(out / "scores.tsv"), "--errors", str(out / "errors.tsv")]) == 0
+    errors = read_tsv(out / "errors.tsv")
+    assert len(errors) == 6 and (errors.new_t2_error == 0).all()
     assert "F1" in capsys.readouterr().out
     scores = read_tsv(out / "scores.tsv")
     assert list(scores.columns) == SCORE_COLUMNS
