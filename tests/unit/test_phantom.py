@@ -15,7 +15,8 @@ from pipeline.io import load_nifti, read_tsv
 from pipeline.paths import bids_path, raw_image
 from pipeline.phantom import SESSIONS, cohort_layout, generate_cohort, preset_params
 from pipeline.phantom.acquisition import Pose, grid_affine, render_session, rotation_matrix
-from pipeline.phantom.anatomy import ellipsoid_depth_mm, make_anatomy
+from pipeline.phantom.anatomy import (ellipsoid_depth_mm, head_depth_bound, make_anatomy,
+                                      tissue_fractions)
 from pipeline.phantom.cli import main as phantom_main
 from pipeline.phantom.lesions import _points_in, plan_lesions
 from pipeline.phantom.preview import sample_plane
@@ -277,3 +278,15 @@ def test_change_geometry_is_unambiguous():
         elif q.kind == "stable":
             v = q.scale ** 3
             assert v.max() / v.min() < 1.1
+
+
+def test_head_bound_never_cuts_the_head():
+    # Images evaluate the model only inside this cheap bound; it must hold the whole head.
+    p = preset_params("ci")
+    pts = (np.random.default_rng(1).uniform(-1, 1, (3, 200_000))
+           * np.array([[100.0], [120.0], [100.0]])).astype(np.float32)
+    for seed in range(3):
+        anat = make_anatomy(np.random.default_rng(seed), p)
+        frac = tissue_fractions(anat, pts, 0.0, 1.0)
+        head = sum(frac[k] for k in ("scalp", "skull", "csf", "gm", "wm", "deep_gm")) > 0
+        assert head.any() and not (head & ~head_depth_bound(anat, pts)).any()
