@@ -1,5 +1,6 @@
 # Per subject: lesions matched across each interval; new T2, enlarging T2, new T1-hypointense,
 # T2 lesion volume and its change. Also writes one lesion table per interval.
+# qc_figures also writes one new-lesion figure per interval (from-<a>_to-<b>_desc-new_qc.png).
 
 
 rule longitudinal:
@@ -39,6 +40,12 @@ rule qc_figures:
         registration=report(
             deriv(ses=None, datatype="figures", desc="registration", suffix="qc", ext=".png"),
             caption="../report/registration.rst",
+            category="Quality control",
+            subcategory="{subject}",
+        ),
+        lesions=report(
+            deriv(ses=None, datatype="figures", desc="lesion", suffix="qc", ext=".png"),
+            caption="../report/lesions.rst",
             category="Quality control",
             subcategory="{subject}",
         ),

@@ -21,6 +21,7 @@ rule report:
         notes=str(OUT / "group_stats_notes.tsv"),
         intervals=str(OUT / "discovery" / "intervals.tsv"),
         config=str(LOGS / "settings" / "config.json"),
+        params=str(PARAMS_JSON),
         figures=subject_figures(),
     output:
         html=report(str(OUT / "report.html"), caption="../report/report.rst",
@@ -37,4 +38,4 @@ rule report:
         "python -m pipeline report --out {params.out} --endpoints {input.endpoints}"
         " --group-stats {input.stats} --notes {input.notes} --config-json {input.config}"
         " --skipped {input.intervals} --arm-column {params.arm_column} --arms {params.arms}"
-        " --figures {input.figures} --html {output.html} > {log} 2>&1"
+        " --params {input.params} --figures {input.figures} --html {output.html} > {log} 2>&1"
