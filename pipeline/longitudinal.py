@@ -19,9 +19,13 @@ Connected components use 26-connectivity throughout.
 * **FLAIR rise.** ``d = flair_norm_b - flair_norm_a``; its centre and robust SD (median, MAD x
   1.4826) are measured in normal-appearing brain (both normalised FLAIRs > 0, outside both grown
   lesion masks). ``flair_rise`` is the mean of ``d`` over a lesion (part) minus that centre, in
-  NAWM-normalised FLAIR units; ``flair_rise_z`` is it divided by the SD. Subtraction-image
-  confirmation as in Moraal et al. 2010 (Radiology 255:154) and Ganiler et al. 2014
-  (Neuroradiology 56:363): a candidate must rise by ``flair_rise_min_sd`` SDs.
+  NAWM-normalised FLAIR units, over its voxels inside both brain masks (NaN, hence not
+  confirmed, when fewer than half are: the earlier scan did not see that tissue);
+  ``flair_rise_z`` is it divided by the SD. Subtraction-image confirmation as in Moraal et al.
+  2010 (Radiology 255:154) and Ganiler et al. 2014 (Neuroradiology 56:363): a candidate must rise
+  by ``flair_rise_min_sd`` SDs, and by at least ``flair_rise_min_fraction`` of its own
+  hyperintensity at b (mean ``flair_norm_b - 1``): most of the lesion's signal must be new, not
+  a lesion (or bright tissue) already there but segmented differently.
 * **New T2.** A b-component with no edge (no overlap with the grown a-mask), volume >=
   ``min_new_lesion_volume_mm3`` and ``flair_rise_z >= flair_rise_min_sd``. One failing either
   test is reported with class ``unconfirmed`` and not counted.
@@ -45,6 +49,8 @@ Connected components use 26-connectivity throughout.
   % of ``volume_start`` (ANIMA / MSSEG-2 convention: an absolute and a relative threshold); with
   ``enlarging_rule = "annualised"`` the lesiontrack / mscard rule applies instead: growth >=
   ``enlarging_min_pct_per_year`` % per year of follow-up and >= ``enlarging_min_voxels`` voxels.
+  With ``enlarging_requires_flair_rise`` the grown part (b voxels outside a) must pass the same
+  FLAIR-rise confirmation, so a boundary drawn differently on unchanged tissue is not growth.
   ``shrinking`` mirrors enlarging (``shrinking_min_decrease_mm3`` and ``_pct``); else ``stable``.
 * **New T1-hypointense.** A component of the t1hypo mask at b (volume >= ``min_t1hypo_volume_mm3``)
   that does not overlap the grown t1hypo mask at a: covers brand-new black holes and old T2
@@ -174,20 +180,33 @@ def _per_label(labels: np.ndarray, n: int, weights: np.ndarray | None = None) ->
     return np.bincount(labels.ravel(), weights=w, minlength=n + 1)
 
 
-def _label_stats(labels: np.ndarray, n: int, diff: np.ndarray) -> dict[str, np.ndarray]:
-    """Per label 1..n: voxel count, sum of diff, centroid (crop index), first flat index."""
+def _label_stats(labels: np.ndarray, n: int, diff: np.ndarray, flair_b: np.ndarray
+                 ) -> dict[str, np.ndarray]:
+    """Per label 1..n: voxel count, mean FLAIR rise, centroid sums (crop index), first index.
+
+    ``diff`` is NaN where either session has no brain; the rise (and ``excess``, the mean of
+    ``flair_b - 1``) is the mean over the rest, NaN when fewer than half of the label's voxels
+    are in both brains.
+    """
     flat = labels.ravel()
     idx = np.nonzero(flat)[0]
     lab = flat[idx]
     count = np.bincount(lab, minlength=n + 1).astype(np.float64)
-    dsum = np.bincount(lab, weights=diff.ravel()[idx].astype(np.float64), minlength=n + 1)
+    d = diff.ravel()[idx].astype(np.float64)
+    ok = np.isfinite(d)
+    dsum = np.bincount(lab[ok], weights=d[ok], minlength=n + 1)
+    dcount = np.bincount(lab[ok], minlength=n + 1).astype(np.float64)
+    esum = np.bincount(lab[ok], weights=flair_b.ravel()[idx][ok] - 1.0, minlength=n + 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rise = np.where(dcount >= 0.5 * count, dsum / np.maximum(dcount, 1), np.nan)
+        excess = np.where(dcount >= 0.5 * count, esum / np.maximum(dcount, 1), np.nan)
     ijk = np.column_stack(np.unravel_index(idx, labels.shape)).astype(np.float64)
     csum = np.column_stack([np.bincount(lab, weights=ijk[:, k], minlength=n + 1)
                             for k in range(3)])
     # first voxel in C order of the crop (converted to the full volume by the caller)
     first = np.full(n + 1, np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(first, lab, idx.astype(np.int64))
-    return {"count": count, "dsum": dsum, "csum": csum, "first": first}
+    return {"count": count, "rise": rise, "excess": excess, "csum": csum, "first": first}
 
 
 def difference_reference(flair_norm_a: np.ndarray, flair_norm_b: np.ndarray,
@@ -213,6 +232,16 @@ def difference_reference(flair_norm_a: np.ndarray, flair_norm_b: np.ndarray,
     centre = float(np.median(d))
     sd = float(_MAD_TO_SD * np.median(np.abs(d - centre)))
     return centre, max(sd, 1e-6)
+
+
+def _confirmed(rise: np.ndarray, excess: np.ndarray, sd: float, params: LesionParams
+               ) -> np.ndarray:
+    """FLAIR-rise confirmation: rise >= ``flair_rise_min_sd`` SDs of the difference image and
+    >= ``flair_rise_min_fraction`` of the part's hyperintensity at b (its mean ``flair_b - 1``).
+    NaN (tissue outside one of the brain masks) is never confirmed."""
+    with np.errstate(invalid="ignore"):
+        return ((rise / sd >= params.flair_rise_min_sd)
+                & (rise >= params.flair_rise_min_fraction * excess))
 
 
 def _is_enlarging(v0: float, v1: float, vv: float, params: LesionParams,
@@ -295,7 +324,11 @@ def classify_interval(lesion_a: np.ndarray, lesion_b: np.ndarray, flair_norm_a: 
     exclude = np.zeros(shape, bool)
     exclude[sl] = grown_any
     centre, sd = difference_reference(fa, fb, exclude)
-    diff = fb[sl].astype(np.float64) - fa[sl].astype(np.float64) - centre
+    # FLAIR rise only where both sessions have brain (normalised FLAIR is 0 outside a brain
+    # mask): a lesion where the earlier mask has no brain cannot be confirmed.
+    fa_c = fa[sl].astype(np.float64)
+    fb_c = fb[sl].astype(np.float64)
+    diff = np.where((fa_c > 0) & (fb_c > 0), fb_c - fa_c - centre, np.nan)
 
     rows: list[dict[str, Any]] = []
     row_voxels: list[tuple[str, np.ndarray, int]] = []  # (image, labels, label) for new labels
@@ -312,17 +345,16 @@ def classify_interval(lesion_a: np.ndarray, lesion_b: np.ndarray, flair_norm_a: 
     # --- pieces of b outside the grown a-mask ------------------------------------------------
     outside = (m.lb > 0) & (m.grown_a == 0)
     lp, npieces = ndimage.label(outside, structure=CONNECTIVITY_26)
-    ps = _label_stats(lp, npieces, diff)
+    ps = _label_stats(lp, npieces, diff, fb_c)
     piece_b = np.zeros(npieces + 1, dtype=np.int64)
     if npieces:
         piece_b[1:] = np.asarray(ndimage.maximum(m.lb, lp, index=np.arange(1, npieces + 1)),
                                  dtype=np.int64)
     piece_group = m.group_of_b[piece_b]
     piece_vol = ps["count"] * vv
-    with np.errstate(invalid="ignore", divide="ignore"):
-        piece_rise = ps["dsum"] / ps["count"]
+    piece_rise = ps["rise"]
     piece_ok = ((piece_vol >= params.min_new_lesion_volume_mm3 - 1e-9)
-                & (piece_rise / sd >= params.flair_rise_min_sd))
+                & _confirmed(piece_rise, ps["excess"], sd, params))
     piece_ok[0] = False
     group_has_a = np.zeros(m.n_groups, bool)
     if m.na:
@@ -394,9 +426,12 @@ def classify_interval(lesion_a: np.ndarray, lesion_b: np.ndarray, flair_norm_a: 
         ng = m.n_groups
         cnt_b = np.bincount(gb[gb >= 0], minlength=ng).astype(np.float64)
         cnt_a = np.bincount(ga[ga >= 0], minlength=ng).astype(np.float64)
-        growth = (gb >= 0) & (m.la == 0)
+        growth = (gb >= 0) & (m.la == 0) & np.isfinite(diff)
         cnt_g = np.bincount(gb[growth], minlength=ng).astype(np.float64)
         dsum_g = np.bincount(gb[growth], weights=diff[growth], minlength=ng)
+        esum_g = np.bincount(gb[growth], weights=fb_c[growth] - 1.0, minlength=ng)
+        # growth voxels inside both brains, for the half-coverage rule of the FLAIR rise
+        all_growth = np.bincount(gb[(gb >= 0) & (m.la == 0)], minlength=ng).astype(np.float64)
         idx_b = np.nonzero(gb.ravel() >= 0)[0]
         idx_a = np.nonzero(ga.ravel() >= 0)[0]
 
@@ -424,9 +459,15 @@ def classify_interval(lesion_a: np.ndarray, lesion_b: np.ndarray, flair_norm_a: 
         for g in np.nonzero(group_has_a)[0]:
             v0 = cnt_a[g] * vv
             v1 = cnt_b[g] * vv
+            ok_cover = cnt_g[g] > 0 and cnt_g[g] >= 0.5 * all_growth[g]
+            rise = dsum_g[g] / cnt_g[g] if ok_cover else np.nan
+            excess = esum_g[g] / cnt_g[g] if ok_cover else np.nan
+            grown_confirmed = (not params.enlarging_requires_flair_rise
+                               or bool(_confirmed(np.array([rise]), np.array([excess]), sd,
+                                                  params)[0]))
             if cnt_b[g] == 0:
                 cls = "resolved"
-            elif _is_enlarging(v0, v1, vv, params, dt_months):
+            elif _is_enlarging(v0, v1, vv, params, dt_months) and grown_confirmed:
                 cls = "enlarging"
             elif _is_shrinking(v0, v1, params):
                 cls = "shrinking"
@@ -437,7 +478,6 @@ def classify_interval(lesion_a: np.ndarray, lesion_b: np.ndarray, flair_norm_a: 
             else:
                 xyz = centroid_world(cs_a[g], cnt_a[g])
             first = min(first_a[g], first_b[g])
-            rise = dsum_g[g] / cnt_g[g] if cnt_g[g] > 0 else np.nan
             rows.append({"kind": "t2", "class": cls, "volume_start_mm3": v0,
                          "volume_end_mm3": v1, "n_start": int(n_start[g]),
                          "n_end": int(n_end[g]), "merged": int(merged[g]),
@@ -447,7 +487,7 @@ def classify_interval(lesion_a: np.ndarray, lesion_b: np.ndarray, flair_norm_a: 
 
     # --- T1-hypointense components at b ------------------------------------------------------
     mh = _match(hac, hbc, fp)
-    hs = _label_stats(mh.lb, mh.nb, diff)
+    hs = _label_stats(mh.lb, mh.nb, diff, fb_c)
     vol_ha = _per_label(mh.la, mh.na) * vv
     linked: dict[int, list[int]] = {}
     for ea, eb in zip(mh.edge_a, mh.edge_b):
@@ -461,7 +501,7 @@ def classify_interval(lesion_a: np.ndarray, lesion_b: np.ndarray, flair_norm_a: 
                      "volume_start_mm3": float(sum(vol_ha[i] for i in olds)),
                      "volume_end_mm3": v1, "n_start": len(olds), "n_end": 1,
                      "merged": int(len(olds) >= 2), "split": 0, "touches_existing": 0,
-                     "flair_rise": hs["dsum"][j] / hs["count"][j],
+                     "flair_rise": hs["rise"][j],
                      "_xyz": centroid_world(hs["csum"][j], hs["count"][j]),
                      "_first": full_first(hs["first"][j])})
         row_voxels.append(("", lp, 0))

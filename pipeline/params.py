@@ -118,10 +118,17 @@ class SegmentationParams:
     # Black hole: lesion T1 below this fraction of the mean normal-appearing GM T1 (1.0 = "below
     # GM", Sahraian et al. 2010 Eur J Neurol 17:1165; van Walderveen et al. 1998 Neurology 50:1282).
     t1hypo_gm_ratio: float = 1.0
+    # The GM reference is cortical: GM-like voxels within this depth of the brain surface
+    # (cortical thickness ~2.5 mm, Fischl & Dale 2000, plus the sulcal CSF the mask includes).
+    cortical_depth_mm: float = 6.0
     # Gaussian sigma applied to T1 before the black-hole test, so noise alone does not make a
     # mildly hypointense lesion look like a black hole (about one voxel at 1 mm).
     t1hypo_smoothing_mm: float = 1.0
     t1hypo_min_volume_mm3: float = 10.0  # a black hole must be at least ~3 mm across
+    # Segment every session inside the intersection of all sessions' subject-space brain masks
+    # (a common longitudinal mask, as in SIENA / longitudinal FreeSurfer), so a brain mask drawn
+    # differently in one session does not create or remove lesions at its edge.
+    common_brain_mask: bool = True
     seed: int = 20160601
 
     def __post_init__(self) -> None:
@@ -144,6 +151,8 @@ class SegmentationParams:
                  self.tissue_posterior_min, "a probability in [0.5, 1)")
         _require(self.normalisation_iterations >= 1, n, "normalisation_iterations",
                  self.normalisation_iterations, ">= 1")
+        _require(self.cortical_depth_mm > 0, n, "cortical_depth_mm", self.cortical_depth_mm,
+                 "> 0")
         _require(self.t1hypo_gm_ratio > 0, n, "t1hypo_gm_ratio", self.t1hypo_gm_ratio, "> 0")
         _require(self.t1hypo_smoothing_mm >= 0, n, "t1hypo_smoothing_mm",
                  self.t1hypo_smoothing_mm, ">= 0")
@@ -171,6 +180,11 @@ class LesionParams:
     # SDs of the difference image in normal-appearing tissue (subtraction-image thresholding at
     # mean + k SD: Ganiler et al. 2014 Neuroradiology 56:363; Moraal et al. 2010 Radiology 255:154).
     flair_rise_min_sd: float = 2.0
+    # ... and by at least this fraction of the candidate's own hyperintensity at b (mean of
+    # flair_norm_b - 1): half or more of the signal is new (half-maximum convention).
+    flair_rise_min_fraction: float = 0.5
+    # The grown part of an enlarging lesion must pass the same FLAIR-rise confirmation.
+    enlarging_requires_flair_rise: bool = True
     # A new lesion touching an old one: its part outside the grown earlier mask counts as new when
     # it borders less than this fraction of the old lesion's outer surface (a one-sided blob);
     # concentric growth wraps the whole surface and is judged by the enlarging rule instead.
@@ -199,6 +213,8 @@ class LesionParams:
             _require(v >= 0, n, name, v, ">= 0")
         _require(self.new_lesion_dilation_mm >= 0, n, "new_lesion_dilation_mm",
                  self.new_lesion_dilation_mm, ">= 0")
+        _require(0 <= self.flair_rise_min_fraction <= 1, n, "flair_rise_min_fraction",
+                 self.flair_rise_min_fraction, "a fraction in [0, 1]")
         _require(self.touching_min_offset_fraction >= 0, n, "touching_min_offset_fraction",
                  self.touching_min_offset_fraction, ">= 0")
         _require(0 < self.touching_max_surface_fraction <= 1, n, "touching_max_surface_fraction",

@@ -22,10 +22,9 @@ Method
    hyperintensity relative to the T1 tissue class of the voxel. Both break down at tissue borders
    where partial volume mixes GM (FLAIR-bright) with WM or CSF, and a three-class model has no GM
    peak when the cortex is thin relative to the voxel. Here the normal FLAIR expected at a voxel
-   is read off the session's own distribution of FLAIR given T1 (median and bright-tail SD,
-   (q90 - q50) / 1.2816, per T1 bin of width 0.01 x WM T1, lesions excluded): it follows
-   every tissue and
-   partial-volume mixture present, and the voxel is scored by
+   is read off the session's own distribution of FLAIR given T1 (median and bright-side SD,
+   (q75 - q50) / 0.6745, in equal-count T1 bins, lesions excluded): it follows every tissue
+   and partial-volume mixture present, and the voxel is scored by
 
        z = (FLAIR_norm - max median(T1_norm +- tol)) / max(sd(T1_norm +- tol), sd_NAWM)
 
@@ -47,10 +46,14 @@ Method
    ``t1hypo_smoothing_mm``, to suppress noise) below ``t1hypo_gm_ratio`` x the T1 of
    normal-appearing GM: black holes are hypointense relative to grey matter (van Walderveen et
    al. 1998 Neurology 50:1282; Sahraian et al. 2010 Eur J Neurol 17:1165; Truyen et al. 1996
-   Neurology 47:1469). The GM T1 is the median T1 of normal voxels darker than WM on T1 and as
-   bright on FLAIR as the brightest normal tissue (cortical and deep GM), see
-   :func:`grey_matter_t1`. Components
+   Neurology 47:1469). The GM T1 is that of pure cortical GM (the darker GM on T1), located as
+   the vertex of the CSF-GM and GM-WM mixing lines among normal voxels within
+   ``cortical_depth_mm`` of the brain surface, see :func:`grey_matter_vertex`. Components
    (26-connectivity) below ``t1hypo_min_volume_mm3`` are dropped.
+
+With ``common_brain_mask`` (default) the search region is the intersection of the
+space-subject brain masks of all sessions of the subject present in the output directory, so
+lesion masks of different sessions are comparable at the brain edge.
 
 Labels of ``desc-lesion`` dseg are connected components (26-connectivity) numbered in C order of
 their first voxel (``scipy.ndimage.label`` raster order), hence deterministic.
@@ -81,7 +84,7 @@ CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
 BACKGROUND, CSF, GM, WM = 0, 1, 2, 3
 TISSUE_NAMES = {CSF: "csf", GM: "gm", WM: "wm"}
 _MAD_TO_SD = 1.4826  # MAD of a Gaussian x 1.4826 = its SD
-_Q90_TO_SD = 1.2816  # (q90 - q50) of a Gaussian / 1.2816 = its SD
+_IQR_HALF_TO_SD = 0.6745  # (q75 - q50) of a Gaussian / 0.6745 = its SD
 
 
 @dataclass
@@ -221,52 +224,54 @@ def fit_tissue_model(t1_brain: np.ndarray, n_iter: int = 100, bins: int = 512) -
 
 @dataclass
 class FlairGivenT1:
-    """Distribution of normal-tissue FLAIR conditional on T1, per T1 bin (normalised units).
+    """Distribution of normal-tissue FLAIR conditional on T1 (normalised units).
 
-    ``median[i]`` and ``sd[i]`` of normalised FLAIR among voxels whose normalised T1 falls in
-    the bin centred at ``centres[i]``; ``sd`` is (q90 - q50) / 1.2816, the spread of normal
-    tissue on the bright side, where a lesion would have to stand out: for a Gaussian it is the
-    SD; when a bright minority tissue shares the T1 of a bin (deep GM among GM/WM
-    partial-volume voxels) it widens to cover it. The dark side of a bin mixes in CSF partial
-    volume, which cannot be confused with a lesion, and is ignored. Being empirical, it follows every tissue and partial-volume mixture present (CSF,
-    cortical and deep GM, WM and their borders) without assuming a tissue model; lesions are
-    too few per bin to move these quantiles much, and detected lesions are excluded on the
-    next iteration.
+    ``median[i]`` and ``sd[i]`` of normalised FLAIR among the voxels of the i-th T1 bin, whose
+    median normalised T1 is ``centres[i]``. Bins hold equal numbers of voxels (at least
+    ``min_count``, about 0.5 % of the brain), so sparse T1 ranges are not left to a handful of
+    voxels that a lesion could dominate. ``sd`` is the upper semi-interquartile range / 0.6745:
+    the spread of normal tissue on the bright side, where a lesion would have to stand out,
+    robust to a lesion share of up to a quarter of a bin; the dark side mixes in CSF partial
+    volume, which cannot be confused with a lesion. Being empirical, the curve follows every
+    tissue and partial-volume mixture present (CSF, cortical and deep GM, WM and their borders)
+    without assuming a tissue model; detected lesions are excluded on the next iteration.
     """
 
-    centres: np.ndarray  # (B,)
+    centres: np.ndarray  # (B,), increasing
     median: np.ndarray  # (B,)
     sd: np.ndarray  # (B,)
-    width: float
 
-    def envelope(self, t1_norm: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
+    def envelope(self, t1_norm: np.ndarray, tolerance: float, step: float = 0.005
+                 ) -> tuple[np.ndarray, np.ndarray]:
         """Brightest normal median and widest SD within ``t1_norm +- tolerance``.
 
         Parameters
         ----------
         t1_norm : ndarray (N,)
         tolerance : float, normalised T1 units (T1 noise allowance)
+        step : float, grid on which the running maximum is taken
 
         Returns
         -------
         (median, sd), each ndarray (N,)
         """
-        k = int(np.ceil(max(tolerance, 0.0) / self.width))
-        size = 2 * k + 1
-        med = ndimage.maximum_filter1d(self.median, size, mode="nearest")
-        sd = ndimage.maximum_filter1d(self.sd, size, mode="nearest")
-        return (np.interp(t1_norm, self.centres, med), np.interp(t1_norm, self.centres, sd))
+        grid = np.arange(self.centres[0], self.centres[-1] + step, step)
+        k = int(np.ceil(max(tolerance, 0.0) / step))
+        med = ndimage.maximum_filter1d(np.interp(grid, self.centres, self.median), 2 * k + 1,
+                                       mode="nearest")
+        sd = ndimage.maximum_filter1d(np.interp(grid, self.centres, self.sd), 2 * k + 1,
+                                      mode="nearest")
+        return np.interp(t1_norm, grid, med), np.interp(t1_norm, grid, sd)
 
 
-def fit_flair_given_t1(t1_norm: np.ndarray, flair_norm: np.ndarray, bin_width: float = 0.01,
-                       min_count: int = 30) -> FlairGivenT1:
-    """Per-bin median and robust SD of normalised FLAIR given normalised T1.
+def fit_flair_given_t1(t1_norm: np.ndarray, flair_norm: np.ndarray, n_bins: int = 200,
+                       min_count: int = 100) -> FlairGivenT1:
+    """Per-bin median and bright-side robust SD of normalised FLAIR given normalised T1.
 
     Parameters
     ----------
     t1_norm, flair_norm : ndarray (N,), normal-appearing brain voxels (lesions excluded)
-    bin_width : float, normalised T1 units
-    min_count : bins with fewer voxels are not measured (neighbours are interpolated)
+    n_bins : number of equal-count T1 bins, fewer when that would leave < ``min_count`` each
 
     Returns
     -------
@@ -274,57 +279,98 @@ def fit_flair_given_t1(t1_norm: np.ndarray, flair_norm: np.ndarray, bin_width: f
     """
     t = np.asarray(t1_norm, dtype=np.float64)
     f = np.asarray(flair_norm, dtype=np.float64)
-    lo, hi = np.percentile(t, [0.05, 99.95])
-    n_bins = max(int(np.ceil((hi - lo) / bin_width)), 1)
-    idx = np.clip(((t - lo) / bin_width).astype(np.int64), 0, n_bins - 1)
-    order = np.lexsort((f, idx))
-    f_sorted = f[order]
-    starts = np.searchsorted(idx[order], np.arange(n_bins), side="left")
-    ends = np.searchsorted(idx[order], np.arange(n_bins), side="right")
-    centres, med, sd = [], [], []
-    for i in range(n_bins):
-        s, e = starts[i], ends[i]
-        if e - s < min_count:
-            continue
-        m, q90 = np.quantile(f_sorted[s:e], [0.5, 0.9])
-        centres.append(lo + (i + 0.5) * bin_width)
-        med.append(m)
-        sd.append((q90 - m) / _Q90_TO_SD)
-    if not centres:
-        raise InputError("too few brain voxels to model FLAIR given T1; check the brain mask")
-    return FlairGivenT1(np.array(centres), np.array(med), np.array(sd), bin_width)
+    if t.size < 3 * min(min_count, max(t.size // 3, 1)) or t.size < 30:
+        raise InputError(f"only {t.size} brain voxels to model FLAIR given T1; check the brain "
+                         "mask")
+    count = max(min_count, t.size // n_bins) if t.size >= 3 * min_count else t.size // 3
+    order = np.argsort(t, kind="stable")
+    n = t.size // count
+    edges = np.linspace(0, t.size, n + 1).astype(int)
+    centres = np.empty(n)
+    med = np.empty(n)
+    sd = np.empty(n)
+    for i in range(n):
+        sel = order[edges[i]:edges[i + 1]]
+        centres[i] = np.median(t[sel])
+        m, q75 = np.quantile(f[sel], [0.5, 0.75])
+        med[i] = m
+        sd[i] = (q75 - m) / _IQR_HALF_TO_SD
+    # equal T1 values can repeat a centre; np.interp needs strictly increasing abscissae
+    centres = np.maximum.accumulate(centres + np.arange(n) * 1e-9)
+    return FlairGivenT1(centres, med, sd)
 
 
-def grey_matter_t1(t1_norm: np.ndarray, flair_norm: np.ndarray, curve: FlairGivenT1,
-                   sd_t1: float, k_sd: float = 3.0, min_count: int = 50) -> float:
-    """Normalised T1 of normal-appearing grey matter, from both contrasts.
+def grey_matter_vertex(t1_norm: np.ndarray, flair_norm: np.ndarray, sd_t1: float,
+                       k_sd: float = 3.0) -> tuple[float, float]:
+    """Pure grey matter as the vertex of the partial-volume mixing lines in (T1, FLAIR).
 
-    Grey matter is the normal tissue darker than WM on T1 and brightest on FLAIR. The FLAIR
-    level of that apex is the maximum of the conditional median curve over ``T1 <= 1 - k_sd *
-    sd_t1``; normal voxels at least that bright on FLAIR and that dark on T1 are (nearly) pure
-    GM, cortical or deep, since partial volume with WM or CSF lowers FLAIR. Their median T1 is
-    returned. A T1-only mixture cannot find GM when the cortex is thin relative to the voxel
-    (the T1 histogram then has a plateau, not a GM peak).
+    In the cortical band, voxels mix CSF with GM and GM with WM. Mixtures lie on straight lines
+    in the (T1, FLAIR) plane (intensities add linearly), so the median FLAIR given T1 rises
+    along the CSF-GM line and falls along the GM-WM line; their intersection is pure GM (the
+    partial-volume "triangle" of Santago & Gage 1993 IEEE TMI 12:566, seen in two contrasts).
+    Each line is fitted to the middle half of its flank, away from the rounded apex where
+    three-tissue mixtures blur the corner. This locates GM even when no voxel is pure GM (a
+    2-3 mm cortex at 2 mm voxels after resampling), where a T1 mixture model finds no GM peak.
 
     Parameters
     ----------
-    t1_norm, flair_norm : ndarray (N,), unsmoothed normal voxels, normalised to WM and NAWM
-    curve : FlairGivenT1 of the session
-    sd_t1 : robust noise SD of WM T1 (normalised units)
+    t1_norm, flair_norm : ndarray (N,), unsmoothed normal voxels of the cortical band,
+        normalised to WM (T1) and NAWM (FLAIR)
+    sd_t1 : robust noise SD of WM T1 (normalised units); T1 within ``k_sd`` of WM is WM
 
     Returns
     -------
-    float, normalised T1 (WM = 1); NaN when fewer than ``min_count`` voxels qualify.
+    (t1_gm, flair_gm) in normalised units; NaNs when the two flanks cannot be measured.
     """
-    t1_max = 1.0 - k_sd * sd_t1
-    dark = curve.centres <= t1_max
-    if not dark.any():
-        return float("nan")
-    level = float(curve.median[dark].max())
-    sel = (t1_norm <= t1_max) & (flair_norm >= level)
-    if sel.sum() < min_count:
-        return float("nan")
-    return float(np.median(t1_norm[sel]))
+    nan = (float("nan"), float("nan"))
+    keep = t1_norm <= 1.0 - k_sd * sd_t1
+    if keep.sum() < 1000:
+        return nan
+    curve = fit_flair_given_t1(t1_norm[keep], flair_norm[keep])
+    if curve.centres.size < 10:
+        return nan
+    grid = np.arange(curve.centres[0], curve.centres[-1], 0.005)
+    med = ndimage.gaussian_filter1d(np.interp(grid, curve.centres, curve.median), 2.0,
+                                    mode="nearest")
+    i = int(np.argmax(med))
+    apex, t0, t2 = grid[i], grid[0], 1.0
+    lines = []
+    for lo_t, hi_t in ((t0 + 0.25 * (apex - t0), t0 + 0.75 * (apex - t0)),
+                       (apex + 0.25 * (t2 - apex), apex + 0.75 * (t2 - apex))):
+        sel = (grid >= lo_t) & (grid <= hi_t)
+        if sel.sum() < 3:
+            return nan
+        lines.append(np.polyfit(grid[sel], med[sel], 1))
+    (s1, c1), (s2, c2) = lines
+    if not (s1 > 0 and s2 < 0):
+        return nan
+    t_gm = (c2 - c1) / (s1 - s2)
+    if not (t0 < t_gm < t2):
+        return nan
+    return float(t_gm), float(s1 * t_gm + c1)
+
+
+def tissue_line_envelope(t1_norm: np.ndarray, points_t1: np.ndarray, points_flair: np.ndarray,
+                         tolerance: float) -> np.ndarray:
+    """Brightest FLAIR on the piecewise-linear mixing lines through ``points`` within
+    ``t1_norm +- tolerance`` (flat beyond the end points).
+
+    Parameters
+    ----------
+    t1_norm : ndarray (N,)
+    points_t1, points_flair : ndarray (P,), increasing ``points_t1`` (e.g. CSF, GM, WM)
+    tolerance : float, normalised T1 units
+
+    Returns
+    -------
+    ndarray (N,)
+    """
+    lo = t1_norm - tolerance
+    hi = t1_norm + tolerance
+    env = np.maximum(np.interp(lo, points_t1, points_flair), np.interp(hi, points_t1, points_flair))
+    for t, f in zip(points_t1, points_flair):
+        env = np.where((lo <= t) & (t <= hi) & (f > env), f, env)
+    return env
 
 
 def _brain_bbox(brain: np.ndarray, margin: int = 2) -> tuple[slice, ...]:
@@ -370,10 +416,27 @@ class BrainDepth:
         from scipy.spatial import cKDTree
 
         self.vox = _voxel_size(voxel_size_mm)
+        self.mask = mask
         padded = np.pad(mask, 1)
         outer = ndimage.binary_dilation(padded, structure=CONNECTIVITY_26) & ~padded
         pts = (np.column_stack(np.nonzero(outer)) - 1) * self.vox
         self.tree = cKDTree(pts) if len(pts) else None
+
+    def band(self, max_mm: float, work_mm: float = 2.0) -> np.ndarray:
+        """Mask voxels within ``max_mm`` of the surface (a distance transform on a grid of about
+        ``work_mm``, enough for a band several mm wide); bool array, shape of the mask."""
+        f = np.maximum(1, np.round(work_mm / self.vox).astype(int))
+        shape = self.mask.shape
+        padded = tuple(int(np.ceil(n / k) * k) for n, k in zip(shape, f))
+        m = np.pad(self.mask, [(0, p - n) for p, n in zip(padded, shape)]).astype(np.float32)
+        coarse = m.reshape(padded[0] // f[0], f[0], padded[1] // f[1], f[1], padded[2] // f[2],
+                           f[2]).mean(axis=(1, 3, 5)) >= 0.5
+        dist = ndimage.distance_transform_edt(np.pad(coarse, 1), sampling=self.vox * f)[
+            1:-1, 1:-1, 1:-1] - 0.5 * float((self.vox * f).min())
+        near = dist <= max_mm
+        for axis, k in enumerate(f):
+            near = np.repeat(near, k, axis=axis)
+        return near[:shape[0], :shape[1], :shape[2]] & self.mask
 
     def __call__(self, index: tuple[np.ndarray, ...], max_mm: float = np.inf) -> np.ndarray:
         """Depth (mm) of the voxels ``index`` (a tuple of index arrays, as from np.nonzero).
@@ -598,6 +661,7 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
     pmin = params.tissue_posterior_min
 
     depth = BrainDepth(b, vox)
+    band = depth.band(params.cortical_depth_mm)[b]
 
     user_mask = None
     if lesion_mask is not None:
@@ -645,7 +709,19 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
         fln = fls / nawm_flair
         sd_t1 = upper_half_sd(t1n[core_wm], float(np.median(t1n[core_wm])))
         curve = fit_flair_given_t1(t1n[~excl], fln[~excl])
-        m_env, s_env = curve.envelope(t1n, params.t1_uncertainty_sd * sd_t1)
+        tol = params.t1_uncertainty_sd * sd_t1
+        m_env, s_env = curve.envelope(t1n, tol)
+        # Pure GM is a minority of its T1 bins when the cortex is thin: also bound normal FLAIR
+        # by the CSF-GM-WM mixing lines through the pure-GM vertex of the cortical band.
+        sd_t1_raw = upper_half_sd(t1v[sel[:, 2]] / wm_t1, 1.0)
+        band_na = band & ~excl
+        gm_t1_norm, gm_flair_norm = grey_matter_vertex(t1v[band_na] / wm_t1,
+                                                       flv[band_na] / nawm_flair, sd_t1_raw)
+        if np.isfinite(gm_t1_norm):
+            pts_t1 = np.array([curve.centres[0], gm_t1_norm, 1.0])
+            pts_fl = np.array([curve.median[0], gm_flair_norm, 1.0])
+            if pts_t1[0] < gm_t1_norm:
+                m_env = np.maximum(m_env, tissue_line_envelope(t1n, pts_t1, pts_fl, tol))
         z = np.zeros(b.shape)
         z[b] = (fln - m_env) / np.maximum(s_env, max(sd_fl, 1e-6))
         if user_mask is None:
@@ -673,12 +749,10 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
     t_crop[b] = hard.astype(np.uint8) + 1
     tissue[sl] = t_crop
 
-    # GM reference for black holes: normal-appearing GM (cortical and deep), lesions excluded.
-    excl = ndimage.binary_dilation(lesion[sl], structure=CONNECTIVITY_26)[b]
-    sd_t1_raw = upper_half_sd(t1v[sel[:, 2]] / wm_t1, 1.0)
-    gm_t1_norm = grey_matter_t1(t1v[~excl] / wm_t1, flv[~excl] / nawm_flair, curve, sd_t1_raw)
-    if not np.isfinite(gm_t1_norm):  # too few GM-like voxels: fall back to the T1 mixture
+    # GM reference for black holes: the pure cortical GM vertex (last iteration).
+    if not np.isfinite(gm_t1_norm):  # no measurable vertex: fall back to the T1 mixture
         gm_t1_norm = float(model.means[1] / wm_t1)
+        gm_flair_norm = float("nan")
     gm_t1 = gm_t1_norm * wm_t1
     t1hypo = t1_hypointense_mask(t1, lesion, gm_t1, vox, params)
 
@@ -694,6 +768,7 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
         "wm_t1_sd_norm": float(sd_t1),
         "gm_t1": float(gm_t1),
         "gm_t1_norm": float(gm_t1_norm),
+        "gm_flair_norm": float(gm_flair_norm),
         "t1_mixture": {TISSUE_NAMES[c + 1]: {"mean": float(model.means[c]),
                                              "sd": float(model.sds[c]),
                                              "weight": float(model.weights[c])}
@@ -790,6 +865,20 @@ def segment_session_files(out_dir: str | Path, subject: str, session: str,
         if arr.shape != t1.shape or not np.allclose(a, aff, atol=1e-4):
             raise InputError(f"sub-{subject} ses-{session}: subject-space {name} does not share "
                              "the T1w grid (shape/affine differ); rerun the register stage")
+    common = 1
+    if params.common_brain_mask:
+        # Search lesions only where every session of the subject has brain, so that a brain
+        # mask drawn differently in one session cannot add or remove lesions at its edge.
+        pattern = f"sub-{subject}_ses-*_space-subject_desc-brain_mask.nii.gz"
+        for other in sorted((out_dir / f"sub-{subject}").glob(f"ses-*/anat/{pattern}")):
+            if other == p(space="subject", desc="brain", suffix="mask"):
+                continue
+            data, aff_o, _ = io.load_nifti(other)
+            if data.shape != brain.shape or not np.allclose(aff_o, aff, atol=1e-4):
+                raise InputError(f"{other}: not on the subject grid of {subject} (shape/affine "
+                                 "differ from this session's); rerun the register stage")
+            brain = (brain > 0) & (data > 0)
+            common += 1
     user = None
     if lesion_mask_path is not None:
         from pipeline.registration import resample_to_subject  # SimpleITK only when needed
@@ -809,6 +898,7 @@ def segment_session_files(out_dir: str | Path, subject: str, session: str,
     res = segment_session(t1, flair, brain, voxel_sizes(aff), params, lesion_mask=user)
     table = lesion_table(res.lesion_labels, res.flair_norm, res.t1hypo_mask, aff)
     res.qc["params"] = {k: getattr(params, k) for k in params.__dataclass_fields__}
+    res.qc["brain_mask_sessions"] = common
     if lesion_mask_path is not None:
         res.qc["lesion_mask_path"] = str(lesion_mask_path)
     written = {

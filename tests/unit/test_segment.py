@@ -15,7 +15,7 @@ from pipeline.paths import bids_path
 from pipeline.segment import (
     fit_flair_given_t1,
     fit_tissue_model,
-    grey_matter_t1,
+    grey_matter_vertex,
     histogram_mode,
     lesion_table,
     lower_half_sd,
@@ -33,7 +33,7 @@ FL = {"csf": 0.15, "gm": 0.80, "wm": 0.60, "dgm": 0.72}
 LESIONS = [
     ((-8.0, 6.0, 2.0), (3.5, 3.0, 3.0), 1.45, 0.85),   # iso on T1
     ((7.0, -6.0, -3.0), (4.0, 3.5, 3.5), 1.55, 0.40),  # black hole
-    ((6.0, 9.0, 6.0), (3.0, 3.0, 2.5), 1.35, 0.78),    # mildly hypo, faint
+    ((6.0, 9.0, 6.0), (3.0, 3.0, 2.5), 1.42, 0.78),    # mildly hypo, faint
     ((-6.0, -9.0, -6.0), (3.0, 2.5, 3.0), 1.50, 0.90),
 ]
 
@@ -140,15 +140,18 @@ def test_flair_given_t1_follows_the_normal_curve_and_ignores_lesions():
     assert med_tol[0] == pytest.approx(1.33, abs=0.03)
 
 
-def test_grey_matter_t1_from_the_flair_apex():
+def test_grey_matter_vertex_without_pure_grey_matter():
     rng = np.random.default_rng(4)
-    gm = np.column_stack([rng.normal(0.65, 0.04, 5000), rng.normal(1.33, 0.04, 5000)])
-    wm = np.column_stack([rng.normal(1.0, 0.04, 20000), rng.normal(1.0, 0.04, 20000)])
-    frac = rng.uniform(0, 1, 8000)  # GM/WM partial volume: spread, no peak
-    pv = np.column_stack([0.65 + 0.35 * frac, 1.33 - 0.33 * frac])
-    t, f = np.concatenate([gm, wm, pv]).T
-    curve = fit_flair_given_t1(t, f)
-    assert grey_matter_t1(t, f, curve, 0.04) == pytest.approx(0.65, abs=0.03)
+    csf, gm = np.array([0.25, 0.25]), np.array([0.65, 1.33])
+    # only mixtures: CSF/GM and GM/WM partial volume, no pure GM voxel
+    a = rng.uniform(0, 0.85, 20000)[:, None]
+    c = rng.uniform(0.15, 1, 20000)[:, None]
+    pts = np.concatenate([(1 - a) * csf + a * gm, (1 - c) * gm + c * np.array([1.0, 1.0]),
+                          np.tile([1.0, 1.0], (20000, 1))])
+    pts += rng.normal(0, 0.03, pts.shape)
+    t_gm, f_gm = grey_matter_vertex(pts[:, 0], pts[:, 1], 0.03)
+    assert t_gm == pytest.approx(0.65, abs=0.04)
+    assert f_gm == pytest.approx(1.33, abs=0.08)
 
 
 def test_wm_reference_field_removes_a_smooth_bias(brain_1mm):
