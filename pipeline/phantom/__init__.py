@@ -12,7 +12,7 @@ Presets (:data:`~pipeline.phantom.config.PRESETS`):
 =======  ========  =====  ===============================================================
 preset   subjects  voxel  notes
 =======  ========  =====  ===============================================================
-ci       4         2 mm   lesions >= 7 mm across, 1/4 of sessions LAS/LPS/oblique; seconds
+ci       4         2 mm   lesions >= 8 mm across, 1/4 of sessions LAS/LPS/oblique; seconds
 demo     6         1.5mm  1/3 of subjects 2-D FLAIR (1.5x1.5x3 mm), 1/3 of sessions non-RAS
 trial    50        1 mm   25 per arm (the 2016 study), 30 % 2-D FLAIR, 30 % non-RAS
 =======  ========  =====  ===============================================================

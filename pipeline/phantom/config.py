@@ -90,8 +90,8 @@ class PhantomParams:
     baseline_lesions: tuple[int, int] = (5, 40)  # inclusive range of baseline lesion count
     lesion_diameter_mm: tuple[float, float] = (3.0, 20.0)  # longest axis, log-uniform
     new_lesion_diameter_mm: tuple[float, float] = (4.0, 12.0)  # new lesions are small
-    min_lesion_voxels_across: float = 3.5  # lesion axes below this many T1 voxels are raised
-    # ^ a 3-voxel sphere's labelled volume varies by ~+-40 % with its sub-voxel position
+    min_lesion_voxels_across: float = 4.0  # lesion axes below this many T1 voxels are raised
+    # ^ a 3.5-voxel sphere's labelled volume varies by up to +-50 % with its sub-voxel position
     lesion_axis_ratio: tuple[float, float] = (0.6, 1.0)  # shorter axes / longest axis
     location_probabilities: tuple[float, float, float] = (0.5, 0.35, 0.15)
     # ^ periventricular, deep_wm, juxtacortical (periventricular lesions dominate in MS)

@@ -3,7 +3,8 @@ partial-volume rasterisation on any voxel grid.
 
 Each lesion is an ellipsoid in the anatomy frame (longest axis log-uniform in
 ``lesion_diameter_mm``, shorter axes ``lesion_axis_ratio`` of it, random orientation), placed
-periventricular (its surface within a few mm of a ventricle), in deep WM, or juxtacortical (touching
+periventricular (its surface within a few mm of a ventricle, long axis pointing away from it),
+in deep WM, or juxtacortical (touching
 the cortex from the WM side), and kept out of CSF and apart from unrelated lesions by
 ``lesion_gap_mm`` so that lesions never merge by accident. Events per interval (new, new touching
 an old lesion, new black hole, enlarging, shrinking, resolving, turning T1-hypointense) are drawn
@@ -203,19 +204,44 @@ def _new_lesion(rng: np.random.Generator, p: PhantomParams, lesion_id: int, loca
                   event_session=first if first > 0 else -1)
 
 
+def _radial_rotation(rng: np.random.Generator, direction: np.ndarray) -> np.ndarray:
+    """A rotation whose first axis is ``direction`` (the other two random about it)."""
+    d = direction / np.linalg.norm(direction)
+    q, _ = np.linalg.qr(np.column_stack([d, rng.standard_normal((3, 2))]))
+    q[:, 0] = d  # qr may flip the sign
+    if np.linalg.det(q) < 0:
+        q[:, 2] = -q[:, 2]
+    return q
+
+
 def _place(rng: np.random.Generator, maps: _PlacementMaps, p: PhantomParams, lesions: list[Lesion],
-           location: str, axes: np.ndarray, rot: np.ndarray, tries: int = 40) -> np.ndarray | None:
+           location: str, axes: np.ndarray, rot: np.ndarray,
+           tries: int = 40) -> tuple[np.ndarray, np.ndarray] | None:
+    """(centre, rotation) of a lesion at ``location`` that fits, or None.
+
+    Periventricular lesions are first tried with their long axis pointing away from the nearest
+    ventricle (ovoid lesions perpendicular to the ventricle wall, "Dawson's fingers").
+    """
     radius = float(axes.max())
     cand = _candidates(maps, location, radius)
     if len(cand) == 0:
         return None
+    vents = maps.anat.ventricles(0.0)
     for _ in range(tries):
         ijk = cand[rng.integers(len(cand))]
         c = maps.origin_mm + (ijk + rng.uniform(-0.5, 0.5, 3)) * maps.spacing_mm
         if _collides(c, radius, lesions, p.lesion_gap_mm):
             continue
-        if _fits_tissue(maps, Ellipsoid(c, axes, rot), location):
-            return c
+        options = [rot]
+        if location == "periventricular":
+            near = min(vents, key=lambda e: float(-ellipsoid_depth_mm(
+                c[:, None].astype(np.float32), e)[0]))
+            away = c - near.center_mm
+            if np.linalg.norm(away) > 1e-6:
+                options.insert(0, _radial_rotation(rng, away))
+        for r in options:
+            if _fits_tissue(maps, Ellipsoid(c, axes, r), location):
+                return c, r
     return None
 
 
@@ -296,9 +322,10 @@ def plan_lesions(rng: np.random.Generator, anat: Anatomy, params: PhantomParams,
     for _ in range(n0):
         location = str(rng.choice(LOCATIONS, p=p.location_probabilities))
         axes, rot = _draw_shape(rng, p, p.lesion_diameter_mm, voxel_mm)
-        c = _place(rng, maps, p, lesions, location, axes, rot)
-        if c is None:
+        placed = _place(rng, maps, p, lesions, location, axes, rot)
+        if placed is None:
             continue
+        c, rot = placed
         hypo = bool(rng.random() < p.baseline_hypo_fraction) and axes.max() * 2 >= 1.5 * min_d
         lesions.append(_new_lesion(rng, p, len(lesions) + 1, location, "stable", c, axes, rot,
                                    n_ses, 0, hypo))
@@ -388,8 +415,9 @@ def _add_new(rng: np.random.Generator, maps: _PlacementMaps, p: PhantomParams,
                 lesions.append(les)
                 return
     location = str(rng.choice(LOCATIONS, p=p.location_probabilities))
-    c = _place(rng, maps, p, lesions, location, axes, rot)
-    if c is not None:
+    placed = _place(rng, maps, p, lesions, location, axes, rot)
+    if placed is not None:
+        c, rot = placed
         lesions.append(_new_lesion(rng, p, len(lesions) + 1, location,
                                    "new_hypo" if hypo else "new", c, axes, rot, n_ses, k, hypo))
 
