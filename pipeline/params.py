@@ -43,33 +43,75 @@ def override(params: T, values: dict[str, Any] | None, owner: str | None = None)
 
 @dataclass(frozen=True)
 class InputCheckParams:
-    """Plausibility limits for input images (checks before any work)."""
+    """Plausibility limits for input images (checks before any work, see pipeline/checks.py)."""
 
     min_voxel_mm: float = 0.2  # below any clinical 3T/7T protocol
     max_voxel_mm: float = 7.0  # thicker than any usable 2-D FLAIR (MAGNIMS 2021: <= 3 mm)
     min_fov_mm: float = 100.0  # smaller than a head: wrong header or a partial slab
+    max_fov_mm: float = 600.0  # larger than any head coil: voxel sizes lost in conversion
     min_t1_flair_overlap_fraction: float = 0.5  # of the T1 field of view covered by FLAIR
+    # An image with fewer non-zero voxels than this fraction is empty or a failed export
+    # (a head fills ~30-60 % of a clinical field of view).
+    min_nonzero_fraction: float = 0.01
+    # sform and qform may differ by float rounding (qform stores a quaternion) but not by more:
+    # larger disagreements mean an edited header and an ambiguous position.
+    max_qform_sform_mismatch_mm: float = 0.1
+    # Non-orthogonal voxel axes (shear) beyond this cosine cannot be represented by ITK images.
+    max_axis_cosine: float = 1e-3
 
     def __post_init__(self) -> None:
         n = type(self).__name__
         _require(0 < self.min_voxel_mm < self.max_voxel_mm, n, "min_voxel_mm", self.min_voxel_mm,
                  "0 < min_voxel_mm < max_voxel_mm")
+        _require(0 < self.min_fov_mm < self.max_fov_mm, n, "min_fov_mm", self.min_fov_mm,
+                 "0 < min_fov_mm < max_fov_mm")
         _require(0 < self.min_t1_flair_overlap_fraction <= 1, n, "min_t1_flair_overlap_fraction",
                  self.min_t1_flair_overlap_fraction, "a fraction in (0, 1]")
+        _require(0 <= self.min_nonzero_fraction < 1, n, "min_nonzero_fraction",
+                 self.min_nonzero_fraction, "a fraction in [0, 1)")
+        _require(self.max_qform_sform_mismatch_mm > 0, n, "max_qform_sform_mismatch_mm",
+                 self.max_qform_sform_mismatch_mm, "> 0")
 
 
 @dataclass(frozen=True)
 class RegistrationParams:
-    """Rigid registration (SimpleITK, Mattes mutual information)."""
+    """Rigid registration (SimpleITK, Mattes mutual information) and the subject space."""
 
     mi_histogram_bins: int = 32  # Mattes et al. 2003; ITK default 50, 32 is robust at low res
     sampling_fraction: float = 0.05  # random MI samples per level; elastix default ~2000-5000 pts
+    # ... but at least this many fixed samples per level (inside the mask): ITK draws one sample
+    # set per level, so it needs more points than elastix's per-iteration resampling.
+    min_metric_samples: int = 20000
     shrink_factors: tuple[int, ...] = (4, 2, 1)  # coarse-to-fine pyramid
-    smoothing_sigmas_mm: tuple[float, ...] = (2.0, 1.0, 0.0)
+    # Gaussian sigma per level, about one shrunk voxel at 1 mm (4, 2 mm) so the coarse levels
+    # see a smooth, single-optimum metric: with (2, 1, 0) mm a 6 deg / 6 mm start fell into a
+    # wrong optimum in 4 of 12 phantom trials, with (4, 2, 0) in none.
+    smoothing_sigmas_mm: tuple[float, ...] = (4.0, 2.0, 0.0)
     max_iterations: int = 200
+    # The metric runs inside the brain mask grown by this much: the brain/CSF edge is the
+    # strongest rigid feature, while scalp, neck and jaw move between sessions.
+    metric_mask_dilation_mm: float = 5.0
+    # Regular-step gradient descent: first step (mm of physical shift, optimiser scales from
+    # physical shift), halved on each direction reversal, stop below min_step_mm (0.01 mm is
+    # far below the 0.5 mm accuracy target).
+    max_step_mm: float = 2.0
+    min_step_mm: float = 0.01
+    # Step factor on each direction reversal. ITK's default 0.5 stops early on the sampling
+    # noise of the metric (errors 0.2-0.8 mm on the phantom); 0.7 reaches 0.01-0.03 mm.
+    step_relaxation: float = 0.7
     subject_voxel_mm: float = 1.0  # isotropic grid of the unbiased subject space
-    # Refuse a registration whose post-registration similarity is implausible (see registration.py).
-    min_post_registration_ncc: float = 0.5
+    # Margin around the union of brain masks in the subject grid (room for the skull edge and
+    # for partial-volume resampling at the brain surface).
+    subject_margin_mm: float = 10.0
+    t1_interpolation: str = "linear"  # linear or bspline (B-spline keeps edges, costs ~5x)
+    # Refuse a registration whose post-registration similarity is implausible (see registration.py):
+    # aligned T1 pairs correlate at >= 0.9 inside the brain on the phantom (SNR 25, bias, new
+    # lesions) while a 5 mm / 8 deg misregistration falls to ~0.5; 0.7 lies between.
+    min_post_registration_ncc: float = 0.7
+    # Same for FLAIR -> T1 (different contrasts): Studholme NMI, 1 = independent images.
+    min_post_registration_nmi: float = 1.05
+    # Head positions between sessions differ by a few degrees; > 45 deg is a wrong optimum.
+    max_rotation_deg: float = 45.0
     seed: int = 20160601  # fixed sampling seed: same inputs, same transforms
 
     def __post_init__(self) -> None:
@@ -79,6 +121,72 @@ class RegistrationParams:
         _require(len(self.shrink_factors) == len(self.smoothing_sigmas_mm), n, "shrink_factors",
                  self.shrink_factors, "as many levels as smoothing_sigmas_mm")
         _require(self.subject_voxel_mm > 0, n, "subject_voxel_mm", self.subject_voxel_mm, "> 0")
+        _require(self.metric_mask_dilation_mm >= 0, n, "metric_mask_dilation_mm",
+                 self.metric_mask_dilation_mm, ">= 0")
+        _require(self.min_metric_samples >= 1000, n, "min_metric_samples",
+                 self.min_metric_samples, ">= 1000")
+        _require(0 < self.min_step_mm < self.max_step_mm, n, "min_step_mm", self.min_step_mm,
+                 "0 < min_step_mm < max_step_mm")
+        _require(0 < self.step_relaxation < 1, n, "step_relaxation", self.step_relaxation,
+                 "in (0, 1)")
+        _require(self.subject_margin_mm >= 0, n, "subject_margin_mm", self.subject_margin_mm,
+                 ">= 0")
+        _require(self.t1_interpolation in ("linear", "bspline"), n, "t1_interpolation",
+                 self.t1_interpolation, "'linear' or 'bspline'")
+        _require(0 < self.max_rotation_deg <= 180, n, "max_rotation_deg", self.max_rotation_deg,
+                 "in (0, 180]")
+
+
+@dataclass(frozen=True)
+class BrainMaskParams:
+    """Brain mask on T1 (pipeline/brainmask.py) and the N4 bias correction it restricts."""
+
+    # Skull-stripped detection: at least this fraction of the field of view is (near) zero ...
+    stripped_min_zero_fraction: float = 0.2
+    # ... where "zero" is below this fraction of the 99th intensity percentile (noise in a
+    # whole-head magnitude image sits at ~1-5 % of WM; stripped images are exactly 0 outside).
+    stripped_zero_level: float = 0.005
+    # ... and the non-zero voxels form one blob no larger than a brain (adult brain + CSF
+    # ~1.0-1.8 L; a whole head is ~4-5 L).
+    stripped_max_volume_ml: float = 2500.0
+    # The whole-head method runs on a grid of this spacing (mm) and is upsampled: the
+    # morphology costs 1/8 at 2 mm and the boundary is refined at full resolution.
+    working_voxel_mm: float = 2.0
+    smoothing_mm: float = 1.0  # Gaussian sigma before thresholds (noise, BSE step 1)
+    # Brain tissue is brighter than this fraction of the WM level on T1w. T1w ratios to WM:
+    # CSF ~0.2-0.35, GM ~0.6-0.7, so a 50 % GM/CSF partial-volume voxel is at ~0.46, and at
+    # ~0.37 where a +-20 % bias field darkens it; 0.35 keeps that cortex (a lost gyrus loses
+    # juxtacortical lesions) at the price of some CSF partial volume on the bright side.
+    # Phantom, 9 sessions at 1.5 mm: Dice 0.989 at 0.35, 0.984 at 0.40, 0.951 at 0.45.
+    tissue_fraction_of_wm: float = 0.35
+    # Erosion that cuts thin bridges (optic nerves, dura, vessels) between brain and scalp
+    # (BSE uses a 3-4 mm erosion; Shattuck et al. 2001).
+    erosion_mm: float = 4.0
+    # Closing radius that wraps the brain envelope over sulcal CSF (sulci are 1-3 mm wide,
+    # up to ~5 mm in atrophy).
+    closing_mm: float = 5.0
+    # N4 (Tustison et al. 2010): fitting on a shrunk image, ITK defaults otherwise; B-spline
+    # distance 200 mm as in ANTs brain extraction and fMRIPrep.
+    n4_shrink_factor: int = 4
+    n4_iterations: tuple[int, ...] = (50, 50, 50, 50)
+    n4_convergence_threshold: float = 1e-3
+    n4_spline_distance_mm: float = 200.0
+
+    def __post_init__(self) -> None:
+        n = type(self).__name__
+        _require(0 < self.stripped_min_zero_fraction < 1, n, "stripped_min_zero_fraction",
+                 self.stripped_min_zero_fraction, "a fraction in (0, 1)")
+        _require(0 <= self.stripped_zero_level < 1, n, "stripped_zero_level",
+                 self.stripped_zero_level, "a fraction in [0, 1)")
+        for name in ("working_voxel_mm", "stripped_max_volume_ml", "n4_spline_distance_mm"):
+            _require(getattr(self, name) > 0, n, name, getattr(self, name), "> 0")
+        _require(0 < self.tissue_fraction_of_wm < 1, n, "tissue_fraction_of_wm",
+                 self.tissue_fraction_of_wm, "a fraction in (0, 1)")
+        for name in ("smoothing_mm", "erosion_mm", "closing_mm"):
+            _require(getattr(self, name) >= 0, n, name, getattr(self, name), ">= 0")
+        _require(self.n4_shrink_factor >= 1, n, "n4_shrink_factor", self.n4_shrink_factor, ">= 1")
+        _require(len(self.n4_iterations) >= 1 and min(self.n4_iterations) >= 1, n,
+                 "n4_iterations", self.n4_iterations, "one or more positive counts per level")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,290 @@
+"""Input checks on raw T1w/FLAIR images, before any work.
+
+Each check refuses data that would otherwise give meaningless numbers after an hour of
+processing, with an :class:`~pipeline.errors.InputError` whose message names the file, the
+check and the fix. Limits live in :class:`pipeline.params.InputCheckParams`.
+
+Checks per image (:func:`check_image`): 3-D (a 4-D image with a single volume is squeezed),
+finite voxels, not empty or constant, no substantial negative values (magnitude images are
+>= 0), plausible voxel sizes, a sane affine (finite, non-singular, orthogonal axes, sform or
+qform present, sform and qform consistent, header voxel sizes equal to the affine's), and a
+plausible field of view. Per session (:func:`check_session`): T1w and FLAIR overlap in world
+space (fraction of the T1 field of view covered by the FLAIR field of view).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from pipeline import io
+from pipeline.errors import InputError
+from pipeline.params import InputCheckParams, override
+from pipeline.paths import raw_image
+
+#: What to tell the user when the image itself is broken.
+_REEXPORT = "re-export the scan from the scanner/PACS or re-convert it (e.g. dcm2niix)"
+
+
+def _fail(path: str | Path, role: str, check: str, detail: str, fix: str) -> InputError:
+    return InputError(f"{path} ({role}): {check} check failed: {detail}; {fix}")
+
+
+def _fov_corners(shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    """World coordinates (mm) of the 8 outer voxel-centre corners, shape (8, 3)."""
+    ext = [(0, n - 1) for n in shape[:3]]
+    corners = np.array([[i, j, k] for i in ext[0] for j in ext[1] for k in ext[2]], dtype=float)
+    return corners @ affine[:3, :3].T + affine[:3, 3]
+
+
+def check_image(data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | None,
+                path: str | Path, role: str, params: InputCheckParams | None = None
+                ) -> np.ndarray:
+    """Check one raw image; return its voxels as a 3-D float32 array.
+
+    Parameters
+    ----------
+    data : ndarray of shape (I, J, K) or (I, J, K, 1)
+        Voxel values (scaling already applied, as :func:`pipeline.io.load_nifti` returns).
+    affine : ndarray of shape (4, 4)
+        Voxel -> world RAS mm (nibabel's ``img.affine``).
+    header : nibabel.Nifti1Header or None
+        Used for the sform/qform and header voxel-size checks (skipped when None, e.g. for
+        arrays that never were a file).
+    path : path
+        The file, named in error messages.
+    role : str
+        ``"T1w"`` or ``"FLAIR"``, named in error messages.
+    params : InputCheckParams
+
+    Returns
+    -------
+    ndarray of shape (I, J, K), float32
+
+    Raises
+    ------
+    InputError
+        The first failed check, naming the file, the check and the fix.
+    """
+    params = params or InputCheckParams()
+    data = np.asarray(data)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise _fail(path, role, "dimensions", f"image has shape {data.shape}, expected 3-D",
+                    "give one 3-D volume per file (split multi-echo/multi-volume series, e.g. "
+                    "with fslsplit or nibabel)")
+    if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
+        raise _fail(path, role, "data type", f"voxel type {data.dtype} is not real-valued",
+                    "store magnitude images as integers or floats")
+    values = data.astype(np.float32, copy=False)
+    n_nan = int(np.isnan(values).sum())
+    n_inf = int(np.isinf(values).sum())
+    if n_nan or n_inf:
+        raise _fail(path, role, "finite values", f"{n_nan} voxels are NaN and {n_inf} are "
+                    "infinite", _REEXPORT)
+    lo, hi = float(values.min()), float(values.max())
+    if hi == lo:
+        raise _fail(path, role, "non-empty", f"every voxel equals {lo:g}",
+                    f"the file holds no image; {_REEXPORT}")
+    nonzero_fraction = float(np.count_nonzero(values)) / values.size
+    if nonzero_fraction < params.min_nonzero_fraction:
+        raise _fail(path, role, "non-empty", f"only {100 * nonzero_fraction:.2f} % of voxels are "
+                    f"non-zero (limit {100 * params.min_nonzero_fraction:.2f} %)",
+                    f"the image is (nearly) empty; {_REEXPORT}")
+    p99 = float(np.percentile(values, 99))
+    if lo < -0.05 * max(p99, abs(lo)) and lo < 0:
+        n_neg = int((values < 0).sum())
+        raise _fail(path, role, "non-negative", f"{n_neg} voxels are negative (minimum {lo:g}, "
+                    f"99th percentile {p99:g})", "give magnitude images, not phase or "
+                    "filtered/difference images")
+
+    affine = np.asarray(affine, dtype=float)
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+        raise _fail(path, role, "affine", "the voxel-to-world matrix is missing or not finite",
+                    f"repair the header; {_REEXPORT}")
+    matrix = affine[:3, :3]
+    if abs(np.linalg.det(matrix)) < 1e-9:
+        raise _fail(path, role, "affine", "the voxel-to-world matrix is singular",
+                    f"repair the header; {_REEXPORT}")
+    voxel_mm = np.linalg.norm(matrix, axis=0)
+    if voxel_mm.min() < params.min_voxel_mm or voxel_mm.max() > params.max_voxel_mm:
+        raise _fail(path, role, "voxel size", f"voxel sizes {np.round(voxel_mm, 3).tolist()} mm "
+                    f"are outside [{params.min_voxel_mm}, {params.max_voxel_mm}] mm",
+                    "the header's voxel size is wrong (lost in conversion) or the image is "
+                    "not a brain MRI; re-convert with dcm2niix")
+    axes = matrix / voxel_mm
+    cosines = np.abs(axes.T @ axes - np.eye(3)).max()
+    if cosines > params.max_axis_cosine:
+        raise _fail(path, role, "affine", f"voxel axes are not orthogonal (shear, max cosine "
+                    f"{cosines:.2g})", "reslice the image to an orthogonal grid (e.g. "
+                    "nibabel.processing.resample_from_to) or re-convert it")
+    if header is not None:
+        _check_header(header, data.shape, affine, voxel_mm, path, role, params)
+
+    fov_mm = voxel_mm * np.asarray(data.shape[:3])
+    if fov_mm.min() < params.min_fov_mm or fov_mm.max() > params.max_fov_mm:
+        raise _fail(path, role, "field of view", f"field of view "
+                    f"{np.round(fov_mm, 1).tolist()} mm is outside [{params.min_fov_mm}, "
+                    f"{params.max_fov_mm}] mm", "a partial slab or wrong voxel size; acquire/export "
+                    "the whole head or fix the header's voxel size")
+    return values
+
+
+def _check_header(header: nib.Nifti1Header, shape: tuple[int, ...], affine: np.ndarray,
+                  voxel_mm: np.ndarray, path: str | Path, role: str,
+                  params: InputCheckParams) -> None:
+    """sform/qform presence and consistency; header voxel sizes equal the affine's."""
+    try:
+        sform, sform_code = header.get_sform(coded=True)
+        qform, qform_code = header.get_qform(coded=True)
+    except AttributeError:
+        # Not a NIfTI header (e.g. Analyze): nibabel's affine then comes from pixdims only.
+        raise _fail(path, role, "orientation", "the header carries no sform or qform "
+                    "(not a NIfTI-1/2 file)", "convert to NIfTI with dcm2niix") from None
+    if not sform_code and not qform_code:
+        raise _fail(path, role, "orientation", "sform_code and qform_code are both 0, so the "
+                    "position and orientation in the scanner are unknown",
+                    "re-convert the DICOM series with dcm2niix, which writes both")
+    if sform_code and qform_code and sform is not None and qform is not None:
+        mismatch = np.abs(_fov_corners(shape, sform) - _fov_corners(shape, qform)).max()
+        if mismatch > params.max_qform_sform_mismatch_mm:
+            raise _fail(path, role, "sform/qform consistency", f"sform and qform place the "
+                        f"field of view {mismatch:.2f} mm apart (limit "
+                        f"{params.max_qform_sform_mismatch_mm} mm)", "the header was edited "
+                        "inconsistently; set both from the correct one (nibabel set_qform/"
+                        "set_sform) or re-convert the scan")
+    zooms = np.asarray(header.get_zooms()[:3], dtype=float)
+    if zooms.shape == (3,) and np.any(np.abs(zooms - voxel_mm) > 0.01 * voxel_mm + 1e-4):
+        raise _fail(path, role, "voxel size", f"header voxel sizes (pixdim) "
+                    f"{np.round(zooms, 3).tolist()} mm disagree with the affine's "
+                    f"{np.round(voxel_mm, 3).tolist()} mm (e.g. an identity affine written "
+                    "over real voxel sizes)", "re-convert the scan, or repair the affine")
+
+
+def overlap_fraction(t1_shape: tuple[int, ...], t1_affine: np.ndarray,
+                     flair_shape: tuple[int, ...], flair_affine: np.ndarray,
+                     n_per_axis: int = 24) -> float:
+    """Fraction of the T1 field of view (volume) inside the FLAIR field of view.
+
+    Evaluated on a regular ``n_per_axis``^3 lattice of points spanning the T1 field of view,
+    mapped through the world (RAS mm) into FLAIR voxel coordinates.
+    """
+    axes = [np.linspace(-0.5, n - 0.5, n_per_axis) for n in t1_shape[:3]]
+    ijk = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    to_flair = np.linalg.inv(flair_affine) @ t1_affine
+    f_ijk = ijk @ to_flair[:3, :3].T + to_flair[:3, 3]
+    upper = np.asarray(flair_shape[:3], dtype=float) - 0.5
+    inside = np.all((f_ijk >= -0.5) & (f_ijk <= upper), axis=1)
+    return float(inside.mean())
+
+
+def check_overlap(t1_shape: tuple[int, ...], t1_affine: np.ndarray,
+                  flair_shape: tuple[int, ...], flair_affine: np.ndarray,
+                  t1_path: str | Path, flair_path: str | Path,
+                  params: InputCheckParams | None = None) -> float:
+    """Refuse a FLAIR that covers too little of the T1 field of view; return the fraction."""
+    params = params or InputCheckParams()
+    fraction = overlap_fraction(t1_shape, t1_affine, flair_shape, flair_affine)
+    if fraction < params.min_t1_flair_overlap_fraction:
+        raise _fail(flair_path, "FLAIR", "T1w/FLAIR overlap", f"the FLAIR field of view covers "
+                    f"{100 * fraction:.0f} % of the T1w field of view of {t1_path} (limit "
+                    f"{100 * params.min_t1_flair_overlap_fraction:.0f} %)",
+                    "check that both files belong to the same session and that neither header "
+                    "lost its position (compare the affines)")
+    return fraction
+
+
+def load_checked(path: str | Path, role: str, params: InputCheckParams | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Read a raw image and run :func:`check_image`: (float32 data (I, J, K), RAS affine)."""
+    data, affine, header = io.load_nifti(path)
+    return check_image(data, affine, header, path, role, params), affine
+
+
+def check_session(t1_path: str | Path, flair_path: str | Path,
+                  params: InputCheckParams | None = None) -> dict:
+    """Check a session's T1w and FLAIR files and their overlap.
+
+    Returns
+    -------
+    dict
+        Per role (``T1w``, ``FLAIR``): shape, voxel_mm, fov_mm; and
+        ``t1_flair_overlap_fraction``.
+
+    Raises
+    ------
+    InputError
+        Naming the file, the check and the fix.
+    """
+    params = params or InputCheckParams()
+    info: dict = {}
+    geometry = {}
+    for role, path in (("T1w", t1_path), ("FLAIR", flair_path)):
+        values, affine = load_checked(path, role, params)
+        voxel_mm = np.linalg.norm(affine[:3, :3], axis=0)
+        geometry[role] = (values.shape, affine)
+        info[role] = {"shape": list(values.shape), "voxel_mm": voxel_mm.round(4).tolist(),
+                      "fov_mm": (voxel_mm * values.shape).round(1).tolist()}
+    info["t1_flair_overlap_fraction"] = check_overlap(*geometry["T1w"], *geometry["FLAIR"],
+                                                      t1_path, flair_path, params)
+    return info
+
+
+def load_params(path: str | Path | None, *classes: type) -> list:
+    """Parameter objects of ``classes`` with overrides from a JSON file.
+
+    The file maps a class name to ``{field: value}``, e.g.
+    ``{"RegistrationParams": {"subject_voxel_mm": 1.5}}``; unknown class names are refused.
+    Lists become tuples so sequence fields keep their declared type.
+    """
+    overrides: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise InputError(f"{path}: parameter file not found")
+        try:
+            overrides = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: not valid JSON ({exc})") from exc
+        if not isinstance(overrides, dict):
+            raise InputError(f"{path}: expected an object mapping class names to overrides")
+    names = {c.__name__ for c in classes}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise InputError(f"{path}: unknown parameter class(es) {unknown}; expected some of "
+                         f"{sorted(names)}")
+    out = []
+    for cls in classes:
+        values = {k: tuple(v) if isinstance(v, list) else v
+                  for k, v in (overrides.get(cls.__name__) or {}).items()}
+        out.append(override(cls(), values))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipeline validate --bids DIR --subject S --session T [--params JSON]``."""
+    parser = argparse.ArgumentParser(prog="python -m pipeline validate",
+                                     description="Check a BIDS session's T1w and FLAIR.")
+    parser.add_argument("--bids", required=True, help="BIDS raw dataset root")
+    parser.add_argument("--subject", required=True, help="subject label without 'sub-'")
+    parser.add_argument("--session", required=True, help="session label without 'ses-'")
+    parser.add_argument("--params", help="JSON file: {\"InputCheckParams\": {field: value}}")
+    args = parser.parse_args(argv)
+    try:
+        (params,) = load_params(args.params, InputCheckParams)
+        t1 = raw_image(args.bids, args.subject, args.session, "T1w")
+        flair = raw_image(args.bids, args.subject, args.session, "FLAIR")
+        info = check_session(t1, flair, params)
+    except InputError as exc:
+        print(f"validate: {exc}", file=sys.stderr)
+        return 1
+    print(f"validate sub-{args.subject} ses-{args.session}: ok (T1w {info['T1w']['shape']} @ "
+          f"{info['T1w']['voxel_mm']} mm, FLAIR {info['FLAIR']['shape']} @ "
+          f"{info['FLAIR']['voxel_mm']} mm, overlap {100 * info['t1_flair_overlap_fraction']:.0f} %)")
+    return 0

@@ -1,0 +1,173 @@
+"""Input checks on raw images (pipeline.checks): one test per check, plus the validate CLI."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from pipeline import checks, io
+from pipeline.errors import InputError
+from pipeline.params import InputCheckParams
+from pipeline.paths import raw_image
+
+SHAPE = (40, 40, 40)
+
+
+def _affine(voxel_mm=4.0) -> np.ndarray:
+    aff = np.diag([voxel_mm, voxel_mm, voxel_mm, 1.0])
+    aff[:3, 3] = -(np.asarray(SHAPE) - 1) / 2 * voxel_mm
+    return aff
+
+
+def _image(seed=0) -> np.ndarray:
+    """A 160 mm field of view with a bright ellipsoid on a noisy background."""
+    rng = np.random.default_rng(seed)
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in SHAPE], indexing="ij"), -1)
+    r = np.sqrt((((ijk - 19.5) / np.array([15.0, 17.0, 14.0])) ** 2).sum(-1))
+    return (np.where(r < 1, 800.0, 0.0) + 20 * rng.random(SHAPE)).astype(np.float32)
+
+
+def _header(affine, sform_code=1, qform_code=1) -> nib.Nifti1Header:
+    img = nib.Nifti1Image(np.zeros(SHAPE, dtype=np.float32), affine)
+    img.set_sform(affine, code=sform_code)
+    img.set_qform(affine, code=qform_code)
+    return img.header
+
+
+def _check(data, affine=None, header="default", params=None):
+    affine = _affine() if affine is None else affine
+    header = _header(affine) if isinstance(header, str) else header
+    return checks.check_image(data, affine, header, "sub-01_ses-m06_FLAIR.nii.gz", "FLAIR",
+                              params or InputCheckParams())
+
+
+def test_valid_image_passes_and_4d_single_volume_is_squeezed():
+    data = _image()
+    assert _check(data).shape == SHAPE
+    out = _check(data[..., None])
+    assert out.shape == SHAPE and out.dtype == np.float32
+
+
+def test_dimensions():
+    with pytest.raises(InputError, match=r"sub-01_ses-m06_FLAIR.nii.gz \(FLAIR\): dimensions"):
+        _check(np.stack([_image(), _image(1)], axis=-1))
+    with pytest.raises(InputError, match="dimensions"):
+        _check(_image()[:, :, 0])
+
+
+def test_finite_values():
+    data = _image()
+    data[0, 0, :12] = np.nan
+    data[1, 1, 1] = np.inf
+    with pytest.raises(InputError, match=r"12 voxels are NaN and 1 are infinite.*re-export"):
+        _check(data)
+
+
+def test_empty_constant_and_nearly_empty():
+    with pytest.raises(InputError, match="every voxel equals 0"):
+        _check(np.zeros(SHAPE, dtype=np.float32))
+    with pytest.raises(InputError, match="every voxel equals 7"):
+        _check(np.full(SHAPE, 7.0, dtype=np.float32))
+    sparse = np.zeros(SHAPE, dtype=np.float32)
+    sparse[20, 20, 20:25] = 100.0
+    with pytest.raises(InputError, match=r"non-empty check failed: only 0\.01 %"):
+        _check(sparse)
+
+
+def test_negative_values():
+    data = _image() - 400.0
+    with pytest.raises(InputError, match="non-negative"):
+        _check(data)
+
+
+def test_voxel_size():
+    with pytest.raises(InputError, match=r"voxel size check failed.*\[8\.0, 8\.0, 8\.0\]"):
+        _check(_image(), _affine(8.0))
+    with pytest.raises(InputError, match="voxel size"):
+        _check(_image(), _affine(0.1))
+
+
+def test_affine_singular_shear_and_nonfinite():
+    singular = _affine()
+    singular[:3, 2] = singular[:3, 1]
+    with pytest.raises(InputError, match="singular"):
+        _check(_image(), singular, header=None)
+    shear = _affine()
+    shear[0, 1] = 1.0
+    with pytest.raises(InputError, match="shear"):
+        _check(_image(), shear, header=None)
+    bad = _affine()
+    bad[0, 0] = np.nan
+    with pytest.raises(InputError, match="not finite"):
+        _check(_image(), bad, header=None)
+
+
+def test_orientation_codes_and_consistency():
+    affine = _affine()
+    with pytest.raises(InputError, match="sform_code and qform_code are both 0"):
+        _check(_image(), affine, header=_header(affine, 0, 0))
+    moved = affine.copy()
+    moved[0, 3] += 5.0
+    header = _header(affine)
+    header.set_qform(moved, code=1)
+    with pytest.raises(InputError, match=r"sform/qform consistency.*5\.00 mm apart"):
+        _check(_image(), affine, header=header)
+    # Only one of them set is fine.
+    assert _check(_image(), affine, header=_header(affine, 1, 0)).shape == SHAPE
+
+
+def test_header_voxel_sizes_agree_with_affine():
+    # An affine rewritten without the real voxel size (pixdim says 3 mm, the affine 4 mm).
+    # (qform off: nibabel's qform is built from pixdim and would trip the consistency check.)
+    header = _header(_affine(), sform_code=1, qform_code=0).copy()
+    header.set_zooms((3.0, 3.0, 3.0))
+    with pytest.raises(InputError, match="disagree with the affine"):
+        _check(_image(), _affine(), header=header)
+
+
+def test_field_of_view():
+    small = _image()[:20]
+    with pytest.raises(InputError, match=r"field of view check failed.*\[80\.0, 160\.0, 160\.0\]"):
+        _check(small, header=None)
+
+
+def test_overlap_fraction_and_session_check(tmp_path):
+    affine = _affine()
+    t1 = tmp_path / "t1.nii.gz"
+    flair = tmp_path / "flair.nii.gz"
+    io.save_nifti(t1, _image(), affine)
+    io.save_nifti(flair, _image(1), affine)
+    info = checks.check_session(t1, flair)
+    assert info["t1_flair_overlap_fraction"] == pytest.approx(1.0)
+    shifted = affine.copy()
+    shifted[0, 3] += 120.0  # 3/4 of the 160 mm field of view
+    io.save_nifti(flair, _image(1), shifted)
+    assert checks.overlap_fraction(SHAPE, affine, SHAPE, shifted) == pytest.approx(0.25, abs=0.03)
+    with pytest.raises(InputError, match=r"flair.nii.gz \(FLAIR\): T1w/FLAIR overlap"):
+        checks.check_session(t1, flair)
+
+
+def test_validate_cli(tmp_path, capsys):
+    bids = tmp_path / "bids"
+    io.save_nifti(raw_image(bids, "01", "m06", "T1w"), _image(), _affine())
+    flair = raw_image(bids, "01", "m06", "FLAIR")
+    data = _image(1)
+    data[3, 3, 3] = np.nan
+    io.save_nifti(flair, data, _affine())
+    argv = ["--bids", str(bids), "--subject", "01", "--session", "m06"]
+    assert checks.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "sub-01_ses-m06_FLAIR.nii.gz" in err and "1 voxels are NaN" in err
+    io.save_nifti(flair, _image(1), _affine())
+    assert checks.main(argv) == 0
+    assert "ok" in capsys.readouterr().out
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps({"InputCheckParams": {"min_fov_mm": 200.0}}))
+    assert checks.main(argv + ["--params", str(params)]) == 1
+    assert "field of view" in capsys.readouterr().err
+    params.write_text(json.dumps({"NoSuchParams": {}}))
+    assert checks.main(argv + ["--params", str(params)]) == 1
+    assert "unknown parameter class" in capsys.readouterr().err
