@@ -15,7 +15,6 @@ space (fraction of the T1 field of view covered by the FLAIR field of view).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -237,34 +236,15 @@ def check_session(t1_path: str | Path, flair_path: str | Path,
 
 
 def load_params(path: str | Path | None, *classes: type) -> list:
-    """Parameter objects of ``classes`` with overrides from a JSON file.
+    """Parameter objects of ``classes``, with overrides from a params JSON file.
 
-    The file maps a class name to ``{field: value}``, e.g.
-    ``{"RegistrationParams": {"subject_voxel_mm": 1.5}}``; unknown class names are refused.
-    Lists become tuples so sequence fields keep their declared type.
+    The file is the one ``python -m pipeline settings`` writes (class name -> {field: value});
+    :func:`pipeline.settings.load_params` validates every group, so a typo fails in any step.
     """
-    overrides: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise InputError(f"{path}: parameter file not found")
-        try:
-            overrides = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}: not valid JSON ({exc})") from exc
-        if not isinstance(overrides, dict):
-            raise InputError(f"{path}: expected an object mapping class names to overrides")
-    names = {c.__name__ for c in classes}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise InputError(f"{path}: unknown parameter class(es) {unknown}; expected some of "
-                         f"{sorted(names)}")
-    out = []
-    for cls in classes:
-        values = {k: tuple(v) if isinstance(v, list) else v
-                  for k, v in (overrides.get(cls.__name__) or {}).items()}
-        out.append(override(cls(), values))
-    return out
+    from pipeline.settings import load_params as load_all
+
+    resolved = load_all(path)
+    return [resolved[cls.__name__] for cls in classes]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,11 +20,9 @@ from pipeline.io import write_json
 #: Every parameter class a config may override, by class name.
 PARAM_CLASSES: dict[str, type] = {
     cls.__name__: cls
-    for cls in (P.InputCheckParams, P.RegistrationParams, P.SegmentationParams, P.LesionParams,
-                P.StatsParams)
+    for cls in (P.InputCheckParams, P.BrainMaskParams, P.RegistrationParams,
+                P.SegmentationParams, P.LesionParams, P.StatsParams)
 }
-if hasattr(P, "BrainMaskParams"):
-    PARAM_CLASSES["BrainMaskParams"] = P.BrainMaskParams
 
 
 def resolve(overrides: dict[str, dict[str, Any]] | None, source: str = "params") -> dict[str, Any]:

@@ -170,4 +170,4 @@ def test_validate_cli(tmp_path, capsys):
     assert "field of view" in capsys.readouterr().err
     params.write_text(json.dumps({"NoSuchParams": {}}))
     assert checks.main(argv + ["--params", str(params)]) == 1
-    assert "unknown parameter class" in capsys.readouterr().err
+    assert "unknown parameter group" in capsys.readouterr().err
