@@ -5,7 +5,10 @@ depths outside the pial hull; inside, the cortex is a ribbon of ``cortex_mm`` th
 sulci (CSF sheets at the zero level set of a smooth random field, ``fold_sigma_mm``, reaching
 ``sulcus_depth_mm`` below the hull) and the interhemispheric fissure, so the GM/WM boundary is
 folded rather than a shell. Lateral ventricles (frontal horn, body, atrium, temporal horn) and
-deep grey matter (thalamus, caudate, lentiform nucleus) are ellipsoids. Per subject the brain
+deep grey matter (thalamus, caudate, lentiform nucleus) are ellipsoids; below the occipital
+lobes a cerebellum (foliated cortex around a WM core, separated from the cerebrum by a CSF
+sheet) and a brainstem extend the hull (``hindbrain``), so that the skull and field of view
+see a head-like shape and the cut through the neck. Per subject the brain
 size, axis ratios, shape deformation, folding pattern and ventricle size vary.
 
 The model is evaluated at arbitrary points (:func:`tissue_fractions`), so every image is sampled
@@ -149,6 +152,18 @@ class Anatomy:
     def deep_gm(self) -> list[Ellipsoid]:
         return [e for c, a, r in _DEEP_GM_TEMPLATE for e in _mirror(c, a, r)]
 
+    def hindbrain(self) -> tuple[Ellipsoid, Ellipsoid, Ellipsoid]:
+        """Cerebellum, its white-matter core, and brainstem, scaled to the brain size."""
+        ax, ay, az = self.brain_semi_axes_mm
+        azi = az * self.params.brain_inferior_flattening
+        cb = Ellipsoid(np.array([0.0, -0.56 * ay, -0.80 * azi]),
+                       np.array([0.75 * ax, 0.32 * ay, 0.40 * azi]), rotation_x(-12.0))
+        core = Ellipsoid(cb.center_mm + np.array([0.0, 0.15 * cb.semi_axes_mm[1], 0.1 * azi]),
+                         cb.semi_axes_mm * np.array([0.45, 0.35, 0.35]), cb.rotation)
+        stem = Ellipsoid(np.array([0.0, -0.22 * ay, -1.05 * azi]),
+                         np.array([0.20 * ax, 0.18 * ay, 0.55 * azi]), rotation_x(-15.0))
+        return cb, core, stem
+
     def hull_shrink_mm(self, t_years: float) -> float:
         """Recession of the pial hull for the configured brain volume loss (volume ~ r^3)."""
         loss = self.params.brain_atrophy_pct_per_year / 100.0 * t_years
@@ -212,9 +227,17 @@ def head_depth_bound(anat: Anatomy, points_mm: np.ndarray) -> np.ndarray:
     """Boolean (N,): points that may lie inside the head (cheap conservative test)."""
     # Deformation is at most 2 x brain_shape_deform_mm; 5 % covers the first-order distance's
     # error on the ellipsoid (checked against the full model in the tests).
-    a = (anat.head_semi_axes_mm + 2.0 * anat.params.brain_shape_deform_mm + 3.0) * 1.05
+    p = anat.params
+    shell = p.outer_csf_mm + p.skull_mm + p.scalp_mm + 2.0 * p.brain_shape_deform_mm + 3.0
+    a = (anat.brain_semi_axes_mm + shell) * 1.05
     u = points_mm / a[:, None].astype(np.float32)
-    return np.einsum("ij,ij->j", u, u) < 1.0
+    inside = np.einsum("ij,ij->j", u, u) < 1.0
+    if p.hindbrain:
+        cb, _, stem = anat.hindbrain()
+        for ell in (cb, stem):
+            big = Ellipsoid(ell.center_mm, (ell.semi_axes_mm + shell) * 1.05, ell.rotation)
+            inside |= ellipsoid_depth_mm(points_mm, big) > 0
+    return inside
 
 
 def tissue_fractions(anat: Anatomy, points_mm: np.ndarray, t_years: float,
@@ -232,7 +255,8 @@ def tissue_fractions(anat: Anatomy, points_mm: np.ndarray, t_years: float,
     -------
     dict of ndarray of shape (N,), float32
         ``csf``, ``gm``, ``wm``, ``deep_gm``, ``skull``, ``scalp`` (summing to the head fraction),
-        ``brain`` (inside the pial hull: the truth brain mask), ``texture`` (unit-SD field).
+        ``brain`` (inside the pial hull: the truth brain mask), ``cerebrum`` (brain outside
+        cerebellum and brainstem), ``texture`` (unit-SD field).
     """
     p = anat.params
     pts = np.asarray(points_mm, np.float32)
@@ -247,8 +271,17 @@ def tissue_fractions(anat: Anatomy, points_mm: np.ndarray, t_years: float,
     g = np.sqrt((u0 / np.float32(axes[0])) ** 2 + (u1 / np.float32(axes[1])) ** 2 + (u2 / az) ** 2)
     s0 = (1.0 - rho) * rho / np.maximum(g, 1e-6) + deform  # depth below the baseline hull, mm
     del u0, u1, u2, rho, g, az
-    s = s0 - np.float32(anat.hull_shrink_mm(t_years))
     e = edge_mm
+    shrink = np.float32(anat.hull_shrink_mm(t_years))
+    s_cer = s0 - shrink  # depth below the cerebral hull
+    if p.hindbrain:
+        # Cerebellum and brainstem extend the hull below the occipital lobes; the skull follows.
+        cb, core, stem = anat.hindbrain()
+        d_cb0 = ellipsoid_depth_mm(pts, cb) + np.float32(0.3) * deform
+        d_st0 = ellipsoid_depth_mm(pts, stem)
+        s0 = np.maximum(s0, np.maximum(d_cb0, d_st0))
+        d_cb, d_st = d_cb0 - shrink, d_st0 - shrink
+    s = s0 - shrink
     head = _ramp(s0 + np.float32(p.outer_csf_mm + p.skull_mm + p.scalp_mm), e)
     in_outer_skull = _ramp(s0 + np.float32(p.outer_csf_mm + p.skull_mm), e)
     intracranial = _ramp(s0 + np.float32(p.outer_csf_mm), e)
@@ -257,14 +290,23 @@ def tissue_fractions(anat: Anatomy, points_mm: np.ndarray, t_years: float,
     cortex = np.float32(p.cortex_mm)
     sulc_depth = np.float32(p.sulcus_depth_mm) * depth_f
     abs_sheet = np.abs(sheet)
-    d_sulc = np.minimum(hw - abs_sheet, sulc_depth - s)
-    fiss_region = np.maximum(z - np.float32(p.fissure_below_mm),
-                             np.abs(y) - np.float32(0.5 * axes[1]))
+    d_sulc = np.minimum(hw - abs_sheet, sulc_depth - s_cer)
+    # The fissure reaches down to an arch over the corpus callosum (fissure_below_mm at its
+    # top), and all the way down in front of and behind it.
+    yc = np.float32(0.5 * axes[1])
+    fiss_region = z - np.float32(p.fissure_below_mm) + np.float32(12.0) * (y / yc) ** 2
     abs_x = np.abs(x)
     d_fiss = np.minimum(hw - abs_x, fiss_region)
-    d_wm = np.minimum(s - cortex, np.maximum(abs_sheet - hw - cortex, s - sulc_depth - cortex))
+    d_wm = np.minimum(s_cer - cortex, np.maximum(abs_sheet - hw - cortex,
+                                                 s_cer - sulc_depth - cortex))
     d_wm = np.minimum(d_wm, np.maximum(abs_x - hw - cortex, -fiss_region - cortex))
-    csf_in = np.maximum(_ramp(d_sulc, e), _ramp(d_fiss, e))
+    # Outside the cerebral hull but inside the brain (around the hindbrain): cisterns.
+    csf_in = np.maximum(np.maximum(_ramp(d_sulc, e), _ramp(d_fiss, e)), _ramp(-s_cer, e))
+    if p.hindbrain:
+        # Tentorium/cisterns: a CSF sheet on the cerebellar surface, lined by cortex above it.
+        tent = _ramp(np.minimum(hw - np.abs(d_cb), s_cer), e)
+        csf_in = np.maximum(csf_in, tent)
+        d_wm = np.minimum(d_wm, -d_cb - hw - cortex)
     wm_raw = _ramp(d_wm, e)
     deep = np.zeros_like(x)
     # Ventricles and nuclei: evaluate only in the central box that holds them all.
@@ -280,17 +322,34 @@ def tissue_fractions(anat: Anatomy, points_mm: np.ndarray, t_years: float,
         d_d = np.max([ellipsoid_depth_mm(sub, st) for st in structs_d], 0)
         csf_in[box] = np.maximum(csf_in[box], _ramp(d_v, e))
         deep[box] = _ramp(d_d, e)
-    rem = brain * (1.0 - csf_in)
-    out = {
-        "csf": (intracranial - brain) + brain * csf_in,
-        "deep_gm": rem * deep,
-        "wm": rem * (1.0 - deep) * wm_raw,
-        "gm": rem * (1.0 - deep) * (1.0 - wm_raw),
-        "skull": in_outer_skull - intracranial,
-        "scalp": head - in_outer_skull,
-        "brain": brain,
-        "texture": texture,
-    }
+    rem = 1.0 - csf_in
+    cer = {"csf": csf_in, "deep_gm": rem * deep, "wm": rem * (1.0 - deep) * wm_raw,
+           "gm": rem * (1.0 - deep) * (1.0 - wm_raw)}
+    w_cer = np.ones_like(x)
+    parts = [(w_cer, cer)]
+    if p.hindbrain:
+        w_cb = _ramp(d_cb, e)
+        w_st = _ramp(d_st, e) * (1.0 - w_cb)
+        w_cer = np.clip(1.0 - w_cb - w_st, 0.0, 1.0)
+        hind = np.flatnonzero(w_cb > 0)
+        cb_csf = np.zeros_like(x)
+        cb_wm = np.zeros_like(x)
+        if hind.size:
+            # Folia: the folding field at twice the spatial frequency, shallow and thin.
+            sub = pts[:, hind]
+            folia = np.abs(_sample_fields(anat, 2.0 * sub)[1]) / 2.0
+            d_fol = np.minimum(np.float32(0.5) - folia, np.float32(16.0) - d_cb[hind])
+            cb_csf[hind] = np.maximum(_ramp(d_fol, e), tent[hind])
+            cb_wm[hind] = _ramp(ellipsoid_depth_mm(sub, core), e) * (1.0 - cb_csf[hind])
+        cbl = {"csf": cb_csf, "deep_gm": np.zeros_like(x), "wm": cb_wm,
+               "gm": 1.0 - cb_csf - cb_wm}
+        stem_t = {"csf": np.zeros_like(x), "deep_gm": np.zeros_like(x), "wm": np.ones_like(x),
+                  "gm": np.zeros_like(x)}
+        parts = [(w_cer, cer), (w_cb, cbl), (w_st, stem_t)]
+    out = {k: sum(w * t[k] for w, t in parts) * brain for k in ("csf", "deep_gm", "wm", "gm")}
+    out["csf"] += intracranial - brain
+    out.update({"skull": in_outer_skull - intracranial, "scalp": head - in_outer_skull,
+                "brain": brain, "cerebrum": w_cer * brain, "texture": texture})
     return out
 
 

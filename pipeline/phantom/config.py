@@ -64,6 +64,7 @@ class PhantomParams:
     fold_sigma_mm: float = 3.5  # smoothing of the folding field: sets gyral spacing (~15-20 mm)
     fissure_below_mm: float = 14.0  # interhemispheric fissure reaches down to z=this (corpus callosum)
     ventricle_scale_range: tuple[float, float] = (0.75, 1.4)  # per-subject ventricle size factor
+    hindbrain: bool = True  # cerebellum (foliated cortex, WM core) and brainstem below the cerebrum
     texture_sd: float = 0.03  # smooth within-tissue intensity variation (relative)
     texture_sigma_mm: float = 2.0
 

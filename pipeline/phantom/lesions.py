@@ -125,7 +125,8 @@ def _placement_maps(anat: Anatomy, t_last_years: float) -> _PlacementMaps:
     pts = grid.reshape(3, -1)
     # Worst case over time: smallest brain and largest ventricles (the last session).
     frac = tissue_fractions(anat, pts, t_last_years, h)
-    wm = (frac["wm"] > 0.5).reshape(shape)
+    # Supratentorial lesions only: the cerebellum and brainstem are not candidate sites.
+    wm = ((frac["wm"] > 0.5) & (frac["cerebrum"] > 0.5)).reshape(shape)
     cortex = (frac["gm"] > 0.5).reshape(shape)
     vent = np.full(pts.shape[1], -np.inf, np.float32)
     for ell in anat.ventricles(t_last_years):
@@ -159,6 +160,8 @@ def _fits_tissue(maps: _PlacementMaps, ell: Ellipsoid, location: str) -> bool:
     for t in maps.t_check:
         frac = tissue_fractions(maps.anat, pts, t, 1.0)
         if frac["csf"].mean() > 0.01 or frac["csf"].max() > 0.5:
+            return False
+        if frac["cerebrum"].mean() < 0.99:
             return False
         need_wm = 0.6 if location == "juxtacortical" else 0.9
         if frac["wm"].mean() < need_wm:
