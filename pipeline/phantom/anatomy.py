@@ -156,8 +156,8 @@ class Anatomy:
         """Cerebellum, its white-matter core, and brainstem, scaled to the brain size."""
         ax, ay, az = self.brain_semi_axes_mm
         azi = az * self.params.brain_inferior_flattening
-        cb = Ellipsoid(np.array([0.0, -0.56 * ay, -0.80 * azi]),
-                       np.array([0.75 * ax, 0.32 * ay, 0.40 * azi]), rotation_x(-12.0))
+        cb = Ellipsoid(np.array([0.0, -0.62 * ay, -0.85 * azi]),
+                       np.array([0.68 * ax, 0.28 * ay, 0.38 * azi]), rotation_x(-12.0))
         core = Ellipsoid(cb.center_mm + np.array([0.0, 0.15 * cb.semi_axes_mm[1], 0.1 * azi]),
                          cb.semi_axes_mm * np.array([0.45, 0.35, 0.35]), cb.rotation)
         stem = Ellipsoid(np.array([0.0, -0.22 * ay, -1.05 * azi]),
