@@ -31,11 +31,11 @@ Connected components use 26-connectivity throughout.
   test is reported with class ``unconfirmed`` and not counted.
 * **New T2 touching an old lesion.** In a group with a-components, the b voxels outside the grown
   a-mask form pieces (26-connected). Pieces with volume >= ``min_new_lesion_volume_mm3`` and a
-  FLAIR rise qualify. If the qualifying pieces together border less than
+  FLAIR rise qualify. If all pieces with a FLAIR rise (of any size) together border less than
   ``touching_max_surface_fraction`` of the group's old-lesion surface (the one-voxel shell of the
-  grown a-mask), each is a new lesion (``touches_existing`` = 1, its own row) and its volume is
+  grown a-mask), each qualifying piece is a new lesion (``touches_existing`` = 1, its own row) and its volume is
   removed from the group; otherwise they wrap the old lesion (concentric growth) and the group is
-  judged by the enlarging rule. The qualifying pieces must also be one-sided: their common
+  judged by the enlarging rule. The rising pieces must also be one-sided: their common
   centroid lies at least ``touching_min_offset_fraction`` x the old lesion's equivalent-sphere
   radius away from the old lesion's centroid (thick slices can cut a concentric shell into two
   caps that each border little surface, but they stay centred). A piece bordering two or more
@@ -54,7 +54,13 @@ Connected components use 26-connectivity throughout.
   ``shrinking`` mirrors enlarging (``shrinking_min_decrease_mm3`` and ``_pct``); else ``stable``.
 * **New T1-hypointense.** A component of the t1hypo mask at b (volume >= ``min_t1hypo_volume_mm3``)
   that does not overlap the grown t1hypo mask at a: covers brand-new black holes and old T2
-  lesions turning hypointense; otherwise ``persistent``.
+  lesions turning hypointense; otherwise ``persistent``. With session a's normalised T1 (the
+  file wrapper reads desc-norm T1w and the black-hole limit from a's segmentation QC), a
+  candidate must also not have been hypointense at a by intensity: mean T1 at a over it >= a's
+  limit, else it is ``persistent`` (a black hole whose T2 lesion a's segmentation missed), or
+  ``unconfirmed`` when a's brain did not cover it. Without a's T1, one lying mostly inside an
+  ``unconfirmed`` T2 component (a b-only component that failed the new-lesion test) is
+  ``unconfirmed``: a black hole must sit in an old or a confirmed new T2 lesion.
 * **T2-LV** = lesion voxels x voxel volume / 1000 (mL); change in mL and % (NaN when start is 0).
 
 Table rows are sorted by kind (t2 before t1hypo), then by the first voxel (C order) of the row's
@@ -65,6 +71,7 @@ the new T2 lesions 1..m in the same order.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -267,7 +274,9 @@ def _is_shrinking(v0: float, v1: float, params: LesionParams) -> bool:
 def classify_interval(lesion_a: np.ndarray, lesion_b: np.ndarray, flair_norm_a: np.ndarray,
                       flair_norm_b: np.ndarray, t1hypo_a: np.ndarray, t1hypo_b: np.ndarray,
                       voxel_size_mm: Any, params: LesionParams | None = None, *,
-                      affine: np.ndarray | None = None, dt_months: float | None = None
+                      affine: np.ndarray | None = None, dt_months: float | None = None,
+                      t1_norm_a: np.ndarray | None = None,
+                      t1hypo_limit_a: float | None = None
                       ) -> tuple[pd.DataFrame, np.ndarray]:
     """Match lesions between sessions a and b and classify them (see module docstring).
 
@@ -281,6 +290,9 @@ def classify_interval(lesion_a: np.ndarray, lesion_b: np.ndarray, flair_norm_a: 
     params : LesionParams (defaults when None)
     affine : optional (4, 4) voxel -> subject RAS mm; default ``diag(voxel_size_mm)``
     dt_months : interval length, needed only for ``enlarging_rule = "annualised"``
+    t1_norm_a : optional float ndarray (I, J, K), normalised T1 at a (WM = 1, 0 outside brain)
+    t1hypo_limit_a : optional float, the normalised T1 below which session a calls a lesion
+        voxel hypointense; with ``t1_norm_a`` it confirms new black holes by intensity
 
     Returns
     -------
@@ -366,26 +378,31 @@ def classify_interval(lesion_a: np.ndarray, lesion_b: np.ndarray, flair_norm_a: 
     touching = piece_ok.copy()
     touching[1:] &= group_has_a[piece_group[1:]]
     if touching.any():
+        # Every outside piece with a FLAIR rise (any size) shows where the old lesion grew;
+        # coverage and one-sidedness are judged on all of them together, so a concentric shell
+        # broken into fragments (thin growth at coarse voxels) is still seen as a shell.
+        rising = _confirmed(piece_rise, ps["excess"], sd, params)
+        rising[0] = False
+        rising[1:] &= group_has_a[piece_group[1:]]
         shell = (m.grown_a > 0) & (m.la == 0)
         shell_a = m.grown_a[shell]
         shell_group = m.group_of_a[shell_a]
         shell_total = np.bincount(shell_group, minlength=m.n_groups)
-        qual = np.where(touching[lp], lp, 0)
-        near_q = ndimage.grey_dilation(qual, footprint=CONNECTIVITY_26)[shell]
-        hit = (near_q > 0) & (piece_group[near_q] == shell_group)
+        lab_r = np.where(rising[lp], lp, 0)
+        near_r = ndimage.grey_dilation(lab_r, footprint=CONNECTIVITY_26)[shell]
+        hit = (near_r > 0) & (piece_group[near_r] == shell_group)
         # A piece bordering two or more old lesions bridges them: a merge, not a new lesion.
-        pairs = np.unique(near_q[hit].astype(np.int64) * (m.na + 1) + shell_a[hit])
+        pairs = np.unique(near_r[hit].astype(np.int64) * (m.na + 1) + shell_a[hit])
         n_old = np.bincount(pairs // (m.na + 1), minlength=npieces + 1)
         touching &= n_old <= 1
-        hit &= touching[near_q]
         bordered = np.bincount(shell_group[hit], minlength=m.n_groups)
         frac = bordered / np.maximum(shell_total, 1)
-        # One-sidedness: the qualifying pieces' common centroid must sit off the old lesion's
+        # One-sidedness: the rising pieces' common centroid must sit off the old lesion's
         # centroid by a fraction of its equivalent-sphere radius (concentric growth, even when
         # thick slices cut it into caps, stays centred).
-        qg = piece_group[1:][touching[1:]]
-        qn = ps["count"][1:][touching[1:]]
-        qc = ps["csum"][1:][touching[1:]]
+        qg = piece_group[1:][rising[1:]]
+        qn = ps["count"][1:][rising[1:]]
+        qc = ps["csum"][1:][rising[1:]]
         q_count = np.bincount(qg, weights=qn, minlength=m.n_groups)
         q_cent = np.column_stack([np.bincount(qg, weights=qc[:, k], minlength=m.n_groups)
                                   for k in range(3)]) / np.maximum(q_count, 1)[:, None]
@@ -492,12 +509,36 @@ def classify_interval(lesion_a: np.ndarray, lesion_b: np.ndarray, flair_norm_a: 
     linked: dict[int, list[int]] = {}
     for ea, eb in zip(mh.edge_a, mh.edge_b):
         linked.setdefault(int(eb), []).append(int(ea))
+    # Not hypointense at a, judged by intensity when session a's normalised T1 is given: the
+    # mean T1 at a over the component must be at or above a's black-hole limit (a T2 lesion
+    # missed at a, or a segmentation difference, otherwise makes an old black hole look new).
+    t1_at_a = None
+    if t1_norm_a is not None and t1hypo_limit_a is not None:
+        ta = np.asarray(t1_norm_a)[sl].astype(np.float64)
+        ok_t = ta > 0
+        t1_sum = np.bincount(mh.lb[ok_t], weights=ta[ok_t], minlength=mh.nb + 1)
+        t1_cnt = np.bincount(mh.lb[ok_t], minlength=mh.nb + 1).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            t1_at_a = np.where(t1_cnt >= 0.5 * hs["count"], t1_sum / np.maximum(t1_cnt, 1),
+                               np.nan)
+    # Without it: a black hole inside a T2 component that failed the new-lesion test (no FLAIR
+    # rise, too small) is segmentation noise, not a new black hole.
+    unconfirmed_piece = np.zeros(npieces + 1, bool)
+    unconfirmed_piece[1:] = ~group_has_a[piece_group[1:]] & ~piece_ok[1:]
+    in_unconfirmed = np.bincount(mh.lb.ravel(), weights=unconfirmed_piece[lp].ravel(),
+                                 minlength=mh.nb + 1)
     for j in range(1, mh.nb + 1):
         v1 = hs["count"][j] * vv
         if v1 < params.min_t1hypo_volume_mm3 - 1e-9:
             continue
         olds = linked.get(j, [])
-        rows.append({"kind": "t1hypo", "class": "persistent" if olds else "new",
+        cls = "persistent" if olds else "new"
+        if not olds and t1_at_a is not None:
+            if not t1_at_a[j] >= t1hypo_limit_a:  # hypointense at a already (or not seen)
+                cls = "persistent" if np.isfinite(t1_at_a[j]) else UNCONFIRMED
+        elif not olds and in_unconfirmed[j] > 0.5 * hs["count"][j]:
+            cls = UNCONFIRMED
+        rows.append({"kind": "t1hypo", "class": cls,
                      "volume_start_mm3": float(sum(vol_ha[i] for i in olds)),
                      "volume_end_mm3": v1, "n_start": len(olds), "n_end": 1,
                      "merged": int(len(olds) >= 2), "split": 0, "touches_existing": 0,
@@ -605,8 +646,9 @@ def longitudinal_files(out_dir: str | Path, subject: str, sessions: list[str],
                        sessions_months: dict[str, float] | None = None) -> dict[str, Path]:
     """Classify every interval of one subject from its segment outputs; write all products.
 
-    Reads per session (space-subject): desc-lesion mask, desc-t1hypo mask, desc-norm FLAIR; and
-    session b's T1w->subject transform to map centroids into session b's raw T1w world.
+    Reads per session (space-subject): desc-lesion mask, desc-t1hypo mask, desc-norm FLAIR,
+    desc-norm T1w and the desc-lesion QC json (black-hole limit); and session b's T1w->subject
+    transform to map centroids into session b's raw T1w world.
 
     Returns
     -------
@@ -625,7 +667,7 @@ def longitudinal_files(out_dir: str | Path, subject: str, sessions: list[str],
             return cache[ses]
         d: dict[str, Any] = {}
         for key, desc, suffix in (("lesion", "lesion", "mask"), ("t1hypo", "t1hypo", "mask"),
-                                  ("flair", "norm", "FLAIR")):
+                                  ("flair", "norm", "FLAIR"), ("t1", "norm", "T1w")):
             path = bids_path(out_dir, subject, ses, space="subject", desc=desc, suffix=suffix)
             data, aff, _ = io.load_nifti(path)
             if not grid:
@@ -637,6 +679,13 @@ def longitudinal_files(out_dir: str | Path, subject: str, sessions: list[str],
             d[key] = data
         d["xfm"] = bids_path(out_dir, subject, ses, from_="T1w", to="subject", mode="image",
                              suffix="xfm", ext=".txt")
+        qc_path = bids_path(out_dir, subject, ses, space="subject", desc="lesion", suffix="qc",
+                            ext=".json")
+        try:
+            d["t1hypo_limit"] = float(json.loads(qc_path.read_text())["t1hypo_limit_norm"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{qc_path}: cannot read t1hypo_limit_norm ({exc}); rerun the "
+                             "segment stage for this session") from exc
         cache[ses] = d
         return d
 
@@ -653,7 +702,8 @@ def longitudinal_files(out_dir: str | Path, subject: str, sessions: list[str],
             dt = sessions_months[ses_b] - sessions_months[ses_a]
         table, new_labels = classify_interval(
             da["lesion"] > 0, db["lesion"] > 0, da["flair"], db["flair"], da["t1hypo"] > 0,
-            db["t1hypo"] > 0, vox, params, affine=affine, dt_months=dt)
+            db["t1hypo"] > 0, vox, params, affine=affine, dt_months=dt, t1_norm_a=da["t1"],
+            t1hypo_limit_a=da["t1hypo_limit"])
         if not db["xfm"].exists():
             raise InputError(f"{db['xfm']}: file not found; the T1w->subject transform of "
                              f"ses-{ses_b} is needed to report lesion positions in its T1w world "

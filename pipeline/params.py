@@ -226,6 +226,9 @@ class SegmentationParams:
     # Black hole: lesion T1 below this fraction of the mean normal-appearing GM T1 (1.0 = "below
     # GM", Sahraian et al. 2010 Eur J Neurol 17:1165; van Walderveen et al. 1998 Neurology 50:1282).
     t1hypo_gm_ratio: float = 1.0
+    # ... by at least this many noise SDs of the (smoothed) T1: GM-like tissue must not turn
+    # "hypointense" by noise (2 SD: 2.3 % of GM-level voxels on one side).
+    t1hypo_margin_sd: float = 2.0
     # The GM reference is cortical: GM-like voxels within this depth of the brain surface
     # (cortical thickness ~2.5 mm, Fischl & Dale 2000, plus the sulcal CSF the mask includes).
     cortical_depth_mm: float = 6.0
@@ -261,6 +264,8 @@ class SegmentationParams:
                  self.normalisation_iterations, ">= 1")
         _require(self.cortical_depth_mm > 0, n, "cortical_depth_mm", self.cortical_depth_mm,
                  "> 0")
+        _require(self.t1hypo_margin_sd >= 0, n, "t1hypo_margin_sd", self.t1hypo_margin_sd,
+                 ">= 0")
         _require(self.t1hypo_gm_ratio > 0, n, "t1hypo_gm_ratio", self.t1hypo_gm_ratio, "> 0")
         _require(self.t1hypo_smoothing_mm >= 0, n, "t1hypo_smoothing_mm",
                  self.t1hypo_smoothing_mm, ">= 0")
@@ -287,7 +292,8 @@ class LesionParams:
     # New-lesion confirmation: mean rise of normalised FLAIR (b - a) over the component, in robust
     # SDs of the difference image in normal-appearing tissue (subtraction-image thresholding at
     # mean + k SD: Ganiler et al. 2014 Neuroradiology 56:363; Moraal et al. 2010 Radiology 255:154).
-    flair_rise_min_sd: float = 2.0
+    # 3 SD: the same margin a lesion core needs over normal tissue (SegmentationParams).
+    flair_rise_min_sd: float = 3.0
     # ... and by at least this fraction of the candidate's own hyperintensity at b (mean of
     # flair_norm_b - 1): half or more of the signal is new (half-maximum convention).
     flair_rise_min_fraction: float = 0.5

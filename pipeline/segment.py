@@ -48,7 +48,8 @@ Method
    al. 1998 Neurology 50:1282; Sahraian et al. 2010 Eur J Neurol 17:1165; Truyen et al. 1996
    Neurology 47:1469). The GM T1 is that of pure cortical GM (the darker GM on T1), located as
    the vertex of the CSF-GM and GM-WM mixing lines among normal voxels within
-   ``cortical_depth_mm`` of the brain surface, see :func:`grey_matter_vertex`. Components
+   ``cortical_depth_mm`` of the brain surface, see :func:`grey_matter_vertex`; the smoothed T1
+   must lie ``t1hypo_margin_sd`` noise SDs below it. Components
    (26-connectivity) below ``t1hypo_min_volume_mm3`` are dropped.
 
 With ``common_brain_mask`` (default) the search region is the intersection of the
@@ -114,6 +115,7 @@ class SegmentationResult:
     t1hypo_mask: np.ndarray  # bool (I, J, K)
     flair_norm: np.ndarray  # float32 (I, J, K), 1.0 = NAWM mode, 0 outside the brain
     tissue: np.ndarray  # uint8 (I, J, K): 0 background, 1 CSF, 2 GM, 3 WM (T1 mixture)
+    t1_norm: np.ndarray | None = None  # float32 (I, J, K), 1.0 = WM mode, 0 outside the brain
     qc: dict[str, Any] = field(default_factory=dict)
 
 
@@ -305,8 +307,8 @@ def grey_matter_vertex(t1_norm: np.ndarray, flair_norm: np.ndarray, sd_t1: float
     """Pure grey matter as the vertex of the partial-volume mixing lines in (T1, FLAIR).
 
     In the cortical band, voxels mix CSF with GM and GM with WM. Mixtures lie on straight lines
-    in the (T1, FLAIR) plane (intensities add linearly), so the median FLAIR given T1 rises
-    along the CSF-GM line and falls along the GM-WM line; their intersection is pure GM (the
+    in the (T1, FLAIR) plane (intensities add linearly), so the upper quartile of FLAIR given T1
+    rises along the CSF-GM line and falls along the GM-WM line; their intersection is pure GM (the
     partial-volume "triangle" of Santago & Gage 1993 IEEE TMI 12:566, seen in two contrasts).
     Each line is fitted to the middle half of its flank, away from the rounded apex where
     three-tissue mixtures blur the corner. This locates GM even when no voxel is pure GM (a
@@ -329,9 +331,11 @@ def grey_matter_vertex(t1_norm: np.ndarray, flair_norm: np.ndarray, sd_t1: float
     curve = fit_flair_given_t1(t1_norm[keep], flair_norm[keep])
     if curve.centres.size < 10:
         return nan
+    # Upper quartile: two-tissue mixtures are the brightest voxels at a given T1 (mixtures that
+    # also contain CSF are darker), so the upper quartile traces the mixing lines.
+    q75 = curve.median + _IQR_HALF_TO_SD * curve.sd
     grid = np.arange(curve.centres[0], curve.centres[-1], 0.005)
-    med = ndimage.gaussian_filter1d(np.interp(grid, curve.centres, curve.median), 2.0,
-                                    mode="nearest")
+    med = ndimage.gaussian_filter1d(np.interp(grid, curve.centres, q75), 2.0, mode="nearest")
     i = int(np.argmax(med))
     apex, t0, t2 = grid[i], grid[0], 1.0
     lines = []
@@ -586,7 +590,8 @@ def smooth_in_mask(image: np.ndarray, mask: np.ndarray, sigma_mm: float, voxel_s
 
 
 def t1_hypointense_mask(t1: np.ndarray, lesion_mask: np.ndarray, gm_t1: float,
-                        voxel_size_mm: Any, params: SegmentationParams) -> np.ndarray:
+                        voxel_size_mm: Any, params: SegmentationParams,
+                        noise_sd: float = 0.0) -> np.ndarray:
     """Black holes: lesion voxels whose smoothed T1 is below ``t1hypo_gm_ratio`` x GM mean T1.
 
     Parameters
@@ -594,6 +599,9 @@ def t1_hypointense_mask(t1: np.ndarray, lesion_mask: np.ndarray, gm_t1: float,
     t1 : ndarray (I, J, K), any scale (same as ``gm_t1``)
     lesion_mask : bool ndarray (I, J, K), T2 lesions
     gm_t1 : float, T1 of normal-appearing grey matter
+    noise_sd : float, noise SD of the smoothed T1 (same units); the smoothed T1 must lie
+        ``t1hypo_margin_sd`` of them below the GM reference, so GM-like tissue is not called
+        hypointense by noise alone
     voxel_size_mm : sequence of 3 floats
     params : SegmentationParams
 
@@ -609,7 +617,8 @@ def t1_hypointense_mask(t1: np.ndarray, lesion_mask: np.ndarray, gm_t1: float,
     t1_crop = np.asarray(t1[sl], dtype=np.float64)
     if params.t1hypo_smoothing_mm > 0:
         t1_crop = ndimage.gaussian_filter(t1_crop, params.t1hypo_smoothing_mm / vox, mode="nearest")
-    hypo = lesion_mask[sl] & (t1_crop < params.t1hypo_gm_ratio * gm_t1)
+    limit = params.t1hypo_gm_ratio * gm_t1 - params.t1hypo_margin_sd * noise_sd
+    hypo = lesion_mask[sl] & (t1_crop < limit)
     hypo, _, _ = remove_small_components(hypo, params.t1hypo_min_volume_mm3, float(np.prod(vox)))
     out[sl] = hypo
     return out
@@ -754,7 +763,17 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
         gm_t1_norm = float(model.means[1] / wm_t1)
         gm_flair_norm = float("nan")
     gm_t1 = gm_t1_norm * wm_t1
-    t1hypo = t1_hypointense_mask(t1, lesion, gm_t1, vox, params)
+    # noise of T1 smoothed like the black-hole test, measured in the interior of pure NAWM
+    t1_test = (smooth_in_mask(t1_raw, b, params.t1hypo_smoothing_mm, vox)[b] / field_t1
+               if params.t1hypo_smoothing_mm > 0 else t1v)
+    noise_t1 = upper_half_sd(t1_test[core_wm], float(np.median(t1_test[core_wm])))
+    t1_corr = np.zeros(t1.shape)
+    t1_corr_crop = np.zeros(b.shape)
+    t1_corr_crop[b] = t1v
+    t1_corr[sl] = t1_corr_crop
+    t1hypo = t1_hypointense_mask(t1_corr, lesion, gm_t1, vox, params, noise_t1)
+    t1hypo_limit_norm = (params.t1hypo_gm_ratio * gm_t1
+                         - params.t1hypo_margin_sd * noise_t1) / wm_t1
 
     qc: dict[str, Any] = {
         "lesion_source": "segmented" if user_mask is None else "user mask",
@@ -769,6 +788,7 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
         "gm_t1": float(gm_t1),
         "gm_t1_norm": float(gm_t1_norm),
         "gm_flair_norm": float(gm_flair_norm),
+        "t1hypo_limit_norm": float(t1hypo_limit_norm),
         "t1_mixture": {TISSUE_NAMES[c + 1]: {"mean": float(model.means[c]),
                                              "sd": float(model.sds[c]),
                                              "weight": float(model.weights[c])}
@@ -781,7 +801,8 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
                            "median": np.round(curve.median, 4), "sd": np.round(curve.sd, 4)},
         "voxel_size_mm": [float(v) for v in vox],
     }
-    return SegmentationResult(lesion, lesion_labels, t1hypo, flair_norm, tissue, qc)
+    t1_norm = (t1_corr / wm_t1).astype(np.float32)
+    return SegmentationResult(lesion, lesion_labels, t1hypo, flair_norm, tissue, t1_norm, qc)
 
 
 def lesion_table(labels: np.ndarray, flair_norm: np.ndarray, t1hypo: np.ndarray,
@@ -910,6 +931,8 @@ def segment_session_files(out_dir: str | Path, subject: str, session: str,
                                      res.t1hypo_mask, aff, np.uint8),
         "flair_norm": io.save_nifti(p(space="subject", desc="norm", suffix="FLAIR"),
                                     res.flair_norm, aff, np.float32),
+        "t1_norm": io.save_nifti(p(space="subject", desc="norm", suffix="T1w"),
+                                 res.t1_norm, aff, np.float32),
         "lesions": io.write_tsv(p(space="subject", desc="lesion", suffix="lesions", ext=".tsv"),
                                 table),
         "qc": io.write_json(p(space="subject", desc="lesion", suffix="qc", ext=".json"), res.qc),

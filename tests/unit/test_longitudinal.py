@@ -191,6 +191,30 @@ def test_new_t1_hypointense(vox):
     assert (ep["new_t2"], ep["new_t1hypo"]) == (1, 2)
 
 
+@pytest.mark.parametrize("vox", VOXELS)
+def test_new_t1hypo_confirmed_by_t1_at_a(vox):
+    lesion = ball(vox, OLD, 4.5)
+    fresh = ball(vox, FAR, 4.0)
+    a = lesion.copy()  # the segmentation at a missed `fresh`
+    b = lesion | fresh
+    t1_a = np.ones(a.shape, np.float32)
+    t1_a[lesion] = 0.45  # `lesion` was already a black hole at a (but not in a's hypo mask)
+    table, _ = run(vox, a, b, hb=lesion | fresh, t1_norm_a=t1_a, t1hypo_limit_a=0.62)
+    hypo = table[table["kind"] == "t1hypo"].sort_values("x_subject_mm")
+    # already dark at a: persistent; normal T1 at a: a new black hole
+    assert list(hypo["class"]) == ["persistent", "new"]
+
+
+def test_black_hole_in_an_unconfirmed_t2_component_is_not_new():
+    vox = (1.0, 1.0, 1.0)
+    a = ball(vox, OLD, 4.5)
+    hidden = ball(vox, FAR, 4.0)
+    b = a | hidden
+    table, _ = run(vox, a, b, hb=hidden, fa_bright=b, fb_bright=b)  # no FLAIR rise
+    hypo = table[table["kind"] == "t1hypo"]
+    assert list(hypo["class"]) == ["unconfirmed"]
+
+
 def test_table_layout_and_sorting():
     vox = (1.0, 1.0, 1.0)
     a = ball(vox, OLD, 4.5)
@@ -267,6 +291,11 @@ def _write_subject(out, vox, sessions):
                       affine, np.uint8)
         io.save_nifti(bids_path(out, "01", ses, desc="norm", suffix="FLAIR", **kw),
                       flair(vox, mask, 10 + i), affine, np.float32)
+        t1 = np.where(hypo, 0.45, 1.0).astype(np.float32)
+        io.save_nifti(bids_path(out, "01", ses, desc="norm", suffix="T1w", **kw), t1, affine,
+                      np.float32)
+        io.write_json(bids_path(out, "01", ses, desc="lesion", suffix="qc", ext=".json", **kw),
+                      {"t1hypo_limit_norm": 0.62})
         # session T1 world = subject world shifted by +5 mm in x (a pure translation)
         xfm = sitk.TranslationTransform(3, (-5.0, 0.0, 0.0))  # LPS: +5 mm RAS x
         path = bids_path(out, "01", ses, from_="T1w", to="subject", mode="image", suffix="xfm",

@@ -279,13 +279,14 @@ def test_cli_writes_products_deterministically(tmp_path, brain_1mm):
     products = [bids_path(tmp_path, "01", "baseline", space="subject", desc=d, suffix=s, ext=e)
                 for d, s, e in (("lesion", "mask", ".nii.gz"), ("lesion", "dseg", ".nii.gz"),
                                 ("t1hypo", "mask", ".nii.gz"), ("norm", "FLAIR", ".nii.gz"),
+                                ("norm", "T1w", ".nii.gz"),
                                 ("lesion", "lesions", ".tsv"), ("lesion", "qc", ".json"))]
     first = [p.read_bytes() for p in products]
     assert main(args) == 0
     assert [p.read_bytes() for p in products] == first
     qc = json.loads(products[-1].read_text())
     assert qc["n_lesions"] == len(LESIONS)
-    table = io.read_tsv(products[4])
+    table = io.read_tsv(products[5])
     assert len(table) == len(LESIONS)
     dseg, _, _ = io.load_nifti(products[1])
     assert dseg.dtype == np.int32
