@@ -223,6 +223,24 @@ def _ramp(d: np.ndarray, edge_mm: float) -> np.ndarray:
     return np.clip(0.5 + d / np.float32(edge_mm), 0.0, 1.0)
 
 
+def _depth_in_box(points_mm: np.ndarray, ell: Ellipsoid, reach_mm: float,
+                  deform: np.ndarray | None = None, deform_weight: float = 0.0) -> np.ndarray:
+    """:func:`ellipsoid_depth_mm` (plus a share of the hull deformation) evaluated only within
+    ``reach_mm`` of the ellipsoid's bounding box; elsewhere a depth far outside (-1000 mm)."""
+    out = np.full(points_mm.shape[1], -1000.0, np.float32)
+    r = float(ell.semi_axes_mm.max()) + reach_mm
+    lo, hi = ell.center_mm - r, ell.center_mm + r
+    x, y, z = points_mm
+    box = np.flatnonzero((x > lo[0]) & (x < hi[0]) & (y > lo[1]) & (y < hi[1])
+                         & (z > lo[2]) & (z < hi[2]))
+    if box.size:
+        d = ellipsoid_depth_mm(points_mm[:, box], ell)
+        if deform is not None and deform_weight:
+            d += np.float32(deform_weight) * deform[box]
+        out[box] = d
+    return out
+
+
 def head_depth_bound(anat: Anatomy, points_mm: np.ndarray) -> np.ndarray:
     """Boolean (N,): points that may lie inside the head (cheap conservative test)."""
     # Deformation is at most 2 x brain_shape_deform_mm; 5 % covers the first-order distance's
@@ -236,7 +254,16 @@ def head_depth_bound(anat: Anatomy, points_mm: np.ndarray) -> np.ndarray:
         cb, _, stem = anat.hindbrain()
         for ell in (cb, stem):
             big = Ellipsoid(ell.center_mm, (ell.semi_axes_mm + shell) * 1.05, ell.rotation)
-            inside |= ellipsoid_depth_mm(points_mm, big) > 0
+            r = float(big.semi_axes_mm.max())
+            lo, hi = big.center_mm - r, big.center_mm + r
+            x, y, z = points_mm
+            box = np.flatnonzero((z > lo[2]) & (z < hi[2]) & (y > lo[1]) & (y < hi[1])
+                                 & (x > lo[0]) & (x < hi[0]))
+            if box.size:
+                q = big.rotation.T.astype(np.float32) @ (
+                    points_mm[:, box] - big.center_mm[:, None].astype(np.float32))
+                q /= big.semi_axes_mm[:, None].astype(np.float32)
+                inside[box] |= np.einsum("ij,ij->j", q, q) < 1.0
     return inside
 
 
@@ -277,8 +304,9 @@ def tissue_fractions(anat: Anatomy, points_mm: np.ndarray, t_years: float,
     if p.hindbrain:
         # Cerebellum and brainstem extend the hull below the occipital lobes; the skull follows.
         cb, core, stem = anat.hindbrain()
-        d_cb0 = ellipsoid_depth_mm(pts, cb) + np.float32(0.3) * deform
-        d_st0 = ellipsoid_depth_mm(pts, stem)
+        reach = p.outer_csf_mm + p.skull_mm + p.scalp_mm + 2 * p.brain_shape_deform_mm + 2 * e
+        d_cb0 = _depth_in_box(pts, cb, reach, deform, 0.3)
+        d_st0 = _depth_in_box(pts, stem, reach)
         s0 = np.maximum(s0, np.maximum(d_cb0, d_st0))
         d_cb, d_st = d_cb0 - shrink, d_st0 - shrink
     s = s0 - shrink
