@@ -28,7 +28,7 @@ import pandas as pd
 
 import pipeline
 from pipeline.errors import InputError
-from pipeline.io import read_tsv, save_nifti, write_json, write_tsv
+from pipeline.io import atomic_path, read_tsv, save_nifti, write_json, write_tsv
 from pipeline.params import LesionParams
 from pipeline.paths import bids_path, raw_image
 from pipeline.phantom.acquisition import grid_affine, random_pose, render_session, rotation_matrix
@@ -270,6 +270,13 @@ def generate_cohort(out_dir: str | Path, truth_dir: str | Path | None = None, pr
                          "Description": "analytic head model with MS lesions, see "
                                         "pipeline/phantom"}],
     })
+    with atomic_path(out / "README") as tmp:
+        tmp.write_text(
+            f"Synthetic MS lesion phantom (rebound-mri {pipeline.__version__}, preset {preset}, "
+            f"seed {seed}).\n\n{p.n_subjects} participants in arms {', '.join(p.arms)}, T1w "
+            f"and FLAIR at sessions {', '.join(SESSIONS)}. Images are simulated; the ground "
+            "truth (lesion labels, brain masks, head positions, endpoints, phantom.json) is "
+            "written outside this dataset, by default to the sibling <dataset>-truth.\n")
     write_tsv(truth / "truth_endpoints.tsv", pd.concat([r["endpoints"] for r in results],
                                                        ignore_index=True))
     write_json(truth / "phantom.json", {
