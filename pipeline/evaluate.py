@@ -26,7 +26,8 @@ for TP and FN and the predicted ``volume_end_mm3`` for FP: [10, 50), [50, 200), 
 
 Counts per subject-interval (``new_t2``, ``enlarging_t2``, ``new_t1hypo``): error = predicted -
 truth, reported as mean error (bias), mean absolute error and fraction exact; T2-LV change (mL):
-median absolute error and bias (mean error).
+median absolute error and bias (mean error); the same for the T2-LV at start and end, which tells
+a volume bias from a change error.
 
 The scores table is tidy: columns ``metric, interval, kind, size_bin, value``; ``interval`` is
 an interval label or ``all`` (pooled over intervals), ``size_bin`` a bin label or ``all``.
@@ -66,6 +67,30 @@ def size_bin_of(volume_mm3: float, bins: tuple[tuple[float, float], ...] = SIZE_
         if lo <= volume_mm3 < hi:
             return size_bin_label(lo, hi)
     return "below"
+
+
+MATCH_COLUMNS = ["participant_id", "interval", "kind", "outcome", "truth_id", "x_mm", "y_mm",
+                 "z_mm", "volume_end_mm3", "truth_tissue"]
+TISSUE_NAMES = {0: "background", 1: "csf", 2: "gm", 3: "wm", 4: "deep_gm", 5: "lesion"}
+
+
+def tissue_at(points_world_mm: np.ndarray, tissue: np.ndarray | None,
+              affine: np.ndarray) -> list[str]:
+    """Truth tissue name at each point (nearest voxel; "outside" off the grid, "n/a" without a
+    tissue map): where false positives fall tells what the segmentation mistakes for lesion."""
+    pts = np.asarray(points_world_mm, float).reshape(-1, 3)
+    if tissue is None:
+        return ["n/a"] * len(pts)
+    inv = np.linalg.inv(affine)
+    with np.errstate(invalid="ignore"):
+        vox = np.rint(pts @ inv[:3, :3].T + inv[:3, 3])
+    out = []
+    for v in vox:
+        if not np.all(np.isfinite(v)) or np.any(v < 0) or np.any(v >= tissue.shape):
+            out.append("outside")
+        else:
+            out.append(TISSUE_NAMES.get(int(tissue[tuple(v.astype(int))]), "unknown"))
+    return out
 
 
 def _neighbour_offsets(search_voxels: int) -> np.ndarray:
@@ -237,7 +262,9 @@ def count_errors(predicted: pd.DataFrame, truth: pd.DataFrame) -> tuple[pd.DataF
     rows : tidy score rows (metric, interval, kind=endpoint, size_bin="all", value)
     """
     keys = ["participant_id", "interval"]
-    cols = list(COUNT_ENDPOINTS) + ["t2lv_change_ml"]
+    volumes = [c for c in ("t2lv_start_ml", "t2lv_end_ml")
+               if c in truth.columns and c in predicted.columns]
+    cols = list(COUNT_ENDPOINTS) + ["t2lv_change_ml"] + volumes
     merged = truth[keys + cols].merge(predicted[keys + cols], on=keys, how="inner",
                                       suffixes=("_truth", "_pred"))
     for c in cols:
@@ -262,6 +289,15 @@ def count_errors(predicted: pd.DataFrame, truth: pd.DataFrame) -> tuple[pd.DataF
                               ("n_pairs", float(e.size))):
             rows.append({"metric": metric, "interval": iv, "kind": "t2lv_change_ml",
                          "size_bin": "all", "value": value})
+        # The volumes themselves show whether a change error comes from a volume bias.
+        for c in volumes:
+            e = g[f"{c}_error"].to_numpy(float)
+            e = e[np.isfinite(e)]
+            for metric, value in (("t2lv_median_abs_error_ml",
+                                   float(np.median(np.abs(e))) if e.size else np.nan),
+                                  ("t2lv_bias_ml", float(e.mean()) if e.size else np.nan)):
+                rows.append({"metric": metric, "interval": iv, "kind": c, "size_bin": "all",
+                             "value": value})
     return merged, pd.DataFrame(rows, columns=SCORE_COLUMNS)
 
 
@@ -325,6 +361,8 @@ def evaluate(derivatives: str | Path, truth_dir: str | Path, bids_dir: str | Pat
                 raise InputError(f"{raw_image(bids_dir, sub, b, 'T1w')}: affine differs from the "
                                  f"truth label map's; --truth {truth} does not belong to --bids "
                                  f"{bids_dir}")
+        tissue_path = bids_path(truth, sub, b, desc="tissue", suffix="dseg")
+        tissue_map = load_nifti(tissue_path)[0] if tissue_path.exists() else None
         lesions = read_tsv(truth / pid / f"{pid}_lesions.tsv")
         for kind in ("t2", "t1hypo"):
             targets, ignore = interval_targets(lesions, iv, a, b, kind, lp)
@@ -341,9 +379,14 @@ def evaluate(derivatives: str | Path, truth_dir: str | Path, bids_dir: str | Pat
             counts = detection_counts(outcomes, matched, rows["volume_end_mm3"].to_numpy(float),
                                       targets)
             per_kind.setdefault((iv, kind), []).append(counts)
-            for o, m in zip(outcomes, matched):
+            tissue = tissue_at(rows[["x_mm", "y_mm", "z_mm"]].to_numpy(float), tissue_map,
+                               affine) if len(rows) else []
+            for o, m, (x, y, z), v, t in zip(outcomes, matched,
+                                             rows[["x_mm", "y_mm", "z_mm"]].to_numpy(float),
+                                             rows["volume_end_mm3"].to_numpy(float), tissue):
                 match_rows.append({"participant_id": pid, "interval": iv, "kind": kind,
-                                   "outcome": o, "truth_id": m})
+                                   "outcome": o, "truth_id": m, "x_mm": x, "y_mm": y, "z_mm": z,
+                                   "volume_end_mm3": v, "truth_tissue": t})
     score_rows: list[dict] = []
     intervals = list(dict.fromkeys(truth_ep["interval"]))
     for kind in ("t2", "t1hypo"):
@@ -370,7 +413,7 @@ def evaluate(derivatives: str | Path, truth_dir: str | Path, bids_dir: str | Pat
         "metric": "subject_intervals_missing", "interval": "all", "kind": "all",
         "size_bin": "all", "value": float(len(missing))}])], ignore_index=True)
     return scores, {"endpoint_errors": errors, "matches": pd.DataFrame(
-        match_rows, columns=["participant_id", "interval", "kind", "outcome", "truth_id"]),
+        match_rows, columns=MATCH_COLUMNS),
         "missing": missing}
 
 
@@ -398,6 +441,9 @@ def summary_text(scores: pd.DataFrame) -> str:
     lines.append(f"  T2-LV change  median |error| "
                  f"{val('t2lv_change_median_abs_error_ml', 'all', 't2lv_change_ml'):.3f} mL, "
                  f"bias {val('t2lv_change_bias_ml', 'all', 't2lv_change_ml'):+.3f} mL")
+    lines.append(f"  T2-LV (end)   median |error| "
+                 f"{val('t2lv_median_abs_error_ml', 'all', 't2lv_end_ml'):.3f} mL, "
+                 f"bias {val('t2lv_bias_ml', 'all', 't2lv_end_ml'):+.3f} mL")
     miss = val("subject_intervals_missing", "all", "all")
     if miss:
         lines.append(f"  {miss:.0f} subject-interval(s) had no lesion table and were not scored")
@@ -413,6 +459,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="scores TSV (default OUT/evaluation_scores.tsv)")
     ap.add_argument("--errors", default=None,
                     help="also write the per subject-interval endpoint errors to this TSV")
+    ap.add_argument("--matches", default=None,
+                    help="also write one row per predicted new lesion (outcome, matched truth "
+                         "lesion, truth tissue at its position) to this TSV")
     ap.add_argument("--params", default=None,
                     help="JSON with LesionParams overrides ({\"LesionParams\": {...}}) used by "
                          "the pipeline run")
@@ -431,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     write_tsv(out, scores)
     if args.errors:
         write_tsv(args.errors, details["endpoint_errors"])
+    if args.matches:
+        write_tsv(args.matches, details["matches"])
     print(summary_text(scores))
     print(f"scores: {out}")
     return 0

@@ -129,6 +129,13 @@ def test_count_errors():
     assert sel[("fraction_exact", "all", "new_t1hypo")] == 1.0
     assert sel[("t2lv_change_median_abs_error_ml", "all", "t2lv_change_ml")] == pytest.approx(0.0)
     assert sel[("t2lv_change_bias_ml", "all", "t2lv_change_ml")] == pytest.approx(0.2 / 3)
+    assert "t2lv_end_ml" not in set(rows.kind)  # volumes absent from these tables: not scored
+    truth["t2lv_end_ml"] = [2.0, 2.0, 3.0]
+    pred["t2lv_end_ml"] = [2.5, 2.0, 3.0]
+    _, rows = count_errors(pred, truth)
+    sel = rows.set_index(["metric", "interval", "kind"]).value
+    assert sel[("t2lv_bias_ml", "all", "t2lv_end_ml")] == pytest.approx(0.5 / 3)
+    assert sel[("t2lv_median_abs_error_ml", "all", "t2lv_end_ml")] == 0.0
 
 
 def _perfect_predictions(bids: Path, truth: Path, out: Path) -> None:
@@ -211,7 +218,10 @@ def test_one_dropped_and_one_spurious_lesion(phantom):
     assert sel[("fn", row.interval, "t2", "all")] == 1
     assert sel[("fp", row.interval, "t2", "all")] == 1
     assert sel[("fp", row.interval, "t2", "10-50")] == 1
-    assert (details["matches"].outcome == "fp").sum() == 1
+    fp = details["matches"][details["matches"].outcome == "fp"]
+    assert len(fp) == 1 and fp.truth_tissue.iloc[0] == "outside"
+    tp = details["matches"][details["matches"].outcome == "tp"]
+    assert (tp.truth_tissue == "lesion").all()
 
 
 def test_missing_endpoints_refused(tmp_path, phantom):
