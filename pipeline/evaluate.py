@@ -47,6 +47,7 @@ from pipeline.errors import InputError
 from pipeline.io import load_nifti, read_tsv, write_tsv
 from pipeline.params import LesionParams
 from pipeline.paths import bids_path, raw_image
+from pipeline.phantom.config import SESSION_MONTHS, SESSIONS
 from pipeline.phantom.truth import classify_change, new_t1hypo
 
 SIZE_BINS: tuple[tuple[float, float], ...] = ((10.0, 50.0), (50.0, 200.0), (200.0, np.inf))
@@ -203,7 +204,8 @@ def precision_recall_f1(tp: int, fp: int, fn: int) -> tuple[float, float, float]
 
 
 def interval_targets(truth_lesions: pd.DataFrame, interval: str, ses_start: str, ses_end: str,
-                     kind: str, params: LesionParams | None = None
+                     kind: str, params: LesionParams | None = None,
+                     dt_months: float | None = None, voxel_mm3: float | None = None
                      ) -> tuple[dict[int, float], set[int]]:
     """Truth targets (id -> volume at b, mm^3) and ignorable ids of one interval and kind.
 
@@ -223,7 +225,7 @@ def interval_targets(truth_lesions: pd.DataFrame, interval: str, ses_start: str,
     # that wrote the class_<I> columns with the defaults), so a run with other thresholds is
     # scored against truth counted by its own rule.
     if kind == "t2":
-        target = classify_change(va, vb, lp) == "new"
+        target = classify_change(va, vb, lp, dt_months, voxel_mm3) == "new"
         ignore = (va == 0) & (vb > 0) & ~target
     elif kind == "t1hypo":
         hyp_a = truth_lesions[f"t1hypo_{ses_start}"].to_numpy(int) == 1
@@ -337,6 +339,9 @@ def evaluate(derivatives: str | Path, truth_dir: str | Path, bids_dir: str | Pat
     lp = params or LesionParams()
     truth_ep = read_tsv(truth / "truth_endpoints.tsv")
     pred_ep = read_predicted_endpoints(out)
+    months = dict(zip(SESSIONS, SESSION_MONTHS))
+    if (truth / "phantom.json").exists():
+        months.update(json.loads((truth / "phantom.json").read_text()).get("sessions", {}))
     match_rows: list[dict] = []
     missing: list[str] = []
     per_kind: dict[tuple[str, str], list[pd.DataFrame]] = {}
@@ -364,11 +369,13 @@ def evaluate(derivatives: str | Path, truth_dir: str | Path, bids_dir: str | Pat
         tissue_path = bids_path(truth, sub, b, desc="tissue", suffix="dseg")
         tissue_map = load_nifti(tissue_path)[0] if tissue_path.exists() else None
         lesions = read_tsv(truth / pid / f"{pid}_lesions.tsv")
+        dt = months[b] - months[a]
+        vv = float(abs(np.linalg.det(affine[:3, :3])))
         for kind in ("t2", "t1hypo"):
-            targets, ignore = interval_targets(lesions, iv, a, b, kind, lp)
+            targets, ignore = interval_targets(lesions, iv, a, b, kind, lp, dt, vv)
             if kind == "t2":
                 cls = classify_change(lesions[f"volume_mm3_{a}"].to_numpy(float),
-                                      lesions[f"volume_mm3_{b}"].to_numpy(float), lp)
+                                      lesions[f"volume_mm3_{b}"].to_numpy(float), lp, dt, vv)
                 truth_counts[(pid, iv)] = {"new_t2": len(targets),
                                            "enlarging_t2": int((cls == "enlarging").sum())}
             else:

@@ -155,6 +155,7 @@ def generate_subject(index: int, seed: int, p: PhantomParams, arm: str, thick_fl
                            events, p.voxel_mm)
     n_ses = len(SESSIONS)
     volumes = np.zeros((len(lesions), n_ses))
+    voxel_vols = np.zeros(n_ses)
     t2lv_ml: dict[str, float] = {}
     transforms: dict[str, Any] = {}
     for s, ses in enumerate(SESSIONS):
@@ -171,6 +172,7 @@ def generate_subject(index: int, seed: int, p: PhantomParams, arm: str, thick_fl
                    t1_aff)
         save_nifti(bids_path(truth_dir, sub, ses, desc="tissue", suffix="dseg"), img.tissue, t1_aff)
         voxel_mm3 = float(abs(np.linalg.det(t1_aff[:3, :3])))
+        voxel_vols[s] = voxel_mm3
         counts = np.bincount(img.labels.reshape(-1), minlength=len(lesions) + 1)
         volumes[:, s] = counts[1:len(lesions) + 1] * voxel_mm3
         t2lv_ml[ses] = float(counts[1:].sum() * voxel_mm3 / 1000.0)
@@ -190,7 +192,7 @@ def generate_subject(index: int, seed: int, p: PhantomParams, arm: str, thick_fl
         "flair_ratio": les.flair_ratio,
     } for les in lesions]
     hypo = np.array([les.hypo for les in lesions], bool).reshape(len(lesions), n_ses)
-    table = lesion_table(rows, volumes, hypo, lesion_params)
+    table = lesion_table(rows, volumes, hypo, lesion_params, voxel_mm3=voxel_vols)
     mismatches = kind_class_mismatches(table, {les.lesion_id: les.event_session
                                                for les in lesions})
     write_tsv(Path(truth_dir) / pid / f"{pid}_lesions.tsv", table)

@@ -8,8 +8,10 @@ interval (a, b), with V the labelled volume (mm^3) in each session's native T1w 
 - ``enlarging``: V_a > 0 and V_b - V_a >= ``enlarging_min_increase_mm3`` and
   >= ``enlarging_min_increase_pct`` % of V_a;
 - ``resolved``: V_a > 0 and V_b == 0;
-- ``shrinking``: the enlarging rule read backwards in time (V_a - V_b >= the mm^3 threshold and
-  >= the % threshold of V_b), so that a lesion that shrinks is one that would enlarge in reverse;
+- ``enlarging`` with ``enlarging_rule = "annualised"``: growth >= ``enlarging_min_pct_per_year``
+  % of V_a per year and >= ``enlarging_min_voxels`` voxels of the truth grid;
+- ``shrinking``: V_a - V_b >= ``shrinking_min_decrease_mm3`` and >= ``shrinking_min_decrease_pct``
+  % of V_a (the mirror of enlarging);
 - ``stable``: present in both otherwise; ``absent``: V_a == 0 and V_b below the new-lesion minimum
   (never present, or too small to count);
 - ``new_t1hypo`` (0/1): T1-hypointense at b, not at a, and V_b >= ``min_t1hypo_volume_mm3``.
@@ -23,9 +25,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from pipeline.errors import InputError
 from pipeline.params import LesionParams
 from pipeline.paths import interval_label
-from pipeline.phantom.config import INTERVALS, SESSIONS
+from pipeline.phantom.config import INTERVALS, SESSION_MONTHS, SESSIONS
 
 #: Columns of truth_endpoints.tsv before the participants.tsv columns (the output contract).
 ENDPOINT_COLUMNS = ["participant_id", "interval", "ses_start", "ses_end", "new_t2",
@@ -35,13 +38,19 @@ CLASSES = ("new", "enlarging", "stable", "shrinking", "resolved", "absent")
 
 
 def classify_change(volume_a_mm3: np.ndarray, volume_b_mm3: np.ndarray,
-                    params: LesionParams | None = None) -> np.ndarray:
+                    params: LesionParams | None = None, dt_months: float | None = None,
+                    voxel_mm3: float | None = None) -> np.ndarray:
     """Truth class of each lesion in an interval from its volumes at a and b.
+
+    The enlarging and shrinking tests are those of :mod:`pipeline.longitudinal` (same
+    LesionParams fields, same 1e-9 tolerance), including ``enlarging_rule = "annualised"``.
 
     Parameters
     ----------
     volume_a_mm3, volume_b_mm3 : ndarray of shape (n,), labelled volumes (mm^3)
     params : LesionParams (default: the pipeline's defaults)
+    dt_months : interval length (needed only for the annualised enlarging rule)
+    voxel_mm3 : voxel volume of the truth grid (needed only for the annualised rule)
 
     Returns
     -------
@@ -52,12 +61,23 @@ def classify_change(volume_a_mm3: np.ndarray, volume_b_mm3: np.ndarray,
     vb = np.asarray(volume_b_mm3, float)
     out = np.full(va.shape, "stable", dtype=object)
     grow = vb - va
-    enlarging = (va > 0) & (grow >= lp.enlarging_min_increase_mm3) & (
-        grow >= lp.enlarging_min_increase_pct / 100.0 * va)
-    shrinking = (vb > 0) & (-grow >= lp.enlarging_min_increase_mm3) & (
-        -grow >= lp.enlarging_min_increase_pct / 100.0 * vb)
+    tol = 1e-9
+    if lp.enlarging_rule == "annualised":
+        if dt_months is None or voxel_mm3 is None or not dt_months > 0:
+            raise InputError("LesionParams.enlarging_rule='annualised' needs the interval length "
+                             "and the voxel volume to classify truth lesions")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pct_per_year = np.where(va > 0, 100.0 * grow / np.where(va > 0, va, 1.0), 0.0) \
+                * 12.0 / dt_months
+        enlarging = (va > 0) & (pct_per_year >= lp.enlarging_min_pct_per_year) & (
+            grow >= lp.enlarging_min_voxels * voxel_mm3 - tol)
+    else:
+        enlarging = (va > 0) & (grow >= lp.enlarging_min_increase_mm3 - tol) & (
+            grow >= lp.enlarging_min_increase_pct / 100.0 * va - tol)
+    shrinking = (va > 0) & (vb > 0) & (-grow >= lp.shrinking_min_decrease_mm3 - tol) & (
+        -grow >= lp.shrinking_min_decrease_pct / 100.0 * va - tol)
     out[enlarging] = "enlarging"
-    out[shrinking] = "shrinking"
+    out[shrinking & ~enlarging] = "shrinking"
     out[(va > 0) & (vb == 0)] = "resolved"
     out[(va == 0)] = "absent"
     out[(va == 0) & (vb >= lp.min_new_lesion_volume_mm3)] = "new"
@@ -92,7 +112,8 @@ def expected_class(kind: str, event_session: int, a: int, b: int) -> tuple[str, 
 
 
 def lesion_table(rows: list[dict], volumes_mm3: np.ndarray, hypo: np.ndarray,
-                 params: LesionParams | None = None) -> pd.DataFrame:
+                 params: LesionParams | None = None,
+                 voxel_mm3: np.ndarray | None = None) -> pd.DataFrame:
     """The per-subject lesions.tsv table.
 
     Parameters
@@ -102,6 +123,7 @@ def lesion_table(rows: list[dict], volumes_mm3: np.ndarray, hypo: np.ndarray,
     volumes_mm3 : ndarray of shape (n_lesions, n_sessions), labelled volume per session
     hypo : ndarray of shape (n_lesions, n_sessions), T1-hypointense per session (0/1)
     params : LesionParams
+    voxel_mm3 : ndarray of shape (n_sessions,), T1 voxel volume per session (annualised rule)
 
     Returns
     -------
@@ -123,7 +145,10 @@ def lesion_table(rows: list[dict], volumes_mm3: np.ndarray, hypo: np.ndarray,
         lab = interval_label(a, b)
         ia, ib = index[a], index[b]
         if len(df):
-            out[f"class_{lab}"] = classify_change(volumes_mm3[:, ia], volumes_mm3[:, ib], params)
+            out[f"class_{lab}"] = classify_change(
+                volumes_mm3[:, ia], volumes_mm3[:, ib], params,
+                dt_months=SESSION_MONTHS[ib] - SESSION_MONTHS[ia],
+                voxel_mm3=None if voxel_mm3 is None else float(voxel_mm3[ib]))
             out[f"new_t1hypo_{lab}"] = new_t1hypo(hypo[:, ia], hypo[:, ib], volumes_mm3[:, ib],
                                                   params)
         else:

@@ -12,6 +12,7 @@ from scipy import ndimage
 
 from pipeline.errors import InputError
 from pipeline.io import load_nifti, read_tsv
+from pipeline.params import LesionParams
 from pipeline.paths import bids_path, raw_image
 from pipeline.phantom import SESSIONS, cohort_layout, generate_cohort, preset_params
 from pipeline.phantom.acquisition import Pose, grid_affine, render_session, rotation_matrix
@@ -235,6 +236,13 @@ def test_classification_rule_uses_lesion_params():
     vb = np.array([20, 5, 200, 105, 40, 0, 0])
     assert list(classify_change(va, vb)) == ["new", "absent", "enlarging", "stable", "shrinking",
                                              "resolved", "absent"]
+    # The annualised (lesiontrack/mscard) rule: +9 %/year and >= 3 voxels.
+    annual = LesionParams(enlarging_rule="annualised")
+    cls = classify_change(np.array([100.0, 100.0, 100.0]), np.array([106.0, 104.0, 110.0]),
+                          annual, dt_months=6.0, voxel_mm3=2.0)
+    assert list(cls) == ["enlarging", "stable", "enlarging"]
+    with pytest.raises(InputError, match="annualised"):
+        classify_change(np.array([1.0]), np.array([2.0]), annual)
     assert expected_class("new", 1, 0, 2) == ("new", 0)
     assert expected_class("turning_hypo", 2, 0, 1) == ("stable", 0)
     assert expected_class("turning_hypo", 2, 1, 2) == ("stable", 1)
