@@ -12,6 +12,7 @@ from pipeline.errors import InputError
 from pipeline.evaluate import (SCORE_COLUMNS, count_errors, detection_counts, evaluate,
                                interval_targets, main, match_predictions, precision_recall_f1)
 from pipeline.io import load_nifti, read_tsv, write_tsv
+from pipeline.params import LesionParams
 from pipeline.paths import bids_path
 from pipeline.phantom import generate_cohort
 
@@ -228,3 +229,19 @@ def test_missing_endpoints_refused(tmp_path, phantom):
     _, truth, _ = phantom
     with pytest.raises(InputError, match="endpoints"):
         evaluate(tmp_path, truth)
+
+
+def test_truth_is_recounted_with_the_run_params(phantom):
+    bids, truth, root = phantom
+    out = root / "params"
+    _perfect_predictions(bids, truth, out)
+    # With a new-lesion minimum above every lesion, no truth lesion is new: the predictions of
+    # the (default-rule) new lesions become "ignored", and the truth count is 0 everywhere.
+    strict = LesionParams(min_new_lesion_volume_mm3=1e9)
+    scores, details = evaluate(out, truth, params=strict)
+    sel = scores.set_index(["metric", "interval", "kind", "size_bin"]).value
+    assert sel[("tp", "all", "t2", "all")] == 0 and sel[("fn", "all", "t2", "all")] == 0
+    assert sel[("fp", "all", "t2", "all")] == 0
+    t2 = details["matches"][details["matches"].kind == "t2"]
+    assert len(t2) > 0 and (t2.outcome == "ignored").all()
+    assert (details["endpoint_errors"].new_t2_truth == 0).all()
