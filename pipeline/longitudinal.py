@@ -33,9 +33,9 @@ Connected components use 26-connectivity throughout.
   a-mask form pieces (26-connected). Pieces with volume >= ``min_new_lesion_volume_mm3`` and a
   FLAIR rise qualify. If all pieces with a FLAIR rise (of any size) together border less than
   ``touching_max_surface_fraction`` of the group's old-lesion surface (the one-voxel shell of the
-  grown a-mask), each qualifying piece is a new lesion (``touches_existing`` = 1, its own row) and its volume is
-  removed from the group; otherwise they wrap the old lesion (concentric growth) and the group is
-  judged by the enlarging rule. The rising pieces must also be one-sided: their common
+  grown a-mask), each qualifying piece is a new lesion (``touches_existing`` = 1, its own row)
+  and its volume is removed from the group; otherwise they wrap the old lesion (concentric
+  growth) and the group is judged by the enlarging rule. The rising pieces must also be one-sided: their common
   centroid lies at least ``touching_min_offset_fraction`` x the old lesion's equivalent-sphere
   radius away from the old lesion's centroid (thick slices can cut a concentric shell into two
   caps that each border little surface, but they stay centred). A piece bordering two or more
@@ -87,6 +87,7 @@ from pipeline import io
 from pipeline.errors import InputError
 from pipeline.params import LesionParams
 from pipeline.paths import bids_path, interval_label
+from pipeline.segment import face_distance_footprint
 
 CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
 _MAD_TO_SD = 1.4826
@@ -107,25 +108,9 @@ UNCONFIRMED = "unconfirmed"
 
 
 def dilation_footprint(voxel_size_mm: Any, radius_mm: float) -> np.ndarray:
-    """Structuring element growing a mask by ``radius_mm`` measured from the voxel faces.
-
-    An offset joins when the neighbour's centre lies within ``radius_mm`` of the central voxel's
-    box: ``sqrt(sum(max(0, |d_i| v_i - v_i / 2)^2)) <= radius_mm``.
-
-    Parameters
-    ----------
-    voxel_size_mm : sequence of 3 floats
-    radius_mm : float, >= 0 (0: the centre only)
-
-    Returns
-    -------
-    bool ndarray of odd shape (2 n_i + 1,) per axis
-    """
-    vox = np.broadcast_to(np.asarray(voxel_size_mm, dtype=np.float64), (3,))
-    half = [int(np.floor((radius_mm + v / 2) / v + 1e-9)) for v in vox]
-    grids = np.meshgrid(*[np.arange(-h, h + 1) for h in half], indexing="ij")
-    gap = [np.maximum(0.0, np.abs(g) * v - v / 2) for g, v in zip(grids, vox)]
-    return np.sqrt(sum(x ** 2 for x in gap)) <= radius_mm + 1e-9
+    """Structuring element growing a mask by ``radius_mm`` measured from the voxel faces
+    (see :func:`pipeline.segment.face_distance_footprint`)."""
+    return face_distance_footprint(voxel_size_mm, radius_mm)
 
 
 def _dilate_labels(labels: np.ndarray, footprint: np.ndarray) -> np.ndarray:

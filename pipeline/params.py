@@ -205,9 +205,16 @@ class SegmentationParams:
     # reaches this fraction of the lesion's peak excess (lesion/WM partial-volume fraction >= 0.5,
     # the usual definition of a labelled voxel; FWHM convention).
     edge_fraction_of_peak: float = 0.5
+    # ... tested up to this far (mm from the voxel faces) beyond the z-grown lesion: a lesion's
+    # partial-volume rim is 1-2 voxels wide at 1 mm.
+    edge_grow_mm: float = 2.0
     # Gaussian sigma (mm) of the within-brain smoothing of T1 and FLAIR before detection: noise
     # suppression at the scale of the smallest lesion counted (3 mm across; MAGNIMS 2016).
     smoothing_mm: float = 1.0
+    # Normal FLAIR is predicted from the T1 of the voxel's neighbourhood within this distance
+    # (mm from the voxel faces): tolerates FLAIR-T1 misregistration and unequal blurring of
+    # about one voxel at tissue borders (the registration accuracy target is 0.5 mm).
+    t1_neighbourhood_mm: float = 1.0
     # T1 noise tolerance when predicting normal FLAIR from T1, in robust SDs of WM T1 (2 SD covers
     # 95 % of the T1 noise of a normal voxel).
     t1_uncertainty_sd: float = 2.0
@@ -250,9 +257,12 @@ class SegmentationParams:
                  "0 < flair_z_grow_threshold <= flair_z_threshold")
         _require(0 <= self.edge_fraction_of_peak < 1, n, "edge_fraction_of_peak",
                  self.edge_fraction_of_peak, "a fraction in [0, 1)")
+        _require(self.edge_grow_mm >= 0, n, "edge_grow_mm", self.edge_grow_mm, ">= 0")
         _require(self.smoothing_mm >= 0, n, "smoothing_mm", self.smoothing_mm, ">= 0")
         _require(self.bias_smoothing_mm >= 0, n, "bias_smoothing_mm", self.bias_smoothing_mm,
                  ">= 0")
+        _require(self.t1_neighbourhood_mm >= 0, n, "t1_neighbourhood_mm",
+                 self.t1_neighbourhood_mm, ">= 0")
         _require(self.t1_uncertainty_sd >= 0, n, "t1_uncertainty_sd", self.t1_uncertainty_sd,
                  ">= 0")
         _require(self.edge_margin_mm >= 0, n, "edge_margin_mm", self.edge_margin_mm, ">= 0")
@@ -283,7 +293,7 @@ class LesionParams:
     # New T2 lesion: >= 10 mm^3 (about a 3 mm sphere, 14 mm^3; MAGNIMS 2016 uses 3 mm in-plane).
     min_new_lesion_volume_mm3: float = 10.0
     # The earlier mask is grown by this much before testing overlap (lesiontrack/mscard: 1 voxel).
-    # Measured from the voxel edges of the mask, so a face neighbour always counts at <= 2 mm voxels.
+    # Measured from the voxel faces, so a face neighbour always counts at <= 2 mm voxels.
     new_lesion_dilation_mm: float = 1.0
     # Enlarging: growth >= both thresholds (ANIMA/MSSEG-2 uses > 12 mm^3 and a 0.5 ratio).
     enlarging_min_increase_mm3: float = 12.0

@@ -26,9 +26,13 @@ Method
    (q75 - q50) / 0.6745, in equal-count T1 bins, lesions excluded): it follows every tissue
    and partial-volume mixture present, and the voxel is scored by
 
-       z = (FLAIR_norm - max median(T1_norm +- tol)) / max(sd(T1_norm +- tol), sd_NAWM)
+       z = (FLAIR_norm - max median(T1 range)) / max(sd(T1 range), sd_NAWM)
 
-   with ``tol = t1_uncertainty_sd`` x the T1 noise SD: its excess over the brightest normal
+   where the T1 range spans the T1 of the voxel's neighbourhood (``t1_neighbourhood_mm``:
+   FLAIR-T1 registration error and different blurring at tissue borders) widened by
+   ``t1_uncertainty_sd`` x the T1 noise SD, and the median is also bounded below by the
+   CSF-GM-WM mixing lines through the pure-GM vertex (:func:`grey_matter_vertex`), since pure
+   GM is a minority of its T1 bins when the cortex is thin: its excess over the brightest normal
    tissue compatible with its T1, in robust SDs of that tissue and never less than the NAWM SD.
    In pure WM this is exactly the NAWM z-score of Jack et al.; in GM it is the excess over GM
    (the LGA view); CSF is excluded implicitly (CSF is dark on FLAIR), which keeps black holes,
@@ -38,10 +42,11 @@ Method
 4. **Lesions.** Cores: ``z >= flair_z_threshold`` at least ``edge_margin_mm`` inside the brain
    mask (cortical ribbon edge and mask boundary excluded). Hysteresis: voxels with
    ``z >= flair_z_grow_threshold`` connected (26-connectivity) to a core. Each grown component,
-   plus its one-voxel rim, is then cut at its half-maximum edge: voxels whose normalised FLAIR
-   excess over NAWM reaches ``edge_fraction_of_peak`` of the component's peak excess (a
-   lesion/WM partial-volume fraction >= 0.5). Components are recomputed with 26-connectivity and
-   those below ``min_component_volume_mm3`` are dropped.
+   plus its rim up to ``edge_grow_mm``, is then cut at its half-maximum edge: voxels whose
+   normalised FLAIR excess over NAWM reaches ``edge_fraction_of_peak`` of the component's peak
+   excess (a lesion/WM partial-volume fraction >= 0.5), connected to the component.
+   Components are recomputed with 26-connectivity and those below ``min_component_volume_mm3``
+   are dropped.
 5. **T1-hypointense.** Inside the T2 lesion mask, T1 (Gaussian-smoothed, sigma
    ``t1hypo_smoothing_mm``, to suppress noise) below ``t1hypo_gm_ratio`` x the T1 of
    normal-appearing GM: black holes are hypointense relative to grey matter (van Walderveen et
@@ -243,27 +248,41 @@ class FlairGivenT1:
     median: np.ndarray  # (B,)
     sd: np.ndarray  # (B,)
 
-    def envelope(self, t1_norm: np.ndarray, tolerance: float, step: float = 0.005
+    def envelope(self, t1_lo: np.ndarray, t1_hi: np.ndarray, step: float = 0.005
                  ) -> tuple[np.ndarray, np.ndarray]:
-        """Brightest normal median and widest SD within ``t1_norm +- tolerance``.
+        """Brightest normal median and widest SD for T1 anywhere in ``[t1_lo, t1_hi]``.
 
         Parameters
         ----------
-        t1_norm : ndarray (N,)
-        tolerance : float, normalised T1 units (T1 noise allowance)
-        step : float, grid on which the running maximum is taken
+        t1_lo, t1_hi : ndarray (N,), normalised T1 range compatible with each voxel
+        step : float, grid on which the range maxima are taken
 
         Returns
         -------
         (median, sd), each ndarray (N,)
         """
         grid = np.arange(self.centres[0], self.centres[-1] + step, step)
-        k = int(np.ceil(max(tolerance, 0.0) / step))
-        med = ndimage.maximum_filter1d(np.interp(grid, self.centres, self.median), 2 * k + 1,
-                                       mode="nearest")
-        sd = ndimage.maximum_filter1d(np.interp(grid, self.centres, self.sd), 2 * k + 1,
-                                      mode="nearest")
-        return np.interp(t1_norm, grid, med), np.interp(t1_norm, grid, sd)
+        i_lo = np.clip(np.rint((t1_lo - grid[0]) / step).astype(np.int64), 0, grid.size - 1)
+        i_hi = np.clip(np.rint((t1_hi - grid[0]) / step).astype(np.int64), 0, grid.size - 1)
+        i_hi = np.maximum(i_hi, i_lo)
+        return (_range_max(np.interp(grid, self.centres, self.median), i_lo, i_hi),
+                _range_max(np.interp(grid, self.centres, self.sd), i_lo, i_hi))
+
+
+def _range_max(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """max(values[lo[n]:hi[n] + 1]) for every n (sparse table, O(log B) levels)."""
+    table = [values]
+    while (1 << len(table)) <= values.size:
+        prev, k = table[-1], 1 << (len(table) - 1)
+        table.append(np.maximum(prev[:-k], prev[k:]))
+    length = hi - lo + 1
+    level = np.floor(np.log2(length)).astype(np.int64)
+    out = np.empty(lo.shape)
+    for k in np.unique(level):
+        sel = level == k
+        t = table[k]
+        out[sel] = np.maximum(t[lo[sel]], t[hi[sel] - (1 << k) + 1])
+    return out
 
 
 def fit_flair_given_t1(t1_norm: np.ndarray, flair_norm: np.ndarray, n_bins: int = 200,
@@ -307,8 +326,8 @@ def grey_matter_vertex(t1_norm: np.ndarray, flair_norm: np.ndarray, sd_t1: float
     """Pure grey matter as the vertex of the partial-volume mixing lines in (T1, FLAIR).
 
     In the cortical band, voxels mix CSF with GM and GM with WM. Mixtures lie on straight lines
-    in the (T1, FLAIR) plane (intensities add linearly), so the upper quartile of FLAIR given T1
-    rises along the CSF-GM line and falls along the GM-WM line; their intersection is pure GM (the
+    in the (T1, FLAIR) plane (intensities add linearly), so the median FLAIR given T1 rises
+    along the CSF-GM line and falls along the GM-WM line; their intersection is pure GM (the
     partial-volume "triangle" of Santago & Gage 1993 IEEE TMI 12:566, seen in two contrasts).
     Each line is fitted to the middle half of its flank, away from the rounded apex where
     three-tissue mixtures blur the corner. This locates GM even when no voxel is pure GM (a
@@ -331,11 +350,9 @@ def grey_matter_vertex(t1_norm: np.ndarray, flair_norm: np.ndarray, sd_t1: float
     curve = fit_flair_given_t1(t1_norm[keep], flair_norm[keep])
     if curve.centres.size < 10:
         return nan
-    # Upper quartile: two-tissue mixtures are the brightest voxels at a given T1 (mixtures that
-    # also contain CSF are darker), so the upper quartile traces the mixing lines.
-    q75 = curve.median + _IQR_HALF_TO_SD * curve.sd
     grid = np.arange(curve.centres[0], curve.centres[-1], 0.005)
-    med = ndimage.gaussian_filter1d(np.interp(grid, curve.centres, q75), 2.0, mode="nearest")
+    med = ndimage.gaussian_filter1d(np.interp(grid, curve.centres, curve.median), 2.0,
+                                    mode="nearest")
     i = int(np.argmax(med))
     apex, t0, t2 = grid[i], grid[0], 1.0
     lines = []
@@ -354,27 +371,49 @@ def grey_matter_vertex(t1_norm: np.ndarray, flair_norm: np.ndarray, sd_t1: float
     return float(t_gm), float(s1 * t_gm + c1)
 
 
-def tissue_line_envelope(t1_norm: np.ndarray, points_t1: np.ndarray, points_flair: np.ndarray,
-                         tolerance: float) -> np.ndarray:
-    """Brightest FLAIR on the piecewise-linear mixing lines through ``points`` within
-    ``t1_norm +- tolerance`` (flat beyond the end points).
+def tissue_line_envelope(t1_lo: np.ndarray, t1_hi: np.ndarray, points_t1: np.ndarray,
+                         points_flair: np.ndarray) -> np.ndarray:
+    """Brightest FLAIR on the piecewise-linear mixing lines through ``points`` for T1 anywhere
+    in ``[t1_lo, t1_hi]`` (flat beyond the end points).
 
     Parameters
     ----------
-    t1_norm : ndarray (N,)
+    t1_lo, t1_hi : ndarray (N,), normalised T1 range compatible with each voxel
     points_t1, points_flair : ndarray (P,), increasing ``points_t1`` (e.g. CSF, GM, WM)
-    tolerance : float, normalised T1 units
 
     Returns
     -------
     ndarray (N,)
     """
-    lo = t1_norm - tolerance
-    hi = t1_norm + tolerance
-    env = np.maximum(np.interp(lo, points_t1, points_flair), np.interp(hi, points_t1, points_flair))
+    env = np.maximum(np.interp(t1_lo, points_t1, points_flair),
+                     np.interp(t1_hi, points_t1, points_flair))
     for t, f in zip(points_t1, points_flair):
-        env = np.where((lo <= t) & (t <= hi) & (f > env), f, env)
+        env = np.where((t1_lo <= t) & (t <= t1_hi) & (f > env), f, env)
     return env
+
+
+def face_distance_footprint(voxel_size_mm: Any, radius_mm: float) -> np.ndarray:
+    """Structuring element of the voxels within ``radius_mm`` of the central voxel's box.
+
+    An offset joins when the neighbour's centre lies within ``radius_mm`` of the central voxel's
+    faces: ``sqrt(sum(max(0, |d_i| v_i - v_i / 2)^2)) <= radius_mm``. At 1 mm and radius 1 mm
+    this is the 26-neighbourhood, at 2 mm the 6-neighbourhood, at 1 x 1 x 3 mm the in-plane
+    8-neighbourhood.
+
+    Parameters
+    ----------
+    voxel_size_mm : sequence of 3 floats
+    radius_mm : float, >= 0 (0: the centre only)
+
+    Returns
+    -------
+    bool ndarray of odd shape (2 n_i + 1,) per axis
+    """
+    vox = np.broadcast_to(np.asarray(voxel_size_mm, dtype=np.float64), (3,))
+    half = [int(np.floor((radius_mm + v / 2) / v + 1e-9)) for v in vox]
+    grids = np.meshgrid(*[np.arange(-h, h + 1) for h in half], indexing="ij")
+    gap = [np.maximum(0.0, np.abs(g) * v - v / 2) for g, v in zip(grids, vox)]
+    return np.sqrt(sum(x ** 2 for x in gap)) <= radius_mm + 1e-9
 
 
 def _brain_bbox(brain: np.ndarray, margin: int = 2) -> tuple[slice, ...]:
@@ -458,7 +497,7 @@ class BrainDepth:
 
 def hysteresis_lesions(z: np.ndarray, flair_norm: np.ndarray, flair_norm_smooth: np.ndarray,
                        core_allowed: np.ndarray, grow_allowed: np.ndarray,
-                       params: SegmentationParams, voxel_volume_mm3: float) -> np.ndarray:
+                       params: SegmentationParams, voxel_size_mm: Any) -> np.ndarray:
     """Lesion mask from a hyperintensity z-map: cores, hysteresis growth, half-maximum edge.
 
     Parameters
@@ -468,7 +507,7 @@ def hysteresis_lesions(z: np.ndarray, flair_norm: np.ndarray, flair_norm_smooth:
     flair_norm_smooth : float ndarray (I, J, K), the same smoothed (peak estimates)
     core_allowed, grow_allowed : bool ndarray (I, J, K)
     params : SegmentationParams
-    voxel_volume_mm3 : float
+    voxel_size_mm : sequence of 3 floats
 
     Returns
     -------
@@ -478,10 +517,11 @@ def hysteresis_lesions(z: np.ndarray, flair_norm: np.ndarray, flair_norm_smooth:
     -----
     Edge voxels of a lesion embedded in WM are mixtures ``1 + alpha (L - 1)`` of NAWM (1) and the
     lesion (peak ``L``, the component's maximum smoothed normalised FLAIR). A voxel of the grown
-    component or of its 26-neighbourhood is kept when ``alpha >= edge_fraction_of_peak``, i.e.
-    when at least half of it is lesion: the half-maximum contour, matching the usual definition
-    of a labelled voxel (partial-volume fraction >= 0.5).
+    component or within ``edge_grow_mm`` of it is kept when ``alpha >= edge_fraction_of_peak``,
+    i.e. when at least half of it is lesion (the half-maximum contour, matching the usual
+    definition of a labelled voxel: partial-volume fraction >= 0.5), and connected to it.
     """
+    voxel_volume_mm3 = float(np.prod(_voxel_size(voxel_size_mm)))
     core = (z >= params.flair_z_threshold) & core_allowed
     low = (z >= params.flair_z_grow_threshold) & (grow_allowed | core)
     labels, n = ndimage.label(low, structure=CONNECTIVITY_26)
@@ -495,14 +535,22 @@ def hysteresis_lesions(z: np.ndarray, flair_norm: np.ndarray, flair_norm_smooth:
     peak = np.full(n + 1, -np.inf)
     np.maximum.at(peak, labels[inside], flair_norm_smooth[inside])
     peak[0] = np.inf
-    # Extend each component by one voxel so the partial-volume rim can join it.
-    near = ndimage.grey_dilation(labels, footprint=CONNECTIVITY_26)
+    # Extend each component by edge_grow_mm so its partial-volume rim can join it (the rim of
+    # a black hole looks like GM/WM partial volume and is not reached by the z-growth).
+    fp = face_distance_footprint(voxel_size_mm, params.edge_grow_mm)
+    near = ndimage.grey_dilation(labels, footprint=fp)
     near = np.where(labels > 0, labels, near)
     excess = peak[near] - 1.0
     with np.errstate(invalid="ignore", divide="ignore"):
         alpha = np.where((near > 0) & (excess > 0), (flair_norm - 1.0) / excess, 0.0)
     keep = (near > 0) & (grow_allowed | (labels > 0)) & (alpha >= params.edge_fraction_of_peak)
-    mask, _, _ = remove_small_components(keep, params.min_component_volume_mm3, voxel_volume_mm3)
+    # keep only rim voxels connected to their component
+    kept, n_kept = ndimage.label(keep, structure=CONNECTIVITY_26)
+    touched = np.zeros(n_kept + 1, bool)
+    touched[np.unique(kept[(labels > 0) & keep])] = True
+    touched[0] = False
+    mask, _, _ = remove_small_components(touched[kept], params.min_component_volume_mm3,
+                                         voxel_volume_mm3)
     return mask
 
 
@@ -613,7 +661,8 @@ def t1_hypointense_mask(t1: np.ndarray, lesion_mask: np.ndarray, gm_t1: float,
     out = np.zeros(lesion_mask.shape, bool)
     if not lesion_mask.any():
         return out
-    sl = _brain_bbox(lesion_mask, margin=int(np.ceil(3 * params.t1hypo_smoothing_mm / vox.min())) + 1)
+    margin = int(np.ceil(3 * params.t1hypo_smoothing_mm / vox.min())) + 1
+    sl = _brain_bbox(lesion_mask, margin=margin)
     t1_crop = np.asarray(t1[sl], dtype=np.float64)
     if params.t1hypo_smoothing_mm > 0:
         t1_crop = ndimage.gaussian_filter(t1_crop, params.t1hypo_smoothing_mm / vox, mode="nearest")
@@ -670,6 +719,7 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
     pmin = params.tissue_posterior_min
 
     depth = BrainDepth(b, vox)
+    t1_fp = face_distance_footprint(vox, params.t1_neighbourhood_mm)
     band = depth.band(params.cortical_depth_mm)[b]
 
     user_mask = None
@@ -718,8 +768,14 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
         fln = fls / nawm_flair
         sd_t1 = upper_half_sd(t1n[core_wm], float(np.median(t1n[core_wm])))
         curve = fit_flair_given_t1(t1n[~excl], fln[~excl])
+        # T1 values compatible with the voxel: its neighbourhood (FLAIR-T1 registration error
+        # and different blurring at tissue borders) widened by the T1 noise.
         tol = params.t1_uncertainty_sd * sd_t1
-        m_env, s_env = curve.envelope(t1n, tol)
+        t1_img = np.full(b.shape, np.nan)
+        t1_img[b] = t1n
+        t1_lo = ndimage.minimum_filter(np.where(b, t1_img, np.inf), footprint=t1_fp)[b] - tol
+        t1_hi = ndimage.maximum_filter(np.where(b, t1_img, -np.inf), footprint=t1_fp)[b] + tol
+        m_env, s_env = curve.envelope(t1_lo, t1_hi)
         # Pure GM is a minority of its T1 bins when the cortex is thin: also bound normal FLAIR
         # by the CSF-GM-WM mixing lines through the pure-GM vertex of the cortical band.
         sd_t1_raw = upper_half_sd(t1v[sel[:, 2]] / wm_t1, 1.0)
@@ -730,7 +786,7 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
             pts_t1 = np.array([curve.centres[0], gm_t1_norm, 1.0])
             pts_fl = np.array([curve.median[0], gm_flair_norm, 1.0])
             if pts_t1[0] < gm_t1_norm:
-                m_env = np.maximum(m_env, tissue_line_envelope(t1n, pts_t1, pts_fl, tol))
+                m_env = np.maximum(m_env, tissue_line_envelope(t1_lo, t1_hi, pts_t1, pts_fl))
         z = np.zeros(b.shape)
         z[b] = (fln - m_env) / np.maximum(s_env, max(sd_fl, 1e-6))
         if user_mask is None:
@@ -742,7 +798,7 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
             core_allowed = np.zeros(b.shape, bool)
             cand = np.nonzero(z >= params.flair_z_threshold)
             core_allowed[cand] = depth(cand, params.edge_margin_mm) >= params.edge_margin_mm
-            lesion_crop = hysteresis_lesions(z, fl_img, fls_img, core_allowed, b, params, vv)
+            lesion_crop = hysteresis_lesions(z, fl_img, fls_img, core_allowed, b, params, vox)
 
     lesion = np.zeros(t1.shape, bool)
     lesion[sl] = lesion_crop & b
