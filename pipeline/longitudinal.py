@@ -35,9 +35,9 @@ Connected components use 26-connectivity throughout.
   ``touching_max_surface_fraction`` of the group's old-lesion surface (the one-voxel shell of the
   grown a-mask), each qualifying piece is a new lesion (``touches_existing`` = 1, its own row)
   and its volume is removed from the group; otherwise they wrap the old lesion (concentric
-  growth) and the group is judged by the enlarging rule. The rising pieces must also be one-sided: their common
-  centroid lies at least ``touching_min_offset_fraction`` x the old lesion's equivalent-sphere
-  radius away from the old lesion's centroid (thick slices can cut a concentric shell into two
+  growth) and the group is judged by the enlarging rule. The rising pieces must also be
+  one-sided: their common centroid lies at least ``touching_min_offset_fraction`` x the old
+  lesion's equivalent-sphere radius away from the old lesion's centroid (thick slices can cut a concentric shell into two
   caps that each border little surface, but they stay centred). A piece bordering two or more
   old lesions bridges them (a merge) and is never new. Both tests are ratios of lengths or
   areas, hence the same at 1 mm, 2 mm and 1 x 1 x 3 mm voxels.
