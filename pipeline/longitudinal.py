@@ -31,18 +31,18 @@ Connected components use 26-connectivity throughout.
   test is reported with class ``unconfirmed`` and not counted.
 * **New T2 touching an old lesion.** In a group with a-components, the b voxels outside the grown
   a-mask form pieces (26-connected). Pieces with volume >= ``min_new_lesion_volume_mm3`` and a
-  FLAIR rise qualify. If all pieces with a FLAIR rise (of any size) together border less than
-  ``touching_max_surface_fraction`` of the group's old-lesion surface (the one-voxel shell of the
-  grown a-mask), each qualifying piece is a new lesion (``touches_existing`` = 1, its own row)
-  and its volume is removed from the group; otherwise they wrap the old lesion (concentric
-  growth) and the group is judged by the enlarging rule. The rising pieces must also be
-  one-sided: their common centroid lies at least ``touching_min_offset_fraction`` x the old
-  lesion's equivalent-sphere radius away from the old lesion's centroid (thick slices can cut a concentric shell into two
-  caps that each border little surface, but they stay centred). A piece bordering two or more
-  old lesions bridges them (a merge) and is never new. Both tests are ratios of lengths or
-  areas, hence the same at 1 mm, 2 mm and 1 x 1 x 3 mm voxels.
-  ANIMA counts such a lesion when its non-overlapping part is large; lesiontrack calls any
-  touching component an adjacent fragment (never new).
+  FLAIR rise qualify. Each qualifying piece is a new lesion (``touches_existing`` = 1, its own
+  row, its volume removed from the group) when all rising pieces of the group (any size)
+  together (i) border less than ``touching_max_surface_fraction`` of the old lesion's surface
+  (the one-voxel shell of the grown a-mask) and (ii) are one-sided: their common centroid lies
+  at least ``touching_min_offset_fraction`` x the old lesion's equivalent-sphere radius off the
+  old lesion's centroid (thick slices can cut a concentric shell into two caps that each
+  border little surface, but they stay centred). Otherwise they wrap the old lesion
+  (concentric growth) and the group is judged by the enlarging rule. A piece bordering two or
+  more old lesions bridges them (a merge) and is never new. Both tests are ratios of areas or
+  lengths, hence the same at 1 mm, 2 mm and 1 x 1 x 3 mm voxels. ANIMA counts such a lesion
+  when its non-overlapping part is large; lesiontrack calls any touching component an
+  adjacent fragment (never new).
 * **Enlarging / shrinking / stable / resolved.** With the new pieces removed, a group with
   a-components is ``resolved`` when no b voxel remains, ``enlarging`` when
   ``volume_end - volume_start >= enlarging_min_increase_mm3`` and ``>= enlarging_min_increase_pct``
