@@ -87,7 +87,7 @@ from pipeline import io
 from pipeline.errors import InputError
 from pipeline.params import LesionParams
 from pipeline.paths import bids_path, interval_label
-from pipeline.segment import face_distance_footprint
+from pipeline.segment import dilate_labels, face_distance_footprint
 
 CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
 _MAD_TO_SD = 1.4826
@@ -118,8 +118,7 @@ def _dilate_labels(labels: np.ndarray, footprint: np.ndarray) -> np.ndarray:
     voxels outside take the largest neighbouring label (deterministic)."""
     if footprint.size == 1 or not labels.any():
         return labels.copy()
-    grown = ndimage.grey_dilation(labels, footprint=footprint, mode="constant", cval=0)
-    return np.where(labels > 0, labels, grown)
+    return np.where(labels > 0, labels, dilate_labels(labels, footprint))
 
 
 def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, ...] | None:
@@ -338,7 +337,6 @@ def classify_interval(lesion_a: np.ndarray, lesion_b: np.ndarray, flair_norm_a: 
         ijk = csum / count + origin
         return affine[:3, :3] @ ijk + affine[:3, 3]
 
-    vol_a = _per_label(m.la, m.na) * vv
     # --- pieces of b outside the grown a-mask ------------------------------------------------
     outside = (m.lb > 0) & (m.grown_a == 0)
     lp, npieces = ndimage.label(outside, structure=CONNECTIVITY_26)

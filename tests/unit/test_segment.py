@@ -296,3 +296,44 @@ def test_cli_writes_products_deterministically(tmp_path, brain_1mm):
 def test_cli_reports_missing_input(tmp_path, capsys):
     assert main(["--out", str(tmp_path), "--subject", "01", "--session", "m06"]) == 1
     assert "file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("vox", [(1.0, 1.0, 1.0), (2.0, 2.0, 2.0), (1.0, 1.0, 3.0)])
+def test_fast_neighbourhood_filters_match_scipy(vox):
+    from scipy import ndimage
+
+    from pipeline.segment import _neighbourhood_filter, face_distance_footprint
+
+    x = np.random.default_rng(8).normal(size=(12, 13, 14))
+    fp = face_distance_footprint(vox, 1.0)
+    np.testing.assert_array_equal(_neighbourhood_filter(x, fp, "min"),
+                                  ndimage.minimum_filter(x, footprint=fp, mode="nearest"))
+    np.testing.assert_array_equal(_neighbourhood_filter(x, fp, "max"),
+                                  ndimage.maximum_filter(x, footprint=fp, mode="nearest"))
+
+
+def test_block_upsampling_is_linear_interpolation():
+    from scipy import ndimage
+
+    from pipeline.segment import _upsample_linear
+
+    c = np.random.default_rng(9).normal(size=(5, 6, 7))
+    f = np.array([4, 4, 2])
+    expected = ndimage.zoom(c, f, order=1, mode="nearest", grid_mode=True)[:18, :23, :13]
+    np.testing.assert_allclose(_upsample_linear(c, f, (18, 23, 13)), expected, atol=1e-12)
+
+
+def test_dilate_labels_matches_grey_dilation():
+    from scipy import ndimage
+
+    from pipeline.segment import dilate_labels, face_distance_footprint
+
+    labels = np.zeros((20, 20, 20), np.int32)
+    labels[3:6, 3:6, 3:6] = 1
+    labels[7:9, 4:6, 4:6] = 2  # close to 1: contested voxels
+    labels[15, 15, 15] = 3
+    for vox, r in (((1, 1, 1), 2.0), ((2, 2, 2), 1.0), ((1, 1, 3), 1.0)):
+        fp = face_distance_footprint(vox, r)
+        np.testing.assert_array_equal(dilate_labels(labels, fp),
+                                      ndimage.grey_dilation(labels, footprint=fp,
+                                                            mode="constant", cval=0))
