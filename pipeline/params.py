@@ -78,7 +78,10 @@ class RegistrationParams:
     """Rigid registration (SimpleITK, Mattes mutual information) and the subject space."""
 
     mi_histogram_bins: int = 32  # Mattes et al. 2003; ITK default 50, 32 is robust at low res
-    sampling_fraction: float = 0.05  # random MI samples per level; elastix default ~2000-5000 pts
+    # Random MI samples per level, as a fraction of the level's voxels inside the (dilated)
+    # brain mask: 2 % is ~35k points at 1 mm (elastix uses 2000-5000 per iteration); on the
+    # phantom 2 % and 5 % give the same 0.01-0.05 mm error, 2 % in 2/3 of the time.
+    sampling_fraction: float = 0.02
     # ... but at least this many fixed samples per level (inside the mask): ITK draws one sample
     # set per level, so it needs more points than elastix's per-iteration resampling.
     min_metric_samples: int = 20000
@@ -169,7 +172,9 @@ class BrainMaskParams:
     # distance 200 mm as in ANTs brain extraction and fMRIPrep.
     n4_shrink_factor: int = 4
     n4_iterations: tuple[int, ...] = (50, 50, 50, 50)
-    n4_convergence_threshold: float = 1e-3
+    # ITK's default 1e-3 runs ~4x longer on the phantom for the same corrected WM spread
+    # (coefficient of variation 0.0606 vs 0.0608 at 5e-3).
+    n4_convergence_threshold: float = 5e-3
     n4_spline_distance_mm: float = 200.0
 
     def __post_init__(self) -> None:
