@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         "# command: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/phantom_speed.py"
         + (f" --subjects {args.subjects}" if args.subjects != 3 else ""),
         f"# machine: {platform.machine()} {platform.processor() or ''} python "
-        f"{platform.python_version()}; shared host, timings vary with load",
+        f"{platform.python_version()}; shared host, timings vary with load "
+        f"(1-min load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)",
         "\t".join(cols),
     ]
     for preset, voxel, thick, nonras in CONFIGS:
