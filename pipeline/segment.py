@@ -1,7 +1,7 @@
 """Per-session T2/FLAIR lesion and T1-hypointense ("black hole") segmentation in subject space.
 
 Unsupervised, with every threshold in robust standard deviations of the session's own normal
-tissue (``pipeline.params.SegmentationParams``); nothing is trained or tuned on labelled data.
+tissue (``pipeline.params.SegmentationParams``); no parameter is fitted to labelled data.
 
 Method
 ------
@@ -16,7 +16,9 @@ Method
    by N4 is removed first by dividing T1 and FLAIR by their smooth fields measured in normal WM
    (Gaussian sigma ``bias_smoothing_mm``; WM-referenced normalisation as in FreeSurfer's
    mri_normalize, Dale et al. 1999 NeuroImage 9:179). Candidates are then excluded and the
-   fields and statistics re-estimated, ``normalisation_iterations`` times.
+   fields and statistics re-estimated (``normalisation_iterations`` passes in all). The
+   corrected, normalised T1 is written too (``desc-norm`` T1w, WM = 1): the longitudinal stage
+   uses it to confirm new black holes.
 3. **Hyperintensity.** Jack et al. 2001 (Stroke 32:1325) threshold FLAIR at a fixed number of SDs
    above normal tissue; LST-LGA (Schmidt et al. 2012 NeuroImage 59:3774) measures FLAIR
    hyperintensity relative to the T1 tissue class of the voxel. Both break down at tissue borders
@@ -65,6 +67,14 @@ Labels of ``desc-lesion`` dseg are connected components (26-connectivity) number
 their first voxel (``scipy.ndimage.label`` raster order), hence deterministic.
 A user-supplied lesion mask (``--lesion-mask``, native T1 space) replaces step 4; it is resampled
 into subject space (linear, thresholded at 0.5) and steps 1-3 and 5 still run.
+
+Limitations: a lesion whose FLAIR does not exceed the brightest normal tissue of its T1 by the
+threshold is not found. For T1 iso/mildly hypointense lesions (T1 between GM and WM) that
+tissue is GM/WM partial volume or deep GM, and small black holes blurred by partial volume
+reach GM-like T1, so lesions only as bright as GM are missed, especially small ones at 2 mm
+voxels. Tissue brighter on FLAIR than any normal tissue of its T1 (e.g. deep GM above the
+cortex-WM mixing line) can be called lesion; such false positives are stable across sessions
+and are not counted as new by the longitudinal stage, which requires a FLAIR rise.
 """
 
 from __future__ import annotations
