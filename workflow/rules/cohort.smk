@@ -51,7 +51,7 @@ rule stats:
         params=str(PARAMS_JSON),
     output:
         stats=report(str(OUT / "group_stats.tsv"), caption="../report/group_stats.rst",
-                     category="Statistics"),
+                     category="Group comparison"),
         notes=str(OUT / "group_stats_notes.tsv"),
     params:
         arms=" ".join(ARMS),
