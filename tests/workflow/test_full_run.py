@@ -46,6 +46,15 @@ def ci_run(repo, tool_env, tmp_path_factory):
     return bids, Path(f"{bids}-truth"), out
 
 
+def test_snakemake_report_of_the_run(repo, tool_env, ci_run, tmp_path):
+    bids, _, out = ci_run
+    html = tmp_path / "snakemake_report.html"
+    res = snakemake(repo, tool_env, f"bids_dir={bids}", f"out_dir={out}",
+                    extra=("--report", str(html)))
+    assert res.returncode == 0, res.stderr[-5000:]
+    assert html.stat().st_size > 10_000
+
+
 def test_outputs_follow_the_contract(ci_run):
     bids, _, out = ci_run
     participants = read_tsv(bids / "participants.tsv")
