@@ -136,4 +136,7 @@ def subject_figures():
 
 
 def final_targets():
-    return [str(OUT / "endpoints.tsv"), str(OUT / "group_stats.tsv"), str(OUT / "report.html")]
+    targets = [str(OUT / "endpoints.tsv"), str(OUT / "group_stats.tsv"), str(OUT / "report.html")]
+    if PHANTOM:
+        targets.append(str(OUT / "evaluation" / "scores.tsv"))
+    return targets

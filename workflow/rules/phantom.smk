@@ -25,3 +25,25 @@ if PHANTOM:
         shell:
             "python -m pipeline phantom --preset {params.preset} --seed {params.seed}"
             " {params.subjects} --out {params.bids} --truth-dir {output.truth} --preview > {log} 2>&1"
+
+    rule evaluate:
+        # Phantom runs only: score the endpoints and the lesion tables against the ground truth.
+        input:
+            endpoints=str(OUT / "endpoints.tsv"),
+            truth=str(TRUTH),
+            params=str(PARAMS_JSON),
+        output:
+            scores=report(str(OUT / "evaluation" / "scores.tsv"),
+                          caption="../report/evaluation.rst", category="Accuracy against truth"),
+            errors=str(OUT / "evaluation" / "errors.tsv"),
+        params:
+            out=lambda wildcards: str(OUT),
+            bids=lambda wildcards: str(BIDS),
+        log:
+            str(LOGS / "evaluate" / "evaluate.log"),
+        conda:
+            "../envs/pipeline.yaml"
+        shell:
+            "python -m pipeline evaluate --derivatives {params.out} --truth {input.truth}"
+            " --bids {params.bids} --params {input.params} --out {output.scores}"
+            " --errors {output.errors} > {log} 2>&1"
