@@ -617,19 +617,16 @@ def wm_reference_field(image: np.ndarray, reference: np.ndarray, sigma_mm: float
         return np.ones(shape)
     vox = _voxel_size(voxel_size_mm)
     f = np.maximum(1, np.round(work_mm / vox).astype(int))
-    padded = tuple(int(np.ceil(n / k) * k) for n, k in zip(shape, f))
-    pad = [(0, p - n) for p, n in zip(padded, shape)]
-    w = np.pad(reference.astype(np.float64), pad)
-    v = np.pad(np.asarray(image, dtype=np.float64), pad) * w
-    coarse_shape = tuple(p // k for p, k in zip(padded, f))
 
     def block(a: np.ndarray) -> np.ndarray:
-        return a.reshape(coarse_shape[0], f[0], coarse_shape[1], f[1], coarse_shape[2],
-                         f[2]).sum(axis=(1, 3, 5))
+        # block sums (the last block of an axis may be partial, as zero padding would give)
+        for axis, k in enumerate(f):
+            a = np.add.reduceat(a, np.arange(0, a.shape[axis], k), axis=axis)
+        return a
 
     sigma = sigma_mm / (vox * f)
-    num = ndimage.gaussian_filter(block(v), sigma, mode="constant")
-    den = ndimage.gaussian_filter(block(w), sigma, mode="constant")
+    num = ndimage.gaussian_filter(block(np.where(reference, image, 0.0)), sigma, mode="constant")
+    den = ndimage.gaussian_filter(block(reference.astype(np.float64)), sigma, mode="constant")
     with np.errstate(invalid="ignore", divide="ignore"):
         coarse = np.where(den > 1e-3 * den.max(), num / den, np.nan)
     # Where no WM is near (outside the brain), continue the field from the nearest estimate.

@@ -337,3 +337,25 @@ def test_dilate_labels_matches_grey_dilation():
         np.testing.assert_array_equal(dilate_labels(labels, fp),
                                       ndimage.grey_dilation(labels, footprint=fp,
                                                             mode="constant", cval=0))
+
+
+def test_cli_user_lesion_mask_resampled_into_subject_space(tmp_path, brain_1mm):
+    import SimpleITK as sitk
+
+    t1, fl, brain, truth, _, affine = brain_1mm
+    _write_session(tmp_path, "01", "m06", t1, fl, brain, affine)
+    io.save_nifti(bids_path(tmp_path, "01", space="subject", desc="template", suffix="T1w"),
+                  t1, affine, np.float32)
+    xfm = bids_path(tmp_path, "01", "m06", from_="T1w", to="subject", mode="image",
+                    suffix="xfm", ext=".txt")
+    sitk.WriteTransform(sitk.Euler3DTransform(), str(xfm))  # native T1 grid = subject grid
+    user = tmp_path / "manual_mask.nii.gz"
+    io.save_nifti(user, truth, affine, np.uint8)
+    assert main(["--out", str(tmp_path), "--subject", "01", "--session", "m06",
+                 "--lesion-mask", str(user)]) == 0
+    mask, _, _ = io.load_nifti(bids_path(tmp_path, "01", "m06", space="subject", desc="lesion",
+                                         suffix="mask"))
+    assert dice(mask > 0, truth) > 0.95
+    qc = json.loads(bids_path(tmp_path, "01", "m06", space="subject", desc="lesion", suffix="qc",
+                              ext=".json").read_text())
+    assert qc["lesion_source"] == "user mask"
