@@ -23,8 +23,9 @@ import numpy as np
 
 from pipeline import io
 from pipeline.errors import InputError
-from pipeline.params import InputCheckParams, override
+from pipeline.params import InputCheckParams
 from pipeline.paths import raw_image
+from pipeline.settings import load_params
 
 #: What to tell the user when the image itself is broken.
 _REEXPORT = "re-export the scan from the scanner/PACS or re-convert it (e.g. dcm2niix)"
@@ -130,8 +131,8 @@ def check_image(data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header |
     if fov_mm.min() < params.min_fov_mm or fov_mm.max() > params.max_fov_mm:
         raise _fail(path, role, "field of view", f"field of view "
                     f"{np.round(fov_mm, 1).tolist()} mm is outside [{params.min_fov_mm}, "
-                    f"{params.max_fov_mm}] mm", "a partial slab or wrong voxel size; acquire/export "
-                    "the whole head or fix the header's voxel size")
+                    f"{params.max_fov_mm}] mm", "a partial slab or wrong voxel size; "
+                    "acquire/export the whole head or fix the header's voxel size")
     return values
 
 
@@ -235,18 +236,6 @@ def check_session(t1_path: str | Path, flair_path: str | Path,
     return info
 
 
-def load_params(path: str | Path | None, *classes: type) -> list:
-    """Parameter objects of ``classes``, with overrides from a params JSON file.
-
-    The file is the one ``python -m pipeline settings`` writes (class name -> {field: value});
-    :func:`pipeline.settings.load_params` validates every group, so a typo fails in any step.
-    """
-    from pipeline.settings import load_params as load_all
-
-    resolved = load_all(path)
-    return [resolved[cls.__name__] for cls in classes]
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m pipeline validate --bids DIR --subject S --session T [--params JSON]``."""
     parser = argparse.ArgumentParser(prog="python -m pipeline validate",
@@ -254,10 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bids", required=True, help="BIDS raw dataset root")
     parser.add_argument("--subject", required=True, help="subject label without 'sub-'")
     parser.add_argument("--session", required=True, help="session label without 'ses-'")
-    parser.add_argument("--params", help="JSON file: {\"InputCheckParams\": {field: value}}")
+    parser.add_argument("--params", help="parameter JSON ({class name: {field: value}}, as "
+                        "written by 'python -m pipeline settings'); uses InputCheckParams")
     args = parser.parse_args(argv)
     try:
-        (params,) = load_params(args.params, InputCheckParams)
+        params = load_params(args.params)["InputCheckParams"]
         t1 = raw_image(args.bids, args.subject, args.session, "T1w")
         flair = raw_image(args.bids, args.subject, args.session, "FLAIR")
         info = check_session(t1, flair, params)
@@ -266,5 +256,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"validate sub-{args.subject} ses-{args.session}: ok (T1w {info['T1w']['shape']} @ "
           f"{info['T1w']['voxel_mm']} mm, FLAIR {info['FLAIR']['shape']} @ "
-          f"{info['FLAIR']['voxel_mm']} mm, overlap {100 * info['t1_flair_overlap_fraction']:.0f} %)")
+          f"{info['FLAIR']['voxel_mm']} mm, overlap "
+          f"{100 * info['t1_flair_overlap_fraction']:.0f} %)")
     return 0

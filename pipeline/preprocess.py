@@ -33,7 +33,7 @@ import SimpleITK as sitk
 
 from pipeline import io
 from pipeline.brainmask import brain_mask
-from pipeline.checks import check_overlap, load_checked, load_params
+from pipeline.checks import check_overlap, load_checked
 from pipeline.errors import InputError, RegistrationError
 from pipeline.intensity import n4_correct_image
 from pipeline.params import BrainMaskParams, InputCheckParams, RegistrationParams
@@ -50,6 +50,7 @@ from pipeline.registration import (
     sitk_to_nifti,
     write_transform,
 )
+from pipeline.settings import load_params
 
 
 @dataclass
@@ -208,14 +209,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subject", required=True, help="subject label without 'sub-'")
     parser.add_argument("--session", required=True, help="session label without 'ses-'")
     parser.add_argument("--out", required=True, help="derivatives directory")
-    parser.add_argument("--params", help="JSON file: {\"RegistrationParams\": {...}, "
-                        "\"InputCheckParams\": {...}, \"BrainMaskParams\": {...}}")
+    parser.add_argument("--params", help="parameter JSON ({class name: {field: value}}, as "
+                        "written by 'python -m pipeline settings'); uses InputCheckParams, "
+                        "RegistrationParams and BrainMaskParams")
     parser.add_argument("--threads", type=int, default=1,
                         help="SimpleITK threads (default 1: bit-reproducible outputs)")
     args = parser.parse_args(argv)
     try:
-        check_params, reg_params, mask_params = load_params(
-            args.params, InputCheckParams, RegistrationParams, BrainMaskParams)
+        params = load_params(args.params)
+        check_params = params["InputCheckParams"]
+        reg_params = params["RegistrationParams"]
+        mask_params = params["BrainMaskParams"]
         set_threads(args.threads)
         out = preprocess_session_files(args.bids, args.subject, args.session, args.out,
                                        check_params, reg_params, mask_params)

@@ -16,10 +16,13 @@ fixed/reference space (LPS) to points of the moving image (LPS), i.e. it is what
 Method
 ------
 Pairwise rigid registration maximises Mattes mutual information (Mattes et al. 2003) with a
-regular-step gradient descent over a coarse-to-fine pyramid (``RegistrationParams``), random
-metric sampling with a fixed seed, inside the fixed image's brain mask, starting from a
-centred initialisation (image centres); when the result is implausible a second start from the
-image moments (centres of mass and principal axes) is tried before the pair is refused.
+regular-step gradient descent over a coarse-to-fine pyramid (``RegistrationParams``; each level
+on images block-averaged to its voxel size and smoothed), random metric sampling with a fixed
+seed, inside the fixed image's brain mask grown by a few mm. Session-to-session T1 starts with
+the brain-mask centres aligned, FLAIR-to-T1 (one session, one scanner frame) from the
+identity; when a result is implausible (similarity below threshold, rotation above
+``max_rotation_deg``, optimiser not converged) the next start is tried (identity, then the
+image moments) before the pair is refused with a :class:`RegistrationError`.
 
 The subject space follows the within-subject template idea of Reuter et al. (2010, 2012;
 FreeSurfer longitudinal stream) and of MSSEG-2 preprocessing: every session's T1 is registered
@@ -60,9 +63,9 @@ import SimpleITK as sitk
 
 from pipeline import io
 from pipeline.errors import InputError, RegistrationError
-from pipeline.checks import load_params
 from pipeline.params import RegistrationParams
 from pipeline.paths import bids_path
+from pipeline.settings import load_params
 
 #: RAS <-> LPS: negate x and y (its own inverse).
 _FLIP = np.diag([-1.0, -1.0, 1.0])
@@ -485,11 +488,11 @@ def register_rigid_images(fixed: sitk.Image, moving: sitk.Image, params: Registr
                           initialisations: tuple[str, ...] = ("mask_centroid", "identity",
                                                               "moments")
                           ) -> RigidResult:
-    """Rigidly register ``moving`` to ``fixed`` (SimpleITK images, float), refusing implausible fits.
+    """Rigidly register ``moving`` to ``fixed`` (SimpleITK images), refusing implausible fits.
 
     Tries the initialisations in order (by default brain-mask centres aligned, then the
-    identity, then the image moments) until one gives a plausible result (similarity at least the threshold,
-    rotation at most ``params.max_rotation_deg``, optimiser converged).
+    identity, then the image moments) until one gives a plausible result (similarity at least
+    the threshold, rotation at most ``params.max_rotation_deg``, optimiser converged).
 
     Parameters
     ----------
@@ -957,12 +960,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="derivatives directory (preprocess output)")
     parser.add_argument("--subject", required=True, help="subject label without 'sub-'")
     parser.add_argument("--sessions", required=True, nargs="+", help="session labels")
-    parser.add_argument("--params", help="JSON file: {\"RegistrationParams\": {field: value}}")
+    parser.add_argument("--params", help="parameter JSON ({class name: {field: value}}, as "
+                        "written by 'python -m pipeline settings'); uses RegistrationParams")
     parser.add_argument("--threads", type=int, default=1,
                         help="SimpleITK threads (default 1: bit-reproducible transforms)")
     args = parser.parse_args(argv)
     try:
-        (params,) = load_params(args.params, RegistrationParams)
+        params = load_params(args.params)["RegistrationParams"]
         set_threads(args.threads)
         written = register_subject_files(args.out, args.subject, args.sessions, params)
     except (InputError, RegistrationError) as exc:

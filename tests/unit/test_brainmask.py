@@ -50,7 +50,8 @@ def layered_head(shape, affine, anat_to_world=np.eye(4), contrast="t1", seed=0, 
         v[~brain] = 0.0
     else:
         rng = np.random.default_rng(seed)
-        v = np.abs(v + noise * rng.standard_normal(len(v)) + 1j * noise * rng.standard_normal(len(v)))
+        n = len(v)
+        v = np.abs(v + noise * rng.standard_normal(n) + 1j * noise * rng.standard_normal(n))
     return v.reshape(shape).astype(np.float32), brain.reshape(shape)
 
 

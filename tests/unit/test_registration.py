@@ -317,3 +317,24 @@ def test_resample_to_subject_agrees_with_point_mapping(tmp_path):
     with pytest.raises(InputError, match="interpolation"):
         resample_to_subject(tmp_path / "lesion.nii.gz", tmp_path / "template.nii.gz", [path],
                             interpolation="cubic")
+
+
+def test_rotation_above_limit_is_refused():
+    shape = (48, 48, 48)
+    affine = grid_affine(shape)
+    fixed, mask = textured_blob(shape, affine, seed=1)
+    moving, _ = textured_blob(shape, affine, rigid_ras((0, 0, 8), (0, 0, 0)), seed=2)
+    with pytest.raises(RegistrationError, match=r"rotation [78]\.\d deg > 3\.0 deg"):
+        register_rigid(fixed, affine, moving, affine, RegistrationParams(max_rotation_deg=3.0),
+                       fixed_mask=mask)
+
+
+def test_register_cli_reports_missing_inputs(tmp_path, capsys):
+    from pipeline.registration import main
+
+    argv = ["--out", str(tmp_path), "--subject", "01", "--sessions", "baseline", "m06"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "sub-01_ses-baseline_desc-n4_T1w.nii.gz: file not found" in err
+    assert main(["--out", str(tmp_path), "--subject", "01", "--sessions", "a", "a"]) == 1
+    assert "distinct" in capsys.readouterr().err
