@@ -32,12 +32,11 @@ Method
 
    where the T1 range spans the T1 of the voxel's neighbourhood (``t1_neighbourhood_mm``:
    FLAIR-T1 registration error and different blurring at tissue borders) widened by
-   ``t1_uncertainty_sd`` x the T1 noise SD, and the median is also bounded below by the
-   CSF-GM-WM mixing lines through the pure-GM vertex (:func:`grey_matter_vertex`), since pure
-   GM is a minority of its T1 bins when the cortex is thin: its excess over the brightest normal
-   tissue compatible with its T1, in robust SDs of that tissue and never less than the NAWM SD.
-   In pure WM this is exactly the NAWM z-score of Jack et al.; in GM it is the excess over GM
-   (the LGA view); CSF is excluded implicitly (CSF is dark on FLAIR), which keeps black holes,
+   ``t1_uncertainty_sd`` x the T1 noise SD: its excess over the brightest normal tissue
+   compatible with its T1 and with the T1 around it, in robust SDs of that tissue and never
+   less than the NAWM SD. In pure WM this is exactly the NAWM z-score of Jack et al.; in GM it
+   is the excess over GM (the LGA view); CSF is excluded implicitly (CSF is dark on FLAIR),
+   which keeps black holes,
    whose T1 is CSF-like but whose FLAIR is bright. T1 and FLAIR are smoothed inside the brain
    (Gaussian, ``smoothing_mm``) before scoring; the z unit is at least the robust SD of
    unsmoothed NAWM FLAIR, so smoothing only suppresses noise and does not sharpen the threshold.
@@ -72,9 +71,10 @@ Limitations: a lesion whose FLAIR does not exceed the brightest normal tissue of
 threshold is not found. For T1 iso/mildly hypointense lesions (T1 between GM and WM) that
 tissue is GM/WM partial volume or deep GM, and small black holes blurred by partial volume
 reach GM-like T1, so lesions only as bright as GM are missed, especially small ones at 2 mm
-voxels. Tissue brighter on FLAIR than any normal tissue of its T1 (e.g. deep GM above the
-cortex-WM mixing line) can be called lesion; such false positives are stable across sessions
-and are not counted as new by the longitudinal stage, which requires a FLAIR rise.
+voxels. Tissue brighter on FLAIR than most normal tissue of its T1 (e.g. deep GM among GM/WM
+partial-volume voxels of the same T1) can be called lesion; such false positives are stable
+across sessions and are not counted as new by the longitudinal stage, which requires a FLAIR
+rise.
 """
 
 from __future__ import annotations
@@ -383,27 +383,6 @@ def grey_matter_vertex(t1_norm: np.ndarray, flair_norm: np.ndarray, sd_t1: float
     if not (t0 < t_gm < t2):
         return nan
     return float(t_gm), float(s1 * t_gm + c1)
-
-
-def tissue_line_envelope(t1_lo: np.ndarray, t1_hi: np.ndarray, points_t1: np.ndarray,
-                         points_flair: np.ndarray) -> np.ndarray:
-    """Brightest FLAIR on the piecewise-linear mixing lines through ``points`` for T1 anywhere
-    in ``[t1_lo, t1_hi]`` (flat beyond the end points).
-
-    Parameters
-    ----------
-    t1_lo, t1_hi : ndarray (N,), normalised T1 range compatible with each voxel
-    points_t1, points_flair : ndarray (P,), increasing ``points_t1`` (e.g. CSF, GM, WM)
-
-    Returns
-    -------
-    ndarray (N,)
-    """
-    env = np.maximum(np.interp(t1_lo, points_t1, points_flair),
-                     np.interp(t1_hi, points_t1, points_flair))
-    for t, f in zip(points_t1, points_flair):
-        env = np.where((t1_lo <= t) & (t <= t1_hi) & (f > env), f, env)
-    return env
 
 
 def dilate_labels(labels: np.ndarray, footprint: np.ndarray) -> np.ndarray:
@@ -856,17 +835,6 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
         t1_lo = _neighbourhood_filter(np.where(b, t1_img, np.inf), t1_fp, "min")[b] - tol
         t1_hi = _neighbourhood_filter(np.where(b, t1_img, -np.inf), t1_fp, "max")[b] + tol
         m_env, s_env = curve.envelope(t1_lo, t1_hi)
-        # Pure GM is a minority of its T1 bins when the cortex is thin: also bound normal FLAIR
-        # by the CSF-GM-WM mixing lines through the pure-GM vertex of the cortical band.
-        sd_t1_raw = upper_half_sd(t1v[sel[:, 2]] / wm_t1, 1.0)
-        band_na = band & ~excl
-        gm_t1_norm, gm_flair_norm = grey_matter_vertex(t1v[band_na] / wm_t1,
-                                                       flv[band_na] / nawm_flair, sd_t1_raw)
-        if np.isfinite(gm_t1_norm):
-            pts_t1 = np.array([curve.centres[0], gm_t1_norm, 1.0])
-            pts_fl = np.array([curve.median[0], gm_flair_norm, 1.0])
-            if pts_t1[0] < gm_t1_norm:
-                m_env = np.maximum(m_env, tissue_line_envelope(t1_lo, t1_hi, pts_t1, pts_fl))
         z = np.zeros(b.shape)
         z[b] = (fln - m_env) / np.maximum(s_env, max(sd_fl, 1e-6))
         if user_mask is None:
@@ -894,7 +862,12 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
     t_crop[b] = hard.astype(np.uint8) + 1
     tissue[sl] = t_crop
 
-    # GM reference for black holes: the pure cortical GM vertex (last iteration).
+    # GM reference for black holes: the pure cortical GM vertex of the cortical band.
+    excl = ndimage.binary_dilation(lesion[sl], structure=CONNECTIVITY_26)[b]
+    sd_t1_raw = upper_half_sd(t1v[sel[:, 2]] / wm_t1, 1.0)
+    band_na = band & ~excl
+    gm_t1_norm, gm_flair_norm = grey_matter_vertex(t1v[band_na] / wm_t1,
+                                                   flv[band_na] / nawm_flair, sd_t1_raw)
     if not np.isfinite(gm_t1_norm):  # no measurable vertex: fall back to the T1 mixture
         gm_t1_norm = float(model.means[1] / wm_t1)
         gm_flair_norm = float("nan")
