@@ -36,8 +36,7 @@ Method
    compatible with its T1 and with the T1 around it, in robust SDs of that tissue and never
    less than the NAWM SD. In pure WM this is exactly the NAWM z-score of Jack et al.; in GM it
    is the excess over GM (the LGA view); CSF is excluded implicitly (CSF is dark on FLAIR),
-   which keeps black holes,
-   whose T1 is CSF-like but whose FLAIR is bright. T1 and FLAIR are smoothed inside the brain
+   which keeps black holes, whose T1 is CSF-like but whose FLAIR is bright. T1 and FLAIR are smoothed inside the brain
    (Gaussian, ``smoothing_mm``) before scoring; the z unit is at least the robust SD of
    unsmoothed NAWM FLAIR, so smoothing only suppresses noise and does not sharpen the threshold.
 4. **Lesions.** Cores: ``z >= flair_z_threshold`` at least ``edge_margin_mm`` inside the brain
