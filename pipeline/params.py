@@ -111,8 +111,10 @@ class RegistrationParams:
     # aligned T1 pairs correlate at >= 0.9 inside the brain on the phantom (SNR 25, bias, new
     # lesions) while a 5 mm / 8 deg misregistration falls to ~0.5; 0.7 lies between.
     min_post_registration_ncc: float = 0.7
-    # Same for FLAIR -> T1 (different contrasts): Studholme NMI, 1 = independent images.
-    min_post_registration_nmi: float = 1.05
+    # Same for FLAIR -> T1 (different contrasts): Studholme NMI inside the brain, 32 bins.
+    # Unrelated images give 1.00-1.01 (finite-sample bias), aligned phantom T1/FLAIR
+    # 1.10-1.13 (2-D thick-slice FLAIR included); 1.03 refuses only the implausible.
+    min_post_registration_nmi: float = 1.03
     # Head positions between sessions differ by a few degrees; > 45 deg is a wrong optimum.
     max_rotation_deg: float = 45.0
     seed: int = 20160601  # fixed sampling seed: same inputs, same transforms
