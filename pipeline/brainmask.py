@@ -200,7 +200,8 @@ def brain_mask(data: np.ndarray, affine: np.ndarray, params: BrainMaskParams | N
     Raises
     ------
     InputError
-        When no brain can be found.
+        When no brain can be found or its volume is implausible (a failed mask would
+        silently corrupt N4, registration and lesion masks downstream).
     """
     params = params or BrainMaskParams()
     voxel_mm = np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0)
@@ -208,6 +209,11 @@ def brain_mask(data: np.ndarray, affine: np.ndarray, params: BrainMaskParams | N
     mask = stripped_brain_mask(data, params) if stripped else whole_head_brain_mask(
         data, affine, params)
     volume_ml = float(mask.sum()) * float(np.prod(voxel_mm)) / 1000.0
-    if volume_ml <= 0:
-        raise InputError("the brain mask is empty; check the T1 image")
+    lo, hi = params.min_brain_volume_ml, params.max_brain_volume_ml
+    if not lo <= volume_ml <= hi:
+        kind = "skull-stripped" if stripped else "whole-head"
+        raise InputError(f"brain mask of {volume_ml:.0f} mL ({kind} T1 detected) is outside the "
+                         f"plausible [{lo:.0f}, {hi:.0f}] mL (BrainMaskParams.min/"
+                         "max_brain_volume_ml): check the T1 image (contrast, field of view, "
+                         "voxel size) or supply it skull-stripped")
     return mask, {"skull_stripped": bool(stripped), "brain_volume_ml": volume_ml}

@@ -170,6 +170,10 @@ class BrainMaskParams:
     # Closing radius that wraps the brain envelope over sulcal CSF (sulci are 1-3 mm wide,
     # up to ~5 mm in atrophy).
     closing_mm: float = 5.0
+    # A brain mask outside this volume range is a failure, not a brain (adult intracranial
+    # volume 1.1-1.9 L; severe atrophy or a child's brain stays above 0.5 L).
+    min_brain_volume_ml: float = 500.0
+    max_brain_volume_ml: float = 2500.0
     # N4 (Tustison et al. 2010): fitting on a shrunk image, ITK defaults otherwise; B-spline
     # distance 200 mm as in ANTs brain extraction and fMRIPrep.
     n4_shrink_factor: int = 4
@@ -191,6 +195,9 @@ class BrainMaskParams:
                  self.tissue_fraction_of_wm, "a fraction in (0, 1)")
         for name in ("smoothing_mm", "erosion_mm", "closing_mm"):
             _require(getattr(self, name) >= 0, n, name, getattr(self, name), ">= 0")
+        _require(0 <= self.min_brain_volume_ml < self.max_brain_volume_ml, n,
+                 "min_brain_volume_ml", self.min_brain_volume_ml,
+                 "0 <= min_brain_volume_ml < max_brain_volume_ml")
         _require(self.n4_shrink_factor >= 1, n, "n4_shrink_factor", self.n4_shrink_factor, ">= 1")
         _require(len(self.n4_iterations) >= 1 and min(self.n4_iterations) >= 1, n,
                  "n4_iterations", self.n4_iterations, "one or more positive counts per level")

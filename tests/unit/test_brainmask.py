@@ -104,6 +104,14 @@ def test_anisotropic_and_non_ras_grids():
         assert dice(mask, truth) > 0.95
 
 
+def test_implausible_brain_volume_is_refused():
+    shape, aff = head_affine(3.0)
+    img, _ = layered_head(shape, aff)
+    with pytest.raises(InputError, match=r"brain mask of \d+ mL .* outside the plausible"):
+        brain_mask(img, aff, BrainMaskParams(min_brain_volume_ml=2000.0,
+                                             max_brain_volume_ml=3000.0))
+
+
 def test_erosion_that_removes_everything_is_refused():
     shape, aff = head_affine(3.0)
     img, _ = layered_head(shape, aff)

@@ -9,6 +9,7 @@ import pytest
 import SimpleITK as sitk
 
 from pipeline import io, preprocess
+from pipeline.errors import RegistrationError
 from pipeline.intensity import n4_correct
 from pipeline.paths import bids_path, raw_image
 from pipeline.registration import read_transform, rigid_to_matrix, set_threads
@@ -75,6 +76,16 @@ def test_preprocess_session_registers_thick_slice_flair():
     # FLAIR and T1 share the head pose: the true FLAIR -> T1 map is the identity.
     assert mean_error_mm(rigid_to_matrix(out.flair_to_t1), np.eye(4), brain, aff) < 0.5
     assert out.flair_n4.shape == f_shape
+
+
+def test_preprocess_session_refuses_an_unrelated_flair():
+    shape, aff = head_affine(3.0)
+    t1, _, _ = _session(shape, aff, np.eye(4))
+    f_shape = (shape[0], shape[1], shape[2] // 2)
+    f_aff = aff @ np.diag([1.0, 1.0, 2.0, 1.0])
+    noise = np.random.default_rng(7).random(f_shape).astype(np.float32) * 500
+    with pytest.raises(RegistrationError, match=r"sub-01 ses-m06 FLAIR -> T1w refused.*nmi"):
+        preprocess.preprocess_session(t1, aff, noise, f_aff, label="sub-01 ses-m06")
 
 
 def test_preprocess_cli_writes_every_product(tmp_path, capsys):
