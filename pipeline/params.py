@@ -225,6 +225,9 @@ class SegmentationParams:
     # Gaussian sigma (mm) of the within-brain smoothing of T1 and FLAIR before detection: noise
     # suppression at the scale of the smallest lesion counted (3 mm across; MAGNIMS 2016).
     smoothing_mm: float = 1.0
+    # Bound normal FLAIR below by the CSF-GM-WM mixing lines through the pure-GM vertex (at the
+    # voxel's own T1): where the cortex is thin, pure GM is a minority of its T1 bins.
+    grey_matter_bound: bool = True
     # Normal FLAIR is predicted from the T1 of the voxel's neighbourhood within this distance
     # (mm from the voxel faces): tolerates FLAIR-T1 misregistration and unequal blurring of
     # about one voxel at tissue borders (the registration accuracy target is 0.5 mm).

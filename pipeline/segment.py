@@ -32,8 +32,12 @@ Method
 
    where the T1 range spans the T1 of the voxel's neighbourhood (``t1_neighbourhood_mm``:
    FLAIR-T1 registration error and different blurring at tissue borders) widened by
-   ``t1_uncertainty_sd`` x the T1 noise SD: its excess over the brightest normal tissue
-   compatible with its T1 and with the T1 around it, in robust SDs of that tissue and never
+   ``t1_uncertainty_sd`` x the T1 noise SD; with ``grey_matter_bound`` the median is also
+   bounded below, at the voxel's own T1 +- noise, by the CSF-GM-WM mixing lines through the
+   pure-GM vertex of the cortical band (:func:`grey_matter_vertex`), since pure GM (thick
+   cortex, cerebellar folia) is a minority of its T1 bins when the cortex is thin. The score is
+   the voxel's excess over the brightest normal tissue compatible with its T1 and with the T1
+   around it, in robust SDs of that tissue and never
    less than the NAWM SD. In pure WM this is exactly the NAWM z-score of Jack et al.; in GM it
    is the excess over GM (the LGA view); CSF is excluded implicitly (CSF is dark on FLAIR),
    which keeps black holes, whose T1 is CSF-like but whose FLAIR is bright. T1 and FLAIR are smoothed inside the brain
@@ -382,6 +386,27 @@ def grey_matter_vertex(t1_norm: np.ndarray, flair_norm: np.ndarray, sd_t1: float
     if not (t0 < t_gm < t2):
         return nan
     return float(t_gm), float(s1 * t_gm + c1)
+
+
+def mixing_line_envelope(t1_lo: np.ndarray, t1_hi: np.ndarray, points_t1: np.ndarray,
+                         points_flair: np.ndarray) -> np.ndarray:
+    """Brightest FLAIR on the piecewise-linear mixing lines through ``points`` for T1 anywhere
+    in ``[t1_lo, t1_hi]`` (flat beyond the end points).
+
+    Parameters
+    ----------
+    t1_lo, t1_hi : ndarray (N,), normalised T1 range of each voxel
+    points_t1, points_flair : ndarray (P,), increasing ``points_t1`` (e.g. CSF, GM, WM)
+
+    Returns
+    -------
+    ndarray (N,)
+    """
+    env = np.maximum(np.interp(t1_lo, points_t1, points_flair),
+                     np.interp(t1_hi, points_t1, points_flair))
+    for t, f in zip(points_t1, points_flair):
+        env = np.where((t1_lo <= t) & (t <= t1_hi) & (f > env), f, env)
+    return env
 
 
 def dilate_labels(labels: np.ndarray, footprint: np.ndarray) -> np.ndarray:
@@ -834,6 +859,17 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
         t1_lo = _neighbourhood_filter(np.where(b, t1_img, np.inf), t1_fp, "min")[b] - tol
         t1_hi = _neighbourhood_filter(np.where(b, t1_img, -np.inf), t1_fp, "max")[b] + tol
         m_env, s_env = curve.envelope(t1_lo, t1_hi)
+        if params.grey_matter_bound:
+            # Pure GM is a minority of its T1 bins when the cortex is thin, so the median there
+            # is partial volume: bound normal FLAIR below by the CSF-GM-WM mixing lines through
+            # the pure-GM vertex of the cortical band, at the voxel's own T1 (+- noise) only, so
+            # a small black hole next to WM is not compared with GM.
+            gm_v = grey_matter_vertex(t1v[band & ~excl] / wm_t1, flv[band & ~excl] / nawm_flair,
+                                      upper_half_sd(t1v[sel[:, 2]] / wm_t1, 1.0))
+            if np.isfinite(gm_v[0]) and curve.centres[0] < gm_v[0] < 1.0:
+                m_env = np.maximum(m_env, mixing_line_envelope(
+                    t1n - tol, t1n + tol, np.array([curve.centres[0], gm_v[0], 1.0]),
+                    np.array([curve.median[0], gm_v[1], 1.0])))
         z = np.zeros(b.shape)
         z[b] = (fln - m_env) / np.maximum(s_env, max(sd_fl, 1e-6))
         if user_mask is None:
