@@ -37,12 +37,12 @@ Method
    pure-GM vertex of the cortical band (:func:`grey_matter_vertex`), since pure GM (thick
    cortex, cerebellar folia) is a minority of its T1 bins when the cortex is thin. The score is
    the voxel's excess over the brightest normal tissue compatible with its T1 and with the T1
-   around it, in robust SDs of that tissue and never
-   less than the NAWM SD. In pure WM this is exactly the NAWM z-score of Jack et al.; in GM it
-   is the excess over GM (the LGA view); CSF is excluded implicitly (CSF is dark on FLAIR),
-   which keeps black holes, whose T1 is CSF-like but whose FLAIR is bright. T1 and FLAIR are smoothed inside the brain
-   (Gaussian, ``smoothing_mm``) before scoring; the z unit is at least the robust SD of
-   unsmoothed NAWM FLAIR, so smoothing only suppresses noise and does not sharpen the threshold.
+   around it, in robust SDs of that tissue and never less than the NAWM SD. In pure WM this is
+   exactly the NAWM z-score of Jack et al.; in GM it is the excess over GM (the LGA view); CSF
+   is excluded implicitly (CSF is dark on FLAIR), which keeps black holes, whose T1 is CSF-like
+   but whose FLAIR is bright. T1 and FLAIR are smoothed inside the brain (Gaussian,
+   ``smoothing_mm``) before scoring; the z unit is at least the robust SD of unsmoothed NAWM
+   FLAIR, so smoothing only suppresses noise and does not sharpen the threshold.
 4. **Lesions.** Cores: ``z >= flair_z_threshold`` at least ``edge_margin_mm`` inside the brain
    mask (cortical ribbon edge and mask boundary excluded). Hysteresis: voxels with
    ``z >= flair_z_grow_threshold`` connected (26-connectivity) to a core. Each grown component,
