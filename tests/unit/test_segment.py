@@ -359,3 +359,14 @@ def test_cli_user_lesion_mask_resampled_into_subject_space(tmp_path, brain_1mm):
     qc = json.loads(bids_path(tmp_path, "01", "m06", space="subject", desc="lesion", suffix="qc",
                               ext=".json").read_text())
     assert qc["lesion_source"] == "user mask"
+
+
+def test_mixing_line_envelope():
+    from pipeline.segment import mixing_line_envelope
+
+    pts_t1, pts_fl = np.array([0.25, 0.65, 1.0]), np.array([0.25, 1.33, 1.0])
+    lo = np.array([0.6, 0.3, 0.9, 1.1])
+    hi = np.array([0.7, 0.4, 0.95, 1.2])
+    env = mixing_line_envelope(lo, hi, pts_t1, pts_fl)
+    np.testing.assert_allclose(env, [1.33, np.interp(0.4, pts_t1, pts_fl),
+                                     np.interp(0.9, pts_t1, pts_fl), 1.0])
