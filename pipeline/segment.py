@@ -33,9 +33,11 @@ Method
    where the T1 range spans the T1 of the voxel's neighbourhood (``t1_neighbourhood_mm``:
    FLAIR-T1 registration error and different blurring at tissue borders) widened by
    ``t1_uncertainty_sd`` x the T1 noise SD; with ``grey_matter_bound`` the median is also
-   bounded below, at the voxel's own T1 +- noise, by the CSF-GM-WM mixing lines through the
-   pure-GM vertex of the cortical band (:func:`grey_matter_vertex`), since pure GM (thick
-   cortex, cerebellar folia) is a minority of its T1 bins when the cortex is thin. The score is
+   bounded below by the CSF-GM-WM mixing lines through the pure-GM vertex of the cortical band
+   (:func:`grey_matter_vertex`), since pure GM (thick cortex, cerebellar folia) is a minority
+   of its T1 bins when the cortex is thin: over the neighbourhood's T1 range within
+   ``cortical_depth_mm`` of the brain surface, at the voxel's own T1 +- noise deeper (so a
+   small black hole next to WM is not compared with GM). The score is
    the voxel's excess over the brightest normal tissue compatible with its T1 and with the T1
    around it, in robust SDs of that tissue and never less than the NAWM SD. In pure WM this is
    exactly the NAWM z-score of Jack et al.; in GM it is the excess over GM (the LGA view); CSF
@@ -862,13 +864,16 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
         if params.grey_matter_bound:
             # Pure GM is a minority of its T1 bins when the cortex is thin, so the median there
             # is partial volume: bound normal FLAIR below by the CSF-GM-WM mixing lines through
-            # the pure-GM vertex of the cortical band, at the voxel's own T1 (+- noise) only, so
-            # a small black hole next to WM is not compared with GM.
+            # the pure-GM vertex of the cortical band. In the cortical band, where GM is next
+            # to every voxel, over the neighbourhood's T1 range; deeper, at the voxel's own T1
+            # (+- noise) only, so a small black hole next to WM is not compared with GM.
             gm_v = grey_matter_vertex(t1v[band & ~excl] / wm_t1, flv[band & ~excl] / nawm_flair,
                                       upper_half_sd(t1v[sel[:, 2]] / wm_t1, 1.0))
             if np.isfinite(gm_v[0]) and curve.centres[0] < gm_v[0] < 1.0:
+                lo = np.where(band, t1_lo, t1n - tol)
+                hi = np.where(band, t1_hi, t1n + tol)
                 m_env = np.maximum(m_env, mixing_line_envelope(
-                    t1n - tol, t1n + tol, np.array([curve.centres[0], gm_v[0], 1.0]),
+                    lo, hi, np.array([curve.centres[0], gm_v[0], 1.0]),
                     np.array([curve.median[0], gm_v[1], 1.0])))
         z = np.zeros(b.shape)
         z[b] = (fln - m_env) / np.maximum(s_env, max(sd_fl, 1e-6))
