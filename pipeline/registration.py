@@ -589,11 +589,15 @@ def register_rigid_images(fixed: sitk.Image, moving: sitk.Image, params: Registr
     if plausible:
         return max(plausible, key=lambda r: r.similarity)
     details = "; ".join(f"{r.initialisation} start: {', '.join(p)}" for r, p in results)
-    raise RegistrationError(
+    error = RegistrationError(
         f"registration {pair} refused: {details}. Check that both scans show the same head "
         "(subject/session labels, contrast, field of view) and that the head position is not "
         "extreme; thresholds are RegistrationParams.min_post_registration_"
         f"{name}={threshold} and max_rotation_deg={params.max_rotation_deg}")
+    # The refused attempts, best similarity first, for QC tables.
+    error.attempts = sorted((r for r, _ in results), key=lambda r: -np.nan_to_num(r.similarity,
+                                                                                  nan=-np.inf))
+    raise error
 
 
 def register_rigid(fixed: np.ndarray, fixed_affine: np.ndarray, moving: np.ndarray,
@@ -729,13 +733,30 @@ def build_subject_space(t1_images: list[sitk.Image], masks: list[sitk.Image],
     to_reference = [np.eye(4)]
     pairs: list[RigidResult] = []
     names: list[tuple[str, str]] = []
+    accepted: list[bool] = []
+    refused: list[str] = []
     for k in range(1, len(t1_images)):
-        result = register_rigid_images(
-            ref_img, t1_images[k], params, fixed_mask=ref_mask, moving_mask=masks[k],
-            pair=f"ses-{sessions[k]} T1w -> ses-{sessions[0]} T1w")
+        try:
+            result = register_rigid_images(
+                ref_img, t1_images[k], params, fixed_mask=ref_mask, moving_mask=masks[k],
+                pair=f"ses-{sessions[k]} T1w -> ses-{sessions[0]} T1w")
+        except RegistrationError as exc:
+            # Register the remaining sessions too, so the QC table shows every pair.
+            refused.append(str(exc))
+            attempts = getattr(exc, "attempts", [])
+            if attempts:
+                pairs.append(attempts[0])
+                names.append((sessions[k], sessions[0]))
+                accepted.append(False)
+            continue
         to_reference.append(result.matrix)
         pairs.append(result)
         names.append((sessions[k], sessions[0]))
+        accepted.append(True)
+    if refused:
+        error = RegistrationError(" | ".join(refused))
+        error.table = registration_table(pairs, names, accepted)
+        raise error
     mean = mean_rigid(to_reference, center)
     inverse_mean = np.linalg.inv(mean)
     to_session = [m @ inverse_mean for m in to_reference]
@@ -889,7 +910,14 @@ def register_subject_files(out_dir: str | Path, subject: str, sessions: list[str
     seconds["read"] = time.perf_counter() - timer
 
     timer = time.perf_counter()
-    space = build_subject_space(t1s, masks, sessions, params)
+    qc_path = bids_path(out_dir, subject, desc="registration", suffix="qc", ext=".tsv")
+    try:
+        space = build_subject_space(t1s, masks, sessions, params)
+    except RegistrationError as exc:
+        # Keep the evidence: the QC table with the refused pair(s) marked accepted = no.
+        if getattr(exc, "table", None) is not None:
+            io.write_tsv(qc_path, exc.table)
+        raise
     seconds["register"] = time.perf_counter() - timer
 
     timer = time.perf_counter()
@@ -934,26 +962,28 @@ def register_subject_files(out_dir: str | Path, subject: str, sessions: list[str
                                                data, affine)
     seconds["resample_write"] = time.perf_counter() - timer
 
-    table = registration_table(space)
-    written["qc"] = io.write_tsv(bids_path(out_dir, subject, desc="registration", suffix="qc",
-                                           ext=".tsv"), table)
+    table = registration_table(space.pairs, space.pair_names)
+    written["qc"] = io.write_tsv(qc_path, table)
     written["seconds"] = seconds
     return written
 
 
-def registration_table(space: SubjectSpace) -> pd.DataFrame:
+def registration_table(pairs: list[RigidResult], names: list[tuple[str, str]],
+                       accepted: list[bool] | None = None) -> pd.DataFrame:
     """One QC row per registered pair (moving, fixed): metric, similarity, motion, accepted.
 
-    Only accepted registrations reach this table (refused ones raise), so ``accepted`` is
-    ``yes`` for every row; the column keeps the table's meaning explicit for readers.
+    A refused pair (``accepted`` False) shows its best attempt; ``rotation_deg`` and
+    ``translation_mm`` are the rigid motion of the brain centre, ``similarity_value`` the NCC
+    of brain intensities after registration.
     """
+    accepted = [True] * len(pairs) if accepted is None else accepted
     rows = []
-    for (moving, fixed), r in zip(space.pair_names, space.pairs):
+    for (moving, fixed), r, ok in zip(names, pairs, accepted):
         rows.append({"moving": moving, "fixed": fixed, "metric": "mattes_mi",
                      "metric_value": r.metric_value, "similarity": r.similarity_name,
                      "similarity_value": r.similarity, "rotation_deg": r.rotation_deg,
                      "translation_mm": r.translation_mm, "initialisation": r.initialisation,
-                     "iterations": r.iterations, "accepted": "yes"})
+                     "iterations": r.iterations, "accepted": "yes" if ok else "no"})
     columns = ["moving", "fixed", "metric", "metric_value", "similarity", "similarity_value",
                "rotation_deg", "translation_mm", "initialisation", "iterations", "accepted"]
     return pd.DataFrame(rows, columns=columns)

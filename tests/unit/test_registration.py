@@ -338,3 +338,17 @@ def test_register_cli_reports_missing_inputs(tmp_path, capsys):
     assert "sub-01_ses-baseline_desc-n4_T1w.nii.gz: file not found" in err
     assert main(["--out", str(tmp_path), "--subject", "01", "--sessions", "a", "a"]) == 1
     assert "distinct" in capsys.readouterr().err
+
+
+def test_refused_session_is_marked_in_the_qc_table(tmp_path):
+    images, masks, _ = _sessions(shape=(48, 48, 48))
+    # Session m12 holds noise: its pair is refused, the other one accepted; the table stays.
+    noise = np.random.default_rng(3).random(images[2].GetSize()[::-1]).astype(np.float32)
+    bad = sitk.GetImageFromArray(noise)
+    bad.CopyInformation(images[2])
+    _write_session_files(tmp_path, [images[0], images[1], bad], masks)
+    with pytest.raises(RegistrationError, match="ses-m12 T1w -> ses-baseline T1w refused"):
+        register_subject_files(tmp_path, "01", ["baseline", "m06", "m12"], RegistrationParams())
+    qc = io.read_tsv(bids_path(tmp_path, "01", desc="registration", suffix="qc", ext=".tsv"))
+    assert list(qc["moving"]) == ["m06", "m12"]
+    assert list(qc["accepted"]) == ["yes", "no"]
