@@ -94,7 +94,7 @@ def preprocess_session(t1: np.ndarray, t1_affine: np.ndarray, flair: np.ndarray,
     Raises
     ------
     RegistrationError
-        When FLAIR -> T1 is implausible for both initialisations.
+        When FLAIR -> T1 is implausible from every initialisation.
     """
     reg_params = registration_params or RegistrationParams()
     mask_params = mask_params or BrainMaskParams()
