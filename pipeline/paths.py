@@ -21,6 +21,7 @@ T2 lesion mask         ses, space="subject", desc="lesion", suffix="mask"
 T2 lesion labels       ses, space="subject", desc="lesion", suffix="dseg"
 T1-hypo mask           ses, space="subject", desc="t1hypo", suffix="mask"
 normalised FLAIR       ses, space="subject", desc="norm", suffix="FLAIR"
+normalised T1          ses, space="subject", desc="norm", suffix="T1w"
 segmentation QC        ses, space="subject", desc="lesion", suffix="qc", ext=".json"
 session lesion table   ses, space="subject", desc="lesion", suffix="lesions", ext=".tsv"
 subject template       space="subject", desc="template", suffix="T1w"   (no ses)

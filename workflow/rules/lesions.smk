@@ -1,4 +1,6 @@
 # Per session, in subject space: T2/FLAIR lesion mask and labels, T1-hypointense mask.
+# Segmentation reads every session's subject-space brain mask (written by register, whose
+# declared registration table stands for them) and works inside their intersection.
 
 
 rule segment:
@@ -11,6 +13,7 @@ rule segment:
         dseg=deriv(space="subject", desc="lesion", suffix="dseg"),
         t1hypo=deriv(space="subject", desc="t1hypo", suffix="mask"),
         flair=deriv(space="subject", desc="norm", suffix="FLAIR"),
+        t1w=deriv(space="subject", desc="norm", suffix="T1w"),
         table=deriv(space="subject", desc="lesion", suffix="lesions", ext=".tsv"),
         qc=deriv(space="subject", desc="lesion", suffix="qc", ext=".json"),
     params:

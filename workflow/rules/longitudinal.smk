@@ -1,6 +1,7 @@
 # Per subject: lesions matched across each interval; new T2, enlarging T2, new T1-hypointense,
 # T2 lesion volume and its change. Also writes one lesion table per interval.
-# qc_figures also writes one new-lesion figure per interval (from-<a>_to-<b>_desc-new_qc.png).
+# The job writes, per interval, from-<a>_to-<b>_lesions.tsv and the new-lesion labels
+# (space-subject desc-new dseg); qc_figures one new-lesion figure per interval.
 
 
 rule longitudinal:
@@ -30,7 +31,7 @@ rule longitudinal:
     shell:
         "python -m pipeline longitudinal --out {params.out} --subject {wildcards.subject}"
         " --sessions {params.sessions} --intervals {params.intervals}"
-        " --params {input.params} > {log} 2>&1"
+        " --sessions-months {params.months} --params {input.params} > {log} 2>&1"
 
 
 rule qc_figures:
