@@ -28,6 +28,8 @@ from pipeline.brainmask import brain_mask
 from pipeline.params import BrainMaskParams
 from pipeline.registration import set_threads
 
+HELD_OUT_SEED = 90909  # never used in development or tests
+
 #: Method variants: name -> BrainMaskParams overrides.
 VARIANTS: dict[str, dict] = {
     "default": {},
@@ -69,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default="/tmp/rebound-bench-brainmask")
     parser.add_argument("--subjects", type=int, default=2)
     parser.add_argument("--voxel-mm", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=20160601)
+    # Held out: parameters were tuned on phantoms of the default seed (20160601), never this.
+    parser.add_argument("--seed", type=int, default=HELD_OUT_SEED)
     parser.add_argument("--out", default=str(Path(__file__).with_suffix(".tsv")))
     args = parser.parse_args(argv)
 

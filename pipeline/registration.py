@@ -35,11 +35,12 @@ error. Each image is then resampled once, from its native grid, onto an isotropi
 grid covering the union of the brain masks plus a margin.
 
 Accuracy and cost (``benchmarks/registration_accuracy.py``, table
-``benchmarks/registration_accuracy.tsv``): on the 1 mm phantom (4 subjects, head moves up to
-10 deg / 13 mm, RAS/LAS/LPS/oblique storage, 1 x 1 x 3 mm FLAIR for half of them) the mean
-error over the brain of session -> session mappings through the subject space is 0.018 mm
-(worst pair 0.032 mm), of FLAIR -> T1 0.036 mm (worst 0.092 mm); preprocess x 3 + register
-cost 22-26 CPU s per subject on one thread, peak memory 0.74 GB.
+``benchmarks/registration_accuracy.tsv``, a phantom seed held out from development): at 1 mm
+(4 subjects, session-to-session motion up to 14 deg / 12 mm, RAS/LAS/LPS/oblique storage,
+1 x 1 x 3 mm FLAIR for half of them) the mean error over the brain of session -> session
+mappings through the subject space is 0.022 mm (worst pair 0.027 mm), of FLAIR -> T1
+0.025 mm (worst 0.076 mm); preprocess x 3 + register cost 22-28 CPU s per subject on one
+thread, peak memory 0.74 GB.
 
 References
 ----------
