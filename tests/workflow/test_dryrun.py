@@ -38,7 +38,8 @@ def skeleton(tmp_path: Path) -> Path:
 
 
 def test_full_cohort_dry_run_lists_every_stage(repo, tool_env, skeleton, tmp_path):
-    res = snakemake(repo, tool_env, "-n", "--config", f"bids_dir={skeleton}",
+    # -p formats every shell command, so a rule naming an unknown param fails here too.
+    res = snakemake(repo, tool_env, "-n", "-p", "--config", f"bids_dir={skeleton}",
                     f"out_dir={tmp_path / 'out'}")
     assert res.returncode == 0, res.stderr + res.stdout
     counts = job_counts(res.stdout)
@@ -47,6 +48,15 @@ def test_full_cohort_dry_run_lists_every_stage(repo, tool_env, skeleton, tmp_pat
     for rule in ("cohort", "stats", "report", "discovery", "settings"):
         assert counts[rule] == 1
     assert "phantom" not in counts
+    assert "python -m pipeline longitudinal" in res.stdout
+
+
+def test_phantom_default_dry_run(repo, tool_env, tmp_path):
+    res = snakemake(repo, tool_env, "-n", "-p", "--config", f"out_dir={tmp_path / 'out'}",
+                    f"phantom={{bids_dir: {tmp_path / 'bids'}}}")
+    assert res.returncode == 0, res.stderr + res.stdout
+    counts = job_counts(res.stdout)
+    assert counts["phantom"] == 1 and counts["evaluate"] == 1 and counts["register"] >= 2
 
 
 def test_missing_session_skips_its_intervals_with_a_reason(repo, tool_env, tmp_path):

@@ -1,5 +1,5 @@
 # Per subject: lesions matched across each interval; new T2, enlarging T2, new T1-hypointense,
-# T2 lesion volume and its change. Also writes one lesion table per interval.
+# T2 lesion volume and its change.
 # The job writes, per interval, from-<a>_to-<b>_lesions.tsv and the new-lesion labels
 # (space-subject desc-new dseg); qc_figures one new-lesion figure per interval.
 
@@ -12,6 +12,12 @@ rule longitudinal:
                            for s in sessions_of(wc)],
         flair=lambda wc: [deriv(wc.subject, s, space="subject", desc="norm", suffix="FLAIR")
                           for s in sessions_of(wc)],
+        t1w=lambda wc: [deriv(wc.subject, s, space="subject", desc="norm", suffix="T1w")
+                        for s in sessions_of(wc)],
+        qc=lambda wc: [deriv(wc.subject, s, space="subject", desc="lesion", suffix="qc",
+                             ext=".json") for s in sessions_of(wc)],
+        # stands for the T1w->subject transforms, which map lesion centroids to native space
+        registration=deriv(ses=None, desc="registration", suffix="qc", ext=".tsv"),
         params=str(PARAMS_JSON),
     output:
         endpoints=deriv(ses=None, suffix="endpoints", ext=".tsv"),
@@ -19,6 +25,7 @@ rule longitudinal:
         out=lambda wildcards: str(OUT),
         sessions=lambda wc: " ".join(sessions_of(wc)),
         intervals=lambda wc: " ".join(intervals_of(wc)),
+        months=lambda wc: " ".join(f"{s}={SESSIONS_MONTHS[s]:g}" for s in sessions_of(wc)),
     log:
         log("longitudinal"),
     benchmark:
