@@ -22,8 +22,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest
 
+# Reproduce every table in benchmarks/ (tens of minutes on 2 cores; see benchmarks/README.md).
+BENCHMARKS := phantom_speed registration_accuracy brainmask_accuracy subject_speed lesion_accuracy \
+              trial_reproduction peers
 bench: $(STAMP)
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m benchmarks.run_all
+	for b in $(BENCHMARKS); do \
+	  PATH="$(abspath $(VENV))/bin:$$PATH" OMP_NUM_THREADS=1 $(PY) benchmarks/$$b.py || exit 1; \
+	done
 
 clean:
 	rm -rf results .snakemake
