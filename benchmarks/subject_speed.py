@@ -26,8 +26,12 @@ SESSIONS = ["baseline", "m06", "m12"]
 INTERVALS = ["baseline-m06", "m06-m12", "baseline-m12"]
 
 
-def run(cmd: list[str], env: dict) -> tuple[float, float]:
-    """Run ``cmd``; return (wall seconds, peak RSS in MB) of that child alone."""
+def run(cmd: list[str], env: dict) -> tuple[float, float, float]:
+    """Run ``cmd``; return (wall seconds, CPU seconds, peak RSS in MB) of that child alone.
+
+    CPU seconds (user + system) are what one free core would need; wall time also counts any
+    wait for a core that other processes hold.
+    """
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -36,7 +40,8 @@ def run(cmd: list[str], env: dict) -> tuple[float, float]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
-    return wall, usage.ru_maxrss / 1024.0  # ru_maxrss is in kB on Linux
+    cpu = usage.ru_utime + usage.ru_stime
+    return wall, cpu, usage.ru_maxrss / 1024.0  # ru_maxrss is in kB on Linux
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,18 +79,21 @@ def main(argv: list[str] | None = None) -> int:
                                             "--sessions", *SESSIONS, "--intervals", *INTERVALS,
                                             "--params", str(params)]))
         for name, cmd in steps:
-            wall, rss = run(cmd, env)
+            wall, cpu, rss = run(cmd, env)
             rows.append({"participant_id": f"sub-{sub}", "step": name, "wall_s": wall,
-                         "peak_rss_mb": rss})
-            print(f"sub-{sub} {name:<18} {wall:6.1f} s {rss:7.0f} MB", flush=True)
+                         "cpu_s": cpu, "peak_rss_mb": rss})
+            print(f"sub-{sub} {name:<18} {wall:6.1f} s wall {cpu:6.1f} s CPU {rss:7.0f} MB",
+                  flush=True)
     steps = pd.DataFrame(rows)
-    total = steps.groupby("participant_id").agg(wall_s=("wall_s", "sum"),
+    total = steps.groupby("participant_id").agg(wall_s=("wall_s", "sum"), cpu_s=("cpu_s", "sum"),
                                                 peak_rss_mb=("peak_rss_mb", "max")).reset_index()
     total["step"] = "subject total"
     table = pd.concat([steps, total[steps.columns]], ignore_index=True)
+    load = os.getloadavg()[0]
     header = (f"# python benchmarks/subject_speed.py --seed {args.seed} --subjects {args.subjects}"
               f"  ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, one thread"
-              " per step; target <= 60 s and <= 2048 MB per subject)\n")
+              f" per step, load average {load:.1f} at the end; target <= 60 s and <= 2048 MB per"
+              " subject)\n")
     with open(args.out, "w") as fh:
         fh.write(header)
         table.to_csv(fh, sep="\t", index=False, float_format="%.1f")
