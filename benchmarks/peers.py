@@ -133,6 +133,13 @@ def _done(record: Path, force: bool) -> bool:
     return record.exists() and not force
 
 
+def _fresh(folder: Path) -> None:
+    """Remove a tool's earlier output: lesiontrack reuses a cached registration (keyed on its
+    parameters, not its inputs), Snakemake skips finished jobs, and either would fake a timing."""
+    if folder.exists():
+        shutil.rmtree(folder)
+
+
 # ---------------------------------------------------------------------------------------------
 # steps 1-2: cohort and masks
 
@@ -182,9 +189,7 @@ def step_rebound(work: Path, force: bool, masks: bool) -> None:
     record = work / "timing" / f"{name}.json"
     if _done(record, force):
         return
-    if out.exists():
-        # A timing is only meaningful for a run from scratch: Snakemake would skip finished jobs.
-        shutil.rmtree(out)
+    _fresh(out)
     cmd = [str(Path(sys.executable).with_name("snakemake")), "--cores", "1",
            "--config", f"bids_dir={work / 'bids'}", f"out_dir={out}"]
     if masks:
@@ -265,6 +270,7 @@ def step_lesiontrack(work: Path, venv: Path, force: bool, only: list[str] | None
     for sub in _subjects(work, only):
         if sub in runs:
             continue
+        _fresh(base / "out" / sub)
         runs[sub] = timed([str(venv / "bin" / "python"), "-m", "lesiontrack.cli", "run",
                            str(base / "manifest.tsv"), "--out", str(base / "out"),
                            "--subject", sub, "--threads", "1"],
@@ -292,6 +298,8 @@ def step_mscard(work: Path, venv: Path, force: bool, only: list[str] | None) -> 
     for sub in _subjects(work, only):
         common = [str(base / "manifest.tsv"), "--out", str(base / "out"), "--subject", sub,
                   "--threads", "1", "--segmenter", "given"]
+        if sub not in runs:
+            _fresh(base / "out" / sub)
         done = runs.setdefault(sub, {})
         for stage, cmd in (("measure", ["run", *common, "--no-calibrate"]),
                            ("calibrate", ["calibrate", *common])):
