@@ -25,7 +25,13 @@ test: $(STAMP)
 # Reproduce every table in benchmarks/ (tens of minutes on 2 cores; see benchmarks/README.md).
 BENCHMARKS := phantom_speed registration_accuracy brainmask_accuracy subject_speed lesion_accuracy \
               trial_reproduction peers
-bench: $(STAMP)
+PEERS_VENV ?= /tmp/peers
+# The peers live in their own environment, outside this project: benchmarked, never imported.
+$(PEERS_VENV)/bin/python:
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install --quiet lesiontrack==0.2.0 mscard==0.1.0 picsl-greedy
+
+bench: $(STAMP) $(PEERS_VENV)/bin/python
 	for b in $(BENCHMARKS); do \
 	  PATH="$(abspath $(VENV))/bin:$$PATH" OMP_NUM_THREADS=1 $(PY) benchmarks/$$b.py || exit 1; \
 	done
