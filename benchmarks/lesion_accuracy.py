@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
 
-    from pipeline.evaluate import evaluate, summary_text
+    from pipeline.evaluate import SIZE_BINS, evaluate, size_bin_label, summary_text
 
     rows = []
     bids, out, secs = cohort(args.work, "activity", ACTIVITY_SEED, args.subjects, args.cores,
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     print(summary_text(scores))
     v = scores.set_index(["metric", "interval", "kind", "size_bin"]).value
     errors = details["endpoint_errors"]
-    big = "[10,50)", "[50,200)", "[200,inf)"
+    big = [size_bin_label(lo, hi) for lo, hi in SIZE_BINS]  # every bin from 10 mm3 up
     tp = sum(v.get(("tp", "all", "t2", b), 0) for b in big)
     fp = sum(v.get(("fp", "all", "t2", b), 0) for b in big)
     fn = sum(v.get(("fn", "all", "t2", b), 0) for b in big)
@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     rows += [
         ("activity", "new T2 lesion-wise F1, lesions >= 10 mm3", f1_big, ">= 0.95"),
         ("activity", "new T2 lesion-wise F1, all sizes", v[("f1", "all", "t2", "all")], ""),
+        *[("activity", f"new T2 lesion-wise recall, truth {b} mm3",
+           v.get(("recall", "all", "t2", b), float("nan")), "") for b in big],
         ("activity", "new T2 count exact, fraction of subject-intervals",
          v[("fraction_exact", "all", "new_t2", "all")], ">= 0.90"),
         ("activity", "enlarging T2 count exact, fraction of subject-intervals",
