@@ -10,7 +10,7 @@ Order of the steps (all on native grids, nothing is resampled here):
    grid (same shape and affine), as for a FLAIR computed on the T1 grid;
 5. N4 on the FLAIR inside the T1 brain mask mapped into FLAIR space.
 
-The brain mask comes before the registration (the brief order is checks -> registration ->
+The brain mask comes before the registration (the order in DESIGN.md is checks -> registration ->
 mask -> N4) because masking the metric to the brain makes FLAIR -> T1 both faster and more
 accurate; the outputs are the same products.
 

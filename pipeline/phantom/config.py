@@ -106,7 +106,7 @@ class PhantomParams:
     enlarge_volume_gain: tuple[float, float] = (0.8, 2.0)  # +80..+200 % volume, concentric
     shrink_volume_loss: tuple[float, float] = (0.45, 0.7)  # -45..-70 % volume
     touching_inside_fraction: tuple[float, float] = (0.1, 0.3)  # of a new_touching lesion's
-    # volume lying inside the old lesion (so >= 70 % is outside, the brief asks >= 60 %)
+    # volume lying inside the old lesion (so >= 70 % is outside; the truth needs >= 60 %)
     touching_fraction: float = 0.25  # of new lesions placed touching an existing lesion
     new_hypo_fraction: float = 0.25  # of new lesions that are black holes when they appear
 
