@@ -103,10 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     header = [f"# command: {command.strip()}",
               f"# phantom: preset=trial subjects={args.subjects} voxel_mm={args.voxel_mm} "
               f"seed={args.seed}; {os.cpu_count()} cores, one thread", *summary]
-    text = "\n".join(header) + "\n" + table.to_csv(sep="\t", index=False, float_format="%.4g",
-                                                   lineterminator="\n")
-    with io.atomic_path(args.out) as tmp:
-        tmp.write_text(text)
+    io.write_tsv(args.out, table, float_format="%.4g", comments=header)
     print("\n".join(summary))
     print(f"wrote {args.out}")
     return 0

@@ -181,10 +181,7 @@ def main(argv: list[str] | None = None) -> int:
               f"# phantom: preset={args.preset} subjects={args.subjects} "
               f"voxel_mm={args.voxel_mm} seed={args.seed} thick_flair_fraction=0.5 "
               "non_ras_fraction=0.5 max_rotation_deg=10 max_translation_mm=10", *summary]
-    text = "\n".join(header) + "\n" + table.to_csv(sep="\t", index=False, na_rep="n/a",
-                                                   float_format="%.4g", lineterminator="\n")
-    with io.atomic_path(args.out) as tmp:
-        tmp.write_text(text)
+    io.write_tsv(args.out, table, float_format="%.4g", comments=header)
     print("\n".join(summary))
     print(f"wrote {args.out}")
     return 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -76,11 +76,21 @@ def save_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray,
     return Path(path)
 
 
-def write_tsv(path: str | Path, table: pd.DataFrame, float_format: str = "%.6g") -> Path:
-    """Write a tidy table as TSV (``n/a`` for missing values, fixed float format) atomically."""
+def write_tsv(path: str | Path, table: pd.DataFrame, float_format: str = "%.6g",
+              comments: Sequence[str] = ()) -> Path:
+    """Write a tidy table as TSV (``n/a`` for missing values, fixed float format) atomically.
+
+    ``comments`` are lines written above the header (each must start with ``#``), e.g. the
+    command that produced a benchmark table.
+    """
+    bad = [c for c in comments if not c.startswith("#")]
+    if bad:
+        raise ValueError(f"comment lines must start with '#': {bad}")
     with atomic_path(path) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format=float_format,
-                     lineterminator="\n")
+        with open(tmp, "w", newline="") as fh:
+            fh.writelines(f"{c}\n" for c in comments)
+            table.to_csv(fh, sep="\t", index=False, na_rep="n/a", float_format=float_format,
+                         lineterminator="\n")
     return Path(path)
 
 

@@ -49,3 +49,13 @@ def test_nifti_and_tsv_writes_are_byte_identical(tmp_path):
     write_tsv(tmp_path / "t.tsv", table)
     assert (tmp_path / "t.tsv").read_text() == "x\ty\n1\ta\nn/a\tb\n"
     assert read_tsv(tmp_path / "t.tsv").x.isna().tolist() == [False, True]
+
+
+def test_tsv_comment_lines_precede_the_header(tmp_path):
+    table = pd.DataFrame({"x": [1.5]})
+    write_tsv(tmp_path / "c.tsv", table, comments=["# command: make bench"])
+    assert (tmp_path / "c.tsv").read_text() == "# command: make bench\nx\n1.5\n"
+    assert read_tsv(tmp_path / "c.tsv", comment="#").x.tolist() == [1.5]
+    with pytest.raises(ValueError, match="must start with '#'"):
+        write_tsv(tmp_path / "d.tsv", table, comments=["no hash"])
+    assert not (tmp_path / "d.tsv").exists()
