@@ -215,7 +215,7 @@ def code_version() -> dict:
 def rebound_seconds(out: Path) -> dict[str, dict[str, float]]:
     """Per subject: the summed Snakemake benchmark seconds (``s``) and ``cpu_time`` of its rules.
 
-    Rules benchmarked per session (preprocess, segment) and per subject (register,
+    Rules benchmarked per session (preprocess) and per subject (register, segment,
     longitudinal) are named ``benchmarks/<rule>/sub-<s>[_ses-<t>].tsv``.
     """
     per: dict[str, dict[str, float]] = {}

@@ -1,6 +1,6 @@
 """Wall time and peak memory of one subject (3 sessions, T1w + FLAIR at 1 mm) on one core.
 
-Runs the same per-subject commands the workflow runs (preprocess x3, register, segment x3,
+Runs the same per-subject commands the workflow runs (preprocess x3, register, segment,
 longitudinal), each as its own process with one thread, on a `trial`-preset phantom subject, and
 records seconds and peak resident memory per step (from the kernel's rusage of each child).
 
@@ -72,9 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         steps.append(("register", py + ["register", "--out", str(out), "--subject", sub,
                                         "--sessions", *SESSIONS, "--params", str(params),
                                         "--threads", "1"]))
-        steps += [(f"segment {s}", py + ["segment", "--out", str(out), "--subject", sub,
-                                         "--session", s, "--params", str(params)])
-                  for s in SESSIONS]
+        steps.append(("segment", py + ["segment", "--out", str(out), "--subject", sub,
+                                       "--sessions", *SESSIONS, "--params", str(params)]))
         steps.append(("longitudinal", py + ["longitudinal", "--out", str(out), "--subject", sub,
                                             "--sessions", *SESSIONS, "--intervals", *INTERVALS,
                                             "--params", str(params)]))

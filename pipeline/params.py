@@ -225,6 +225,17 @@ class SegmentationParams:
     # Gaussian sigma (mm) of the within-brain smoothing of T1 and FLAIR before detection: noise
     # suppression at the scale of the smallest lesion counted (3 mm across; MAGNIMS 2016).
     smoothing_mm: float = 1.0
+    # Unit of the hyperintensity z-score. "noise": the robust SD of normal-appearing WM FLAIR,
+    # everywhere; right when the normal-tissue envelope (the CSF-GM-WM mixing lines through the
+    # measured pure-GM vertex) is the true upper edge of normal (T1, FLAIR) pairs, which holds
+    # when FLAIR resolves the cortex as well as T1 does. "tissue": the larger of that and the
+    # bright-side spread of normal FLAIR at the voxel's T1 (the spread of partial-volume
+    # mixtures); needed when FLAIR voxels are much larger than T1 voxels (e.g. 3 mm slices),
+    # because no FLAIR voxel is then pure GM and the measured vertex lies inside the true
+    # mixing triangle. "auto": "noise" unless the FLAIR's native voxel is coarser than
+    # ``flair_coarse_ratio`` x the T1's.
+    z_unit: str = "auto"
+    flair_coarse_ratio: float = 1.5
     # Bound normal FLAIR below by the CSF-GM-WM mixing lines through the pure-GM vertex (at the
     # voxel's own T1): where the cortex is thin, pure GM is a minority of its T1 bins.
     grey_matter_bound: bool = True
@@ -261,6 +272,16 @@ class SegmentationParams:
     # mildly hypointense lesion look like a black hole (about one voxel at 1 mm).
     t1hypo_smoothing_mm: float = 1.0
     t1hypo_min_volume_mm3: float = 10.0  # a black hole must be at least ~3 mm across
+    # Joint pass over the subject's sessions (segment.longitudinal_refinement): hyperintense
+    # voxels (z >= flair_z_grow_threshold) whose smoothed FLAIR rose by refinement_rise_sd
+    # robust SDs of the difference image against another session, where they were not lesion,
+    # are lesion cores too (3 SD: the same confirmation level as a new lesion's FLAIR rise).
+    longitudinal_refinement: bool = True
+    refinement_rise_sd: float = 3.0
+    # ... measured against the local level of the difference image (Gaussian sigma, mm), so a
+    # residual intensity non-uniformity that differs between sessions is not a rise; new
+    # lesions are <= ~15 mm across and are left out of the level estimate (0: global level).
+    refinement_background_mm: float = 10.0
     # Segment every session inside the intersection of all sessions' subject-space brain masks
     # (a common longitudinal mask, as in SIENA / longitudinal FreeSurfer), so a brain mask drawn
     # differently in one session does not create or remove lesions at its edge.
@@ -277,6 +298,14 @@ class SegmentationParams:
                  self.edge_fraction_of_peak, "a fraction in [0, 1)")
         _require(self.edge_grow_mm >= 0, n, "edge_grow_mm", self.edge_grow_mm, ">= 0")
         _require(self.smoothing_mm >= 0, n, "smoothing_mm", self.smoothing_mm, ">= 0")
+        _require(self.refinement_rise_sd > 0, n, "refinement_rise_sd",
+                 self.refinement_rise_sd, "> 0")
+        _require(self.refinement_background_mm >= 0, n, "refinement_background_mm",
+                 self.refinement_background_mm, ">= 0")
+        _require(self.z_unit in ("auto", "noise", "tissue"), n, "z_unit", self.z_unit,
+                 "'auto', 'noise' or 'tissue'")
+        _require(self.flair_coarse_ratio >= 1, n, "flair_coarse_ratio", self.flair_coarse_ratio,
+                 ">= 1")
         _require(self.bias_smoothing_mm >= 0, n, "bias_smoothing_mm", self.bias_smoothing_mm,
                  ">= 0")
         _require(self.t1_neighbourhood_mm >= 0, n, "t1_neighbourhood_mm",

@@ -16,6 +16,7 @@ T1 -> subject xfm      ses, from_="T1w", to="subject", mode="image", suffix="xfm
 preprocessing QC       ses, desc="preproc", suffix="qc", ext=".json"
 T1 in subject space    ses, space="subject", desc="preproc", suffix="T1w"
 FLAIR in subject space ses, space="subject", desc="preproc", suffix="FLAIR"
+T1 at FLAIR resolution ses, space="subject", desc="flairres", suffix="T1w"
 brain mask (subject)   ses, space="subject", desc="brain", suffix="mask"
 T2 lesion mask         ses, space="subject", desc="lesion", suffix="mask"
 T2 lesion labels       ses, space="subject", desc="lesion", suffix="dseg"

@@ -786,6 +786,56 @@ def resample_mask(mask: sitk.Image, reference: sitk.Image, transform: sitk.Trans
     return sitk.Cast(frac >= 0.5, sitk.sitkUInt8)
 
 
+def t1_at_flair_resolution(t1: sitk.Image, flair: sitk.Image, flair_to_t1: sitk.Transform,
+                           interpolation: str = "linear") -> sitk.Image:
+    """The T1 as the FLAIR's acquisition grid would have recorded it (on the FLAIR grid).
+
+    A FLAIR voxel integrates signal over its whole extent (e.g. a 3 mm slice), while the T1 is
+    sampled at 1 mm, so at a tissue border the two record different partial-volume mixtures and
+    a (T1, FLAIR) pair no longer lies on the tissues' mixing lines. Matching the point-spread
+    functions restores that: T1 is resampled onto the FLAIR grid subdivided into T1-sized
+    sub-voxels, and each FLAIR voxel's sub-voxels are averaged (a box profile the size of the
+    voxel; slices are assumed contiguous, slice thickness = spacing). Resampled into subject
+    space through the same transforms as the FLAIR, it has passed through the same
+    interpolations too. When FLAIR voxels are no larger than T1 voxels it is the T1 resampled
+    onto the FLAIR grid (identical to the T1 when the two share a grid).
+
+    Parameters
+    ----------
+    t1, flair : sitk.Image, the session's T1 and FLAIR (native grids)
+    flair_to_t1 : the session's ``from-FLAIR_to-T1w`` resampling transform (T1 points ->
+        FLAIR points, as used to resample FLAIR onto T1)
+    interpolation : {"linear", "bspline"}
+
+    Returns
+    -------
+    sitk.Image (float32) on the FLAIR grid.
+    """
+    t1_spacing = min(t1.GetSpacing())
+    spacing = np.array(flair.GetSpacing(), dtype=np.float64)
+    factors = np.maximum(1, np.rint(spacing / t1_spacing).astype(int))
+    to_t1 = flair_to_t1.GetInverse()  # FLAIR points -> T1 points
+    if np.all(factors == 1):
+        return resample_image(t1, flair, to_t1, interpolation)
+    fine_spacing = spacing / factors
+    direction = np.array(flair.GetDirection(), dtype=np.float64).reshape(3, 3)
+    # sub-voxel centres of FLAIR voxel 0 are offset by -(n - 1) / 2 fine steps per axis
+    origin = (np.array(flair.GetOrigin(), dtype=np.float64)
+              + direction @ (-(factors - 1) / 2.0 * fine_spacing))
+    fine = sitk.Image([int(s) for s in np.array(flair.GetSize()) * factors], sitk.sitkUInt8)
+    fine.SetSpacing([float(s) for s in fine_spacing])
+    fine.SetOrigin([float(o) for o in origin])
+    fine.SetDirection(flair.GetDirection())
+    arr = sitk.GetArrayFromImage(resample_image(t1, fine, to_t1, interpolation))  # a copy
+    ni, nj, nk = (int(f) for f in factors)
+    size_i, size_j, size_k = flair.GetSize()
+    # numpy order is (k, j, i): average each n_k x n_j x n_i block
+    blocks = arr.astype(np.float64).reshape(size_k, nk, size_j, nj, size_i, ni)
+    out = sitk.GetImageFromArray(blocks.mean(axis=(1, 3, 5)).astype(np.float32))
+    out.CopyInformation(flair)
+    return out
+
+
 def compose(transforms: list[sitk.Transform]) -> sitk.Transform:
     """Compose resampling transforms listed moving -> ... -> reference.
 
@@ -878,7 +928,7 @@ def register_subject_files(out_dir: str | Path, subject: str, sessions: list[str
 
     Reads per session (from ``out_dir``): N4 T1, N4 FLAIR, native brain mask, FLAIR->T1
     transform. Writes per session: T1->subject transform, space-subject desc-preproc T1w and
-    FLAIR, space-subject desc-brain mask; per subject: space-subject desc-template T1w and the
+    FLAIR, desc-flairres T1w (the T1 at the FLAIR's resolution), desc-brain mask; per subject: space-subject desc-template T1w and the
     desc-registration QC TSV.
 
     Returns
@@ -932,10 +982,16 @@ def register_subject_files(out_dir: str | Path, subject: str, sessions: list[str
         t1_sub = resample_image(t1s[k], space.reference, to_session, params.t1_interpolation)
         fl_sub = resample_image(flairs[k], space.reference, compose([flair_tx[k], to_session]),
                                 params.t1_interpolation)
+        # T1 with the FLAIR's resolution, brought along the FLAIR's own path (segmentation
+        # compares the two images voxel by voxel)
+        t1_fl = t1_at_flair_resolution(t1s[k], flairs[k], flair_tx[k], params.t1_interpolation)
+        t1_fl_sub = resample_image(t1_fl, space.reference, compose([flair_tx[k], to_session]),
+                                   params.t1_interpolation)
         mask_sub = resample_mask(masks[k], space.reference, to_session)
         paths = {"xfm": xfm_path}
         for key, img, desc, suffix in (("t1", t1_sub, "preproc", "T1w"),
-                                       ("flair", fl_sub, "preproc", "FLAIR")):
+                                       ("flair", fl_sub, "preproc", "FLAIR"),
+                                       ("t1_flairres", t1_fl_sub, "flairres", "T1w")):
             data, affine = sitk_to_nifti(img)
             paths[key] = save_intensity_image(bids_path(out_dir, subject, ses, space="subject",
                                                         desc=desc, suffix=suffix), data, affine)

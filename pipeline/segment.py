@@ -90,6 +90,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 from scipy import ndimage
@@ -137,6 +138,7 @@ class SegmentationResult:
     tissue: np.ndarray  # uint8 (I, J, K): 0 background, 1 CSF, 2 GM, 3 WM (T1 mixture)
     t1_norm: np.ndarray | None = None  # float32 (I, J, K), 1.0 = WM mode, 0 outside the brain
     qc: dict[str, Any] = field(default_factory=dict)
+    hyper_z: np.ndarray | None = None  # float32 (I, J, K), FLAIR hyperintensity z, 0 outside
 
 
 def _check_volume(name: str, arr: np.ndarray, shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -538,7 +540,8 @@ class BrainDepth:
 
 def hysteresis_lesions(z: np.ndarray, flair_norm: np.ndarray, flair_norm_smooth: np.ndarray,
                        core_allowed: np.ndarray, grow_allowed: np.ndarray,
-                       params: SegmentationParams, voxel_size_mm: Any) -> np.ndarray:
+                       params: SegmentationParams, voxel_size_mm: Any,
+                       core: np.ndarray | None = None) -> np.ndarray:
     """Lesion mask from a hyperintensity z-map: cores, hysteresis growth, half-maximum edge.
 
     Parameters
@@ -549,6 +552,8 @@ def hysteresis_lesions(z: np.ndarray, flair_norm: np.ndarray, flair_norm_smooth:
     core_allowed, grow_allowed : bool ndarray (I, J, K)
     params : SegmentationParams
     voxel_size_mm : sequence of 3 floats
+    core : optional bool ndarray (I, J, K), the cores (default ``z >= flair_z_threshold`` where
+        ``core_allowed``)
 
     Returns
     -------
@@ -563,7 +568,8 @@ def hysteresis_lesions(z: np.ndarray, flair_norm: np.ndarray, flair_norm_smooth:
     definition of a labelled voxel: partial-volume fraction >= 0.5), and connected to it.
     """
     voxel_volume_mm3 = float(np.prod(_voxel_size(voxel_size_mm)))
-    core = (z >= params.flair_z_threshold) & core_allowed
+    if core is None:
+        core = (z >= params.flair_z_threshold) & core_allowed
     low = (z >= params.flair_z_grow_threshold) & (grow_allowed | core)
     labels, n = ndimage.label(low, structure=CONNECTIVITY_26)
     if n == 0:
@@ -595,15 +601,50 @@ def hysteresis_lesions(z: np.ndarray, flair_norm: np.ndarray, flair_norm_smooth:
     return mask
 
 
+def masked_smooth_field(image: np.ndarray, reference: np.ndarray, sigma_mm: float,
+                        voxel_size_mm: Any, work_mm: float = 4.0) -> np.ndarray | None:
+    """Smooth local mean of ``image`` over the ``reference`` voxels, defined everywhere.
+
+    ``image`` is averaged over the ``reference`` voxels in blocks of about ``work_mm``, smoothed
+    by a Gaussian of ``sigma_mm`` (normalised convolution), continued from the nearest estimate
+    where no reference voxel is near, and interpolated back to the full grid.
+
+    Returns
+    -------
+    float64 ndarray (I, J, K), or None when there is no reference voxel.
+    """
+    shape = image.shape
+    vox = _voxel_size(voxel_size_mm)
+    f = np.maximum(1, np.round(work_mm / vox).astype(int))
+
+    def block(a: np.ndarray) -> np.ndarray:
+        # block sums (the last block of an axis may be partial, as zero padding would give)
+        for axis, k in enumerate(f):
+            a = np.add.reduceat(a, np.arange(0, a.shape[axis], k), axis=axis)
+        return a
+
+    sigma = sigma_mm / (vox * f)
+    num = ndimage.gaussian_filter(block(np.where(reference, image, 0.0)), sigma, mode="constant")
+    den = ndimage.gaussian_filter(block(reference.astype(np.float64)), sigma, mode="constant")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        coarse = np.where(den > 1e-3 * den.max(), num / den, np.nan)
+    missing = ~np.isfinite(coarse)
+    if missing.all():
+        return None
+    if missing.any():
+        idx = ndimage.distance_transform_edt(missing, return_distances=False, return_indices=True)
+        coarse = coarse[tuple(idx)]
+    return _upsample_linear(coarse, f, shape)
+
+
 def wm_reference_field(image: np.ndarray, reference: np.ndarray, sigma_mm: float,
                        voxel_size_mm: Any, work_mm: float = 4.0) -> np.ndarray:
     """Smooth multiplicative field of ``image`` measured in reference tissue (normal WM).
 
-    ``image`` is averaged over the ``reference`` voxels in blocks of about ``work_mm``, smoothed
-    by a Gaussian of ``sigma_mm`` (normalised convolution) and interpolated back; the field is 1
-    at the median of the reference. Dividing by it removes the low-frequency intensity
-    non-uniformity left after N4, using WM as the reference tissue (the WM-based
-    normalisation of FreeSurfer's mri_normalize; Dale et al. 1999 NeuroImage 9:179).
+    The local mean of ``image`` over ``reference`` (:func:`masked_smooth_field`, Gaussian
+    ``sigma_mm``), scaled to 1 at the median of the reference. Dividing by it removes the
+    low-frequency intensity non-uniformity left after N4, using WM as the reference tissue (the
+    WM-based normalisation of FreeSurfer's mri_normalize; Dale et al. 1999 NeuroImage 9:179).
 
     Parameters
     ----------
@@ -620,28 +661,9 @@ def wm_reference_field(image: np.ndarray, reference: np.ndarray, sigma_mm: float
     shape = image.shape
     if sigma_mm <= 0 or reference.sum() < 100:
         return np.ones(shape)
-    vox = _voxel_size(voxel_size_mm)
-    f = np.maximum(1, np.round(work_mm / vox).astype(int))
-
-    def block(a: np.ndarray) -> np.ndarray:
-        # block sums (the last block of an axis may be partial, as zero padding would give)
-        for axis, k in enumerate(f):
-            a = np.add.reduceat(a, np.arange(0, a.shape[axis], k), axis=axis)
-        return a
-
-    sigma = sigma_mm / (vox * f)
-    num = ndimage.gaussian_filter(block(np.where(reference, image, 0.0)), sigma, mode="constant")
-    den = ndimage.gaussian_filter(block(reference.astype(np.float64)), sigma, mode="constant")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        coarse = np.where(den > 1e-3 * den.max(), num / den, np.nan)
-    # Where no WM is near (outside the brain), continue the field from the nearest estimate.
-    missing = ~np.isfinite(coarse)
-    if missing.all():
+    field = masked_smooth_field(image, reference, sigma_mm, voxel_size_mm, work_mm)
+    if field is None:
         return np.ones(shape)
-    if missing.any():
-        idx = ndimage.distance_transform_edt(missing, return_distances=False, return_indices=True)
-        coarse = coarse[tuple(idx)]
-    field = _upsample_linear(coarse, f, shape)
     level = np.median(field[reference])
     field = field / level
     return np.clip(field, 0.2, 5.0)
@@ -758,9 +780,22 @@ def t1_hypointense_mask(t1: np.ndarray, lesion_mask: np.ndarray, gm_t1: float,
     return out
 
 
+def resolve_z_unit(params: SegmentationParams, flair_voxel_mm: Any, t1_voxel_mm: Any) -> str:
+    """The hyperintensity z unit ("noise" or "tissue") for ``params.z_unit`` and the native voxel
+    sizes: "auto" is "tissue" when the FLAIR's longest voxel edge exceeds
+    ``flair_coarse_ratio`` x the T1's longest edge."""
+    if params.z_unit != "auto":
+        return params.z_unit
+    coarse = (_voxel_size(flair_voxel_mm).max()
+              > params.flair_coarse_ratio * _voxel_size(t1_voxel_mm).max())
+    return "tissue" if coarse else "noise"
+
+
 def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_size_mm: Any,
                     params: SegmentationParams | None = None,
-                    lesion_mask: np.ndarray | None = None) -> SegmentationResult:
+                    lesion_mask: np.ndarray | None = None,
+                    t1_flair_resolution: np.ndarray | None = None,
+                    flair_voxel_mm: Any = None, t1_voxel_mm: Any = None) -> SegmentationResult:
     """Segment T2/FLAIR lesions and black holes of one session (all arrays on one grid).
 
     Parameters
@@ -771,6 +806,14 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
     params : SegmentationParams (defaults when None)
     lesion_mask : optional bool ndarray (I, J, K); when given it is used as the T2 lesion mask
         (components below ``min_component_volume_mm3`` dropped) instead of segmenting.
+    t1_flair_resolution : optional ndarray (I, J, K), the T1 degraded to the FLAIR's resolution
+        (:func:`pipeline.registration.t1_at_flair_resolution`); the FLAIR-given-T1 model and
+        the grey-matter vertex use it, so that a thick-slice FLAIR is compared with a T1 that
+        mixes tissues as it does. ``t1`` itself still gives the tissue classes, the WM
+        reference and the black-hole test. Default: ``t1``.
+    flair_voxel_mm, t1_voxel_mm : optional, the native voxel sizes (mm) of the session's FLAIR
+        and T1 (default: ``voxel_size_mm``); with ``params.z_unit == "auto"`` they choose the
+        z unit (see :class:`pipeline.params.SegmentationParams`).
 
     Returns
     -------
@@ -786,6 +829,8 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
         if not np.all(np.isfinite(arr[brain])):
             raise InputError(f"{name} has non-finite values inside the brain mask; rerun "
                              "preprocessing for this session")
+    z_unit = resolve_z_unit(params, vox if flair_voxel_mm is None else flair_voxel_mm,
+                            vox if t1_voxel_mm is None else t1_voxel_mm)
     sl = _brain_bbox(brain, margin=int(np.ceil(3 * params.smoothing_mm / vox.min())) + 1)
     b = brain[sl]
     t1_raw = np.asarray(t1[sl], dtype=np.float64)
@@ -797,6 +842,16 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
     flv = fl_raw[b]
     t1s = smooth_in_mask(t1_raw, b, params.smoothing_mm, vox)[b]
     fls = smooth_in_mask(fl_raw, b, params.smoothing_mm, vox)[b]
+    if t1_flair_resolution is None:
+        t1m_raw_v, t1ms_raw = t1v, t1s
+    else:
+        t1m = np.asarray(_check_volume("t1_flair_resolution", t1_flair_resolution, t1.shape)[sl],
+                         dtype=np.float64)
+        if not np.all(np.isfinite(t1m[b])):
+            raise InputError("t1_flair_resolution has non-finite values inside the brain mask; "
+                             "rerun the register stage for this session")
+        t1m_raw_v = t1m[b]
+        t1ms_raw = smooth_in_mask(t1m, b, params.smoothing_mm, vox)[b]
 
     model = fit_tissue_model(t1v)
     post = model.posteriors(t1v)
@@ -831,6 +886,7 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
         field_fl = wm_reference_field(fl_raw, ref_img, params.bias_smoothing_mm, vox)[b]
         t1v, flv = t1_raw_v / field_t1, fl_raw_v / field_fl
         t1s, fls = t1s_raw / field_t1, fls_raw / field_fl
+        t1mv, t1ms = t1m_raw_v / field_t1, t1ms_raw / field_t1  # at the FLAIR's resolution
         sel = (post >= pmin) & ~excl[:, None]
         counts = sel.sum(axis=0)
         if counts[2] < 50:
@@ -849,7 +905,7 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
         # z unit: robust SD of (unsmoothed) NAWM FLAIR, which includes tissue heterogeneity;
         # T1 tolerance: noise of the smoothed T1 that the curve is evaluated at.
         sd_fl = lower_half_sd(flv[sel[:, 2]] / nawm_flair, 1.0)
-        t1n = t1s / wm_t1
+        t1n = t1ms / wm_t1
         fln = fls / nawm_flair
         sd_t1 = upper_half_sd(t1n[core_wm], float(np.median(t1n[core_wm])))
         curve = fit_flair_given_t1(t1n[~excl], fln[~excl])
@@ -867,8 +923,9 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
             # the pure-GM vertex of the cortical band. In the cortical band, where GM is next
             # to every voxel, over the neighbourhood's T1 range; deeper, at the voxel's own T1
             # (+- noise) only, so a small black hole next to WM is not compared with GM.
-            gm_v = grey_matter_vertex(t1v[band & ~excl] / wm_t1, flv[band & ~excl] / nawm_flair,
-                                      upper_half_sd(t1v[sel[:, 2]] / wm_t1, 1.0))
+            gm_v = grey_matter_vertex(t1mv[band & ~excl] / wm_t1,
+                                      flv[band & ~excl] / nawm_flair,
+                                      upper_half_sd(t1mv[sel[:, 2]] / wm_t1, 1.0))
             if np.isfinite(gm_v[0]) and curve.centres[0] < gm_v[0] < 1.0:
                 lo = np.where(band, t1_lo, t1n - tol)
                 hi = np.where(band, t1_hi, t1n + tol)
@@ -876,7 +933,8 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
                     lo, hi, np.array([curve.centres[0], gm_v[0], 1.0]),
                     np.array([curve.median[0], gm_v[1], 1.0])))
         z = np.zeros(b.shape)
-        z[b] = (fln - m_env) / np.maximum(s_env, max(sd_fl, 1e-6))
+        unit = max(sd_fl, 1e-6) if z_unit == "noise" else np.maximum(s_env, max(sd_fl, 1e-6))
+        z[b] = (fln - m_env) / unit
         if user_mask is None:
             fl_img = np.zeros(b.shape)
             fl_img[b] = flv / nawm_flair
@@ -924,12 +982,15 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
     t1_corr_crop = np.zeros(b.shape)
     t1_corr_crop[b] = t1v
     t1_corr[sl] = t1_corr_crop
-    t1hypo = t1_hypointense_mask(t1_corr, lesion, gm_t1, vox, params, noise_t1)
+    t1_norm = (t1_corr / wm_t1).astype(np.float32)
+    # on the written normalised T1, so that a later pass (longitudinal_refinement) reproduces it
+    t1hypo = t1_hypointense_mask(t1_norm, lesion, gm_t1_norm, vox, params, noise_t1 / wm_t1)
     t1hypo_limit_norm = (params.t1hypo_gm_ratio * gm_t1
                          - params.t1hypo_margin_sd * noise_t1) / wm_t1
 
     qc: dict[str, Any] = {
         "lesion_source": "segmented" if user_mask is None else "user mask",
+        "z_unit": z_unit,
         "n_lesions": int(n_lesions),
         "t2lv_ml": float(lesion.sum() * vv / 1000.0),
         "t1hypo_ml": float(t1hypo.sum() * vv / 1000.0),
@@ -942,6 +1003,7 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
         "gm_t1_norm": float(gm_t1_norm),
         "gm_flair_norm": float(gm_flair_norm),
         "t1hypo_limit_norm": float(t1hypo_limit_norm),
+        "t1_noise_sd_norm": float(noise_t1 / wm_t1),
         "t1_mixture": {TISSUE_NAMES[c + 1]: {"mean": float(model.means[c]),
                                              "sd": float(model.sds[c]),
                                              "weight": float(model.weights[c])}
@@ -954,9 +1016,171 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
                            "median": np.round(curve.median, 4), "sd": np.round(curve.sd, 4)},
         "voxel_size_mm": [float(v) for v in vox],
     }
-    t1_norm = (t1_corr / wm_t1).astype(np.float32)
-    return SegmentationResult(lesion, lesion_labels, t1hypo, flair_norm, tissue, t1_norm, qc)
+    hyper_z = np.zeros(t1.shape, np.float32)
+    hyper_z[sl] = np.where(b, z, 0.0)
+    return SegmentationResult(lesion, lesion_labels, t1hypo, flair_norm, tissue, t1_norm, qc,
+                              hyper_z)
 
+
+def longitudinal_refinement(results: list[SegmentationResult], brain: np.ndarray,
+                            voxel_size_mm: Any, params: SegmentationParams | None = None
+                            ) -> list[SegmentationResult]:
+    """Second, joint pass over all sessions of a subject: hyperintensities that changed.
+
+    A cross-sectional threshold must hold against every normal tissue of the voxel's T1, so a
+    small or faint lesion (as bright as GM, or blurred by partial volume) can stay below it.
+    Normal tissue does not change between sessions of one subject in one space, so a voxel whose
+    FLAIR is clearly higher than at another session, where it was not lesion, and which is
+    hyperintense by the lower (hysteresis) threshold, is lesion at this session. This is the
+    two-time-point idea of Jain et al. 2016 (Front Neurosci 10:576, MSmetrix-long: the
+    difference image drives the joint segmentation) and of subtraction imaging (Moraal et al.
+    2010 Radiology 255:154); every session is compared with every other, so the pass favours
+    none (it also finds a lesion that resolved, at the session that has it).
+
+    Per session ``s`` and other session ``r``: ``d = smooth(flair_norm_s) - smooth(flair_norm_r)``
+    (Gaussian ``smoothing_mm`` inside the brain), centred and scaled by its median and MAD x
+    1.4826 over brain outside both sessions' grown lesion masks. Cores: ``d`` >=
+    ``refinement_rise_sd`` SDs for some ``r``, outside ``r``'s lesions grown by 1 mm, not lesion
+    at ``s``, hyperintensity ``z >= flair_z_grow_threshold`` and ``edge_margin_mm`` inside the
+    brain. They are grown and edged exactly like cross-sectional cores
+    (:func:`hysteresis_lesions`) and added to the session's mask; labels, black holes and the QC
+    figures are recomputed. User-supplied masks are final and are never refined.
+
+    Parameters
+    ----------
+    results : list of SegmentationResult, one per session, all on one grid
+    brain : ndarray (I, J, K), the common brain mask the sessions were segmented in
+    voxel_size_mm : sequence of 3 floats
+    params : SegmentationParams
+
+    Returns
+    -------
+    list of SegmentationResult (new objects; the inputs are not modified). ``qc`` gains
+    ``refinement_added_voxels``.
+    """
+    params = params or SegmentationParams()
+    vox = _voxel_size(voxel_size_mm)
+    vv = float(np.prod(vox))
+    if (len(results) < 2 or not params.longitudinal_refinement
+            or any(r.qc.get("lesion_source") == "user mask" for r in results)
+            or any(r.hyper_z is None or r.t1_norm is None for r in results)):
+        return list(results)
+    shape = results[0].lesion_mask.shape
+    brain = _check_volume("brain", brain, shape) > 0
+    sl = _brain_bbox(brain, margin=int(np.ceil(3 * params.smoothing_mm / vox.min())) + 1)
+    b = brain[sl]
+    smooth = [smooth_in_mask(np.asarray(r.flair_norm[sl], np.float64), b, params.smoothing_mm,
+                             vox) for r in results]
+    grow_fp = face_distance_footprint(vox, 1.0)
+    grown = [ndimage.binary_dilation(r.lesion_mask[sl], structure=grow_fp) for r in results]
+    depth = BrainDepth(b, vox)
+    # Normal-appearing WM of each session: smoothed T1 and FLAIR within 2 SDs of the WM modes
+    # (a GM/WM border voxel, whose partial volume shifts with atrophy, is not a reference).
+    nawm = []
+    for r, fl_s in zip(results, smooth):
+        t1_s = smooth_in_mask(np.asarray(r.t1_norm[sl], np.float64), b, params.smoothing_mm, vox)
+        nawm.append(b & (np.abs(t1_s - 1.0) <= 2.0 * float(r.qc["wm_t1_sd_norm"]))
+                    & (np.abs(fl_s - 1.0) <= 2.0 * float(r.qc["nawm_flair_sd_norm"])))
+    n = len(results)
+    # Focal FLAIR difference of every pair in robust SDs: diff_z[(i, j)] = s_i - s_j; the map of
+    # (j, i) is its negative (same reference voxels, same level), so each pair is computed once.
+    diff_z: dict[tuple[int, int], np.ndarray] = {}
+    for i in range(n):
+        for j in range(i + 1, n):
+            ref = b & ~grown[i] & ~grown[j]
+            if ref.sum() < 100:
+                continue
+            d = smooth[i] - smooth[j]
+            centre = float(np.median(d[ref]))
+            sd = max(float(_MAD_TO_SD * np.median(np.abs(d[ref] - centre))), 1e-6)
+            # Residual intensity non-uniformity differs between sessions: take the rise
+            # against the local level of the difference (Gaussian refinement_background_mm,
+            # over voxels that are not candidates), so only focal rises count.
+            if params.refinement_background_mm > 0:
+                quiet = ref & (np.abs(d - centre) < 2.0 * sd)
+                level = masked_smooth_field(d, quiet, params.refinement_background_mm, vox)
+                if level is not None:
+                    d = d - level
+                    centre = float(np.median(d[ref]))
+                    sd = max(float(_MAD_TO_SD * np.median(np.abs(d[ref] - centre))), 1e-6)
+            diff_z[(i, j)] = ((d - centre) / sd).astype(np.float32)
+            diff_z[(j, i)] = -diff_z[(i, j)]
+    z_wm = [(smooth[i] - 1.0) / max(float(r.qc["nawm_flair_sd_norm"]), 1e-6)
+            for i, r in enumerate(results)]
+
+    # 1. Rise: cores that rose against a session where the voxel was normal-appearing WM (GM or
+    # CSF at the other session is not a reference, so no normal-tissue envelope is needed and
+    # atrophy at tissue borders cannot rise), hyperintense against NAWM at this session.
+    masks = []
+    added_rise = []
+    for i, res in enumerate(results):
+        rise_z = np.full(b.shape, -np.inf)
+        for j in range(n):
+            if (i, j) in diff_z:
+                rise_z = np.maximum(rise_z, np.where(~grown[j] & nawm[j], diff_z[(i, j)],
+                                                     -np.inf))
+        z = np.where(b, np.minimum(rise_z, z_wm[i]), -np.inf)
+        core = (b & ~res.lesion_mask[sl] & (rise_z >= params.refinement_rise_sd)
+                & (z_wm[i] >= params.flair_z_threshold))
+        cand = np.nonzero(core)
+        core[cand] = depth(cand, params.edge_margin_mm) >= params.edge_margin_mm
+        mask = res.lesion_mask[sl] & b
+        if core.any():
+            fl = np.asarray(res.flair_norm[sl], np.float64)
+            mask = mask | hysteresis_lesions(z, fl, smooth[i], core, b & np.isfinite(rise_z),
+                                             params, vox, core=core)
+        added_rise.append(int((mask & ~res.lesion_mask[sl]).sum()))
+        masks.append(mask)
+
+    # 2. Persistence: a lesion of another session whose FLAIR here did not fall (its mean focal
+    # difference is above -refinement_rise_sd) is lesion here too, where hyperintense against
+    # NAWM: a lesion does not vanish unless its signal does, so one session's threshold cannot
+    # drop or trim a stable lesion (the masks of step 1, so no chain across sessions).
+    final = []
+    for i in range(n):
+        mask = masks[i].copy()
+        for j in range(n):
+            if (i, j) not in diff_z or not masks[j].any():
+                continue
+            labels_j, n_j = ndimage.label(masks[j], structure=CONNECTIVITY_26)
+            count = np.bincount(labels_j.ravel(), minlength=n_j + 1)
+            mean_dz = np.bincount(labels_j.ravel(), weights=diff_z[(i, j)].ravel(),
+                                  minlength=n_j + 1) / np.maximum(count, 1)
+            keep = mean_dz >= -params.refinement_rise_sd
+            keep[0] = False
+            # ... cut at this session's half-maximum edge, as its own lesions are
+            peak = np.full(n_j + 1, -np.inf)
+            inside = labels_j > 0
+            np.maximum.at(peak, labels_j[inside], smooth[i][inside])
+            excess = np.maximum(peak - 1.0, 1e-6)[labels_j]
+            alpha = (np.asarray(results[i].flair_norm[sl], np.float64) - 1.0) / excess
+            mask |= (keep[labels_j] & (z_wm[i] >= params.flair_z_grow_threshold)
+                     & (alpha >= params.edge_fraction_of_peak) & b)
+        final.append(mask)
+
+    out = []
+    for i, res in enumerate(results):
+        lesion = np.zeros(shape, bool)
+        lesion[sl] = final[i]
+        lesion |= res.lesion_mask  # never removes a voxel
+        added = int(lesion.sum() - res.lesion_mask.sum())
+        if added == 0:
+            qc = dict(res.qc, refinement_added_voxels=0, refinement_rise_voxels=0)
+            out.append(SegmentationResult(res.lesion_mask, res.lesion_labels, res.t1hypo_mask,
+                                          res.flair_norm, res.tissue, res.t1_norm, qc,
+                                          res.hyper_z))
+            continue
+        lesion, _, _ = remove_small_components(lesion, params.min_component_volume_mm3, vv)
+        labels, n_lesions = ndimage.label(lesion, structure=CONNECTIVITY_26)
+        t1hypo = t1_hypointense_mask(res.t1_norm, lesion, res.qc["gm_t1_norm"], vox, params,
+                                     res.qc["t1_noise_sd_norm"])
+        qc = dict(res.qc, refinement_added_voxels=added, refinement_rise_voxels=added_rise[i],
+                  n_lesions=int(n_lesions), t2lv_ml=float(lesion.sum() * vv / 1000.0),
+                  t1hypo_ml=float(t1hypo.sum() * vv / 1000.0),
+                  n_t1hypo=int(ndimage.label(t1hypo, structure=CONNECTIVITY_26)[1]))
+        out.append(SegmentationResult(lesion, labels.astype(np.int32), t1hypo, res.flair_norm,
+                                      res.tissue, res.t1_norm, qc, res.hyper_z))
+    return out
 
 def lesion_table(labels: np.ndarray, flair_norm: np.ndarray, t1hypo: np.ndarray,
                  affine: np.ndarray) -> pd.DataFrame:
@@ -1017,25 +1241,26 @@ def voxel_sizes(affine: np.ndarray) -> np.ndarray:
     return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
 
 
-def segment_session_files(out_dir: str | Path, subject: str, session: str,
-                          lesion_mask_path: str | Path | None = None,
-                          params: SegmentationParams | None = None) -> dict[str, Path]:
-    """Read a session's subject-space images from ``out_dir``, segment, write every product.
+def _segment_session_from_files(out_dir: Path, subject: str, session: str,
+                                lesion_mask_path: str | Path | None,
+                                params: SegmentationParams) -> tuple[SegmentationResult,
+                                                                     np.ndarray, np.ndarray,
+                                                                     int]:
+    """Read one session's subject-space inputs and segment it cross-sectionally.
 
     Returns
     -------
-    dict product name -> written path.
+    (result, affine, brain, number of sessions whose brain masks were intersected)
     """
-    params = params or SegmentationParams()
-    out_dir = Path(out_dir)
-
     def p(**kw: Any) -> Path:
         return bids_path(out_dir, subject, session, **kw)
 
     t1, aff, _ = io.load_nifti(p(space="subject", desc="preproc", suffix="T1w"))
     flair, aff_f, _ = io.load_nifti(p(space="subject", desc="preproc", suffix="FLAIR"))
+    t1_fl, aff_t, _ = io.load_nifti(p(space="subject", desc="flairres", suffix="T1w"))
     brain, aff_b, _ = io.load_nifti(p(space="subject", desc="brain", suffix="mask"))
-    for name, a, arr in (("FLAIR", aff_f, flair), ("brain mask", aff_b, brain)):
+    for name, a, arr in (("FLAIR", aff_f, flair), ("T1w at FLAIR resolution", aff_t, t1_fl),
+                         ("brain mask", aff_b, brain)):
         if arr.shape != t1.shape or not np.allclose(a, aff, atol=1e-4):
             raise InputError(f"sub-{subject} ses-{session}: subject-space {name} does not share "
                              "the T1w grid (shape/affine differ); rerun the register stage")
@@ -1069,50 +1294,138 @@ def segment_session_files(out_dir: str | Path, subject: str, session: str,
             raise InputError(f"{lesion_mask_path}: resampled mask does not match the subject grid "
                              f"of {template}; check that the template and T1w belong together")
         user = np.asarray(data) >= 0.5
-    res = segment_session(t1, flair, brain, voxel_sizes(aff), params, lesion_mask=user)
-    table = lesion_table(res.lesion_labels, res.flair_norm, res.t1hypo_mask, aff)
+    native = {}
+    for suffix in ("T1w", "FLAIR"):
+        f = p(desc="n4", suffix=suffix)
+        if not f.exists():
+            raise InputError(f"{f}: file not found (its voxel size chooses the hyperintensity "
+                             "unit); rerun the preprocess stage for this session")
+        native[suffix] = np.asarray(nib.load(f).header.get_zooms()[:3], dtype=np.float64)
+    res = segment_session(t1, flair, brain, voxel_sizes(aff), params, lesion_mask=user,
+                          t1_flair_resolution=t1_fl, flair_voxel_mm=native["FLAIR"],
+                          t1_voxel_mm=native["T1w"])
     res.qc["params"] = {k: getattr(params, k) for k in params.__dataclass_fields__}
     res.qc["brain_mask_sessions"] = common
     if lesion_mask_path is not None:
         res.qc["lesion_mask_path"] = str(lesion_mask_path)
-    written = {
-        "lesion_mask": io.save_nifti(p(space="subject", desc="lesion", suffix="mask"),
-                                     res.lesion_mask, aff, np.uint8),
-        "lesion_dseg": io.save_nifti(p(space="subject", desc="lesion", suffix="dseg"),
-                                     res.lesion_labels, aff, np.int32),
-        "t1hypo_mask": io.save_nifti(p(space="subject", desc="t1hypo", suffix="mask"),
-                                     res.t1hypo_mask, aff, np.uint8),
-        "flair_norm": io.save_nifti(p(space="subject", desc="norm", suffix="FLAIR"),
-                                    res.flair_norm, aff, np.float32),
-        "t1_norm": io.save_nifti(p(space="subject", desc="norm", suffix="T1w"),
-                                 res.t1_norm, aff, np.float32),
-        "lesions": io.write_tsv(p(space="subject", desc="lesion", suffix="lesions", ext=".tsv"),
-                                table),
-        "qc": io.write_json(p(space="subject", desc="lesion", suffix="qc", ext=".json"), res.qc),
-    }
+    return res, aff, np.asarray(brain) > 0, common
+
+
+#: Columns of the subject-level segmentation summary (``desc-lesion_qc.tsv``).
+SUMMARY_COLUMNS = ("session", "lesion_source", "z_unit", "n_lesions", "t2lv_ml", "n_t1hypo",
+                   "t1hypo_ml", "refinement_added_voxels", "nawm_flair_sd_norm", "gm_t1_norm")
+
+
+def segment_subject_files(out_dir: str | Path, subject: str, sessions: list[str],
+                          lesion_mask_paths: dict[str, str | Path] | None = None,
+                          params: SegmentationParams | None = None) -> dict[str, Any]:
+    """Segment every session of a subject, refine them jointly, write every product.
+
+    Reads each session's subject-space images from ``out_dir`` (register stage), segments each
+    cross-sectionally (:func:`segment_session`), then runs :func:`longitudinal_refinement` over
+    the sessions (skipped with user masks or a single session) and writes per session the lesion
+    mask and labels, black-hole mask, normalised FLAIR and T1, lesion table and QC JSON, and per
+    subject the summary table ``desc-lesion_qc.tsv`` (one row per session), last, so that it
+    stands for a complete set.
+
+    Parameters
+    ----------
+    lesion_mask_paths : optional mapping session -> user lesion mask (native T1 space); either
+        every session has one or none does.
+
+    Returns
+    -------
+    dict: "sessions" -> {session: {product: path}}, "summary" -> path.
+    """
+    params = params or SegmentationParams()
+    out_dir = Path(out_dir)
+    if len(sessions) < 1 or len(set(sessions)) != len(sessions):
+        raise InputError(f"sessions must be distinct labels, got {sessions}")
+    masks = dict(lesion_mask_paths or {})
+    if masks and set(masks) != set(sessions):
+        raise InputError(f"sub-{subject}: user lesion masks given for sessions {sorted(masks)} "
+                         f"but the subject has {sorted(sessions)}; give one mask per session")
+    results, affines, brains = [], [], []
+    for ses in sessions:
+        res, aff, brain, _ = _segment_session_from_files(out_dir, subject, ses, masks.get(ses),
+                                                         params)
+        results.append(res)
+        affines.append(aff)
+        brains.append(brain)
+    for ses, aff, brain in zip(sessions[1:], affines[1:], brains[1:]):
+        if brain.shape != brains[0].shape or not np.allclose(aff, affines[0], atol=1e-4):
+            raise InputError(f"sub-{subject} ses-{ses}: subject-space images are not on the grid "
+                             f"of ses-{sessions[0]}; rerun the register stage")
+    common = brains[0]
+    for brain in brains[1:]:
+        common = common & brain
+    results = longitudinal_refinement(results, common, voxel_sizes(affines[0]), params)
+
+    written: dict[str, Any] = {"sessions": {}}
+    rows = []
+    for ses, res, aff in zip(sessions, results, affines):
+        def p(**kw: Any) -> Path:
+            return bids_path(out_dir, subject, ses, **kw)
+
+        table = lesion_table(res.lesion_labels, res.flair_norm, res.t1hypo_mask, aff)
+        written["sessions"][ses] = {
+            "lesion_mask": io.save_nifti(p(space="subject", desc="lesion", suffix="mask"),
+                                         res.lesion_mask, aff, np.uint8),
+            "lesion_dseg": io.save_nifti(p(space="subject", desc="lesion", suffix="dseg"),
+                                         res.lesion_labels, aff, np.int32),
+            "t1hypo_mask": io.save_nifti(p(space="subject", desc="t1hypo", suffix="mask"),
+                                         res.t1hypo_mask, aff, np.uint8),
+            "flair_norm": io.save_nifti(p(space="subject", desc="norm", suffix="FLAIR"),
+                                        res.flair_norm, aff, np.float32),
+            "t1_norm": io.save_nifti(p(space="subject", desc="norm", suffix="T1w"),
+                                     res.t1_norm, aff, np.float32),
+            "lesions": io.write_tsv(p(space="subject", desc="lesion", suffix="lesions",
+                                      ext=".tsv"), table),
+            "qc": io.write_json(p(space="subject", desc="lesion", suffix="qc", ext=".json"),
+                                res.qc),
+        }
+        rows.append({"session": ses, **{c: res.qc.get(c, 0) for c in SUMMARY_COLUMNS[1:]}})
+    written["summary"] = io.write_tsv(bids_path(out_dir, subject, desc="lesion", suffix="qc",
+                                                ext=".tsv"),
+                                      pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS)))
     return written
 
 
+def _parse_masks(items: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or []:
+        ses, sep, path = item.partition("=")
+        if not sep or not ses or not path:
+            raise InputError(f"--lesion-masks item {item!r} must be SESSION=PATH")
+        out[ses] = path
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pipeline segment --out OUT --subject S --session T [--lesion-mask PATH]``."""
+    """``python -m pipeline segment --out OUT --subject S --sessions T [T ...]
+    [--lesion-masks T=PATH ...]``."""
     ap = argparse.ArgumentParser(prog="python -m pipeline segment",
-                                 description="T2/FLAIR lesion and T1-hypointense masks of one "
-                                             "session in subject space")
+                                 description="T2/FLAIR lesion and T1-hypointense masks of every "
+                                             "session of a subject in subject space")
     ap.add_argument("--out", required=True, help="derivatives directory (register stage output)")
     ap.add_argument("--subject", required=True, help="subject label without 'sub-'")
-    ap.add_argument("--session", required=True, help="session label without 'ses-'")
-    ap.add_argument("--lesion-mask", default=None,
-                    help="use this lesion mask (session's native T1 space) instead of segmenting")
+    ap.add_argument("--sessions", required=True, nargs="+",
+                    help="session labels without 'ses-'")
+    ap.add_argument("--lesion-masks", nargs="*", default=None, metavar="SESSION=PATH",
+                    help="use these lesion masks (each session's native T1 space) instead of "
+                         "segmenting; one per session")
     ap.add_argument("--params", default=None,
                     help='JSON file {"SegmentationParams": {field: value}} of overrides')
     args = ap.parse_args(argv)
     try:
         params = _load_params(args.params)
-        written = segment_session_files(args.out, args.subject, args.session, args.lesion_mask,
-                                        params)
+        written = segment_subject_files(args.out, args.subject, args.sessions,
+                                        _parse_masks(args.lesion_masks), params)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
-    for path in written.values():
-        print(path)
+    for paths in written["sessions"].values():
+        for path in paths.values():
+            print(path)
+    print(written["summary"])
     return 0

@@ -268,6 +268,12 @@ def _write_session(out, sub, ses, t1, fl, brain, affine):
                   t1, affine, np.float32)
     io.save_nifti(bids_path(out, sub, ses, space="subject", desc="preproc", suffix="FLAIR"),
                   fl, affine, np.float32)
+    # FLAIR on the T1 grid: the T1 at FLAIR resolution is the T1 itself; the native (N4)
+    # images give the voxel sizes
+    for suffix, img in (("T1w", t1), ("FLAIR", fl)):
+        io.save_nifti(bids_path(out, sub, ses, desc="n4", suffix=suffix), img, affine, np.float32)
+    io.save_nifti(bids_path(out, sub, ses, space="subject", desc="flairres", suffix="T1w"),
+                  t1, affine, np.float32)
     io.save_nifti(bids_path(out, sub, ses, space="subject", desc="brain", suffix="mask"),
                   brain, affine, np.uint8)
 
@@ -275,7 +281,7 @@ def _write_session(out, sub, ses, t1, fl, brain, affine):
 def test_cli_writes_products_deterministically(tmp_path, brain_1mm):
     t1, fl, brain, truth, _, affine = brain_1mm
     _write_session(tmp_path, "01", "baseline", t1, fl, brain, affine)
-    args = ["--out", str(tmp_path), "--subject", "01", "--session", "baseline"]
+    args = ["--out", str(tmp_path), "--subject", "01", "--sessions", "baseline"]
     assert main(args) == 0
     products = [bids_path(tmp_path, "01", "baseline", space="subject", desc=d, suffix=s, ext=e)
                 for d, s, e in (("lesion", "mask", ".nii.gz"), ("lesion", "dseg", ".nii.gz"),
@@ -291,11 +297,15 @@ def test_cli_writes_products_deterministically(tmp_path, brain_1mm):
     assert len(table) == len(LESIONS)
     dseg, _, _ = io.load_nifti(products[1])
     assert dseg.dtype == np.int32
+    summary = io.read_tsv(bids_path(tmp_path, "01", desc="lesion", suffix="qc", ext=".tsv"))
+    assert list(summary["session"]) == ["baseline"]
+    assert int(summary["n_lesions"].iloc[0]) == len(LESIONS)
 
 
 def test_cli_reports_missing_input(tmp_path, capsys):
-    assert main(["--out", str(tmp_path), "--subject", "01", "--session", "m06"]) == 1
+    assert main(["--out", str(tmp_path), "--subject", "01", "--sessions", "m06"]) == 1
     assert "file not found" in capsys.readouterr().err
+    assert not bids_path(tmp_path, "01", desc="lesion", suffix="qc", ext=".tsv").exists()
 
 
 @pytest.mark.parametrize("vox", [(1.0, 1.0, 1.0), (2.0, 2.0, 2.0), (1.0, 1.0, 3.0)])
@@ -351,8 +361,8 @@ def test_cli_user_lesion_mask_resampled_into_subject_space(tmp_path, brain_1mm):
     sitk.WriteTransform(sitk.Euler3DTransform(), str(xfm))  # native T1 grid = subject grid
     user = tmp_path / "manual_mask.nii.gz"
     io.save_nifti(user, truth, affine, np.uint8)
-    assert main(["--out", str(tmp_path), "--subject", "01", "--session", "m06",
-                 "--lesion-mask", str(user)]) == 0
+    assert main(["--out", str(tmp_path), "--subject", "01", "--sessions", "m06",
+                 "--lesion-masks", f"m06={user}"]) == 0
     mask, _, _ = io.load_nifti(bids_path(tmp_path, "01", "m06", space="subject", desc="lesion",
                                          suffix="mask"))
     assert dice(mask > 0, truth) > 0.95

@@ -43,7 +43,7 @@ def test_full_cohort_dry_run_lists_every_stage(repo, tool_env, skeleton, tmp_pat
                     f"out_dir={tmp_path / 'out'}")
     assert res.returncode == 0, res.stderr + res.stdout
     counts = job_counts(res.stdout)
-    assert counts["preprocess"] == 9 and counts["segment"] == 9
+    assert counts["preprocess"] == 9 and counts["segment"] == 3
     assert counts["register"] == counts["longitudinal"] == counts["qc_figures"] == 3
     for rule in ("cohort", "stats", "report", "discovery", "settings"):
         assert counts[rule] == 1
@@ -85,7 +85,7 @@ def test_user_masks_become_inputs_of_segmentation(repo, tool_env, tmp_path):
     res = snakemake(repo, tool_env, "-n", "-p", "--config", f"bids_dir={bids}",
                     f"out_dir={tmp_path / 'out'}", "segmentation={source: masks}")
     assert res.returncode == 0, res.stderr
-    assert "--lesion-mask" in res.stdout and "desc-lesion_mask.nii.gz" in res.stdout
+    assert "--lesion-masks baseline=" in res.stdout and "desc-lesion_mask.nii.gz" in res.stdout
 
 
 def test_subjects_and_exclusions(repo, tool_env, skeleton, tmp_path):

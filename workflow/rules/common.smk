@@ -119,11 +119,12 @@ def raw_inputs(wildcards):
     return files
 
 
-def user_lesion_mask(wildcards):
+def user_lesion_masks(wildcards):
+    """The subject's user-supplied lesion masks, one per session in sessions_of order."""
     if config["segmentation"]["source"] != "masks":
         return []
-    return config["segmentation"]["mask_pattern"].format(
-        bids_dir=BIDS, subject=wildcards.subject, session=wildcards.session)
+    return [config["segmentation"]["mask_pattern"].format(
+        bids_dir=BIDS, subject=wildcards.subject, session=s) for s in sessions_of(wildcards)]
 
 
 def subject_endpoints():

@@ -1,33 +1,35 @@
-# Per session, in subject space: T2/FLAIR lesion mask and labels, T1-hypointense mask.
-# Segmentation reads every session's subject-space brain mask (written by register, whose
-# declared registration table stands for them) and works inside their intersection.
+# Per subject, in subject space: T2/FLAIR lesion mask and labels and T1-hypointense mask of
+# every session. Each session is segmented on its own, then all sessions are refined jointly
+# (a hyperintensity that rose against another session's normal WM is lesion; see
+# pipeline/segment.py). The job reads the sessions' subject-space images (written by register,
+# whose declared registration table stands for them) and writes per session desc-lesion
+# mask/dseg, desc-t1hypo mask, desc-norm FLAIR/T1w, the lesion table and QC JSON; the declared
+# subject-level summary desc-lesion_qc.tsv is written last and stands for them.
 
 
 rule segment:
     input:
         registration=deriv(ses=None, desc="registration", suffix="qc", ext=".tsv"),
-        user_mask=user_lesion_mask,
+        user_masks=user_lesion_masks,
         params=str(PARAMS_JSON),
     output:
-        mask=deriv(space="subject", desc="lesion", suffix="mask"),
-        dseg=deriv(space="subject", desc="lesion", suffix="dseg"),
-        t1hypo=deriv(space="subject", desc="t1hypo", suffix="mask"),
-        flair=deriv(space="subject", desc="norm", suffix="FLAIR"),
-        t1w=deriv(space="subject", desc="norm", suffix="T1w"),
-        table=deriv(space="subject", desc="lesion", suffix="lesions", ext=".tsv"),
-        qc=deriv(space="subject", desc="lesion", suffix="qc", ext=".json"),
+        summary=deriv(ses=None, desc="lesion", suffix="qc", ext=".tsv"),
     params:
         out=lambda wildcards: str(OUT),
-        user_mask=lambda wc, input: f"--lesion-mask {input.user_mask}" if input.user_mask else "",
+        sessions=lambda wc: " ".join(sessions_of(wc)),
+        user_masks=lambda wc, input: (
+            "--lesion-masks " + " ".join(f"{s}={m}" for s, m in zip(sessions_of(wc),
+                                                                     input.user_masks))
+            if input.user_masks else ""),
     log:
-        log("segment", ses="{session}"),
+        log("segment"),
     benchmark:
-        bench("segment", ses="{session}")
+        bench("segment")
     conda:
         "../envs/pipeline.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=3000,
     shell:
         "python -m pipeline segment --out {params.out} --subject {wildcards.subject}"
-        " --session {wildcards.session} {params.user_mask} --params {input.params} > {log} 2>&1"
+        " --sessions {params.sessions} {params.user_masks} --params {input.params} > {log} 2>&1"

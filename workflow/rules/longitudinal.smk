@@ -6,16 +6,8 @@
 
 rule longitudinal:
     input:
-        masks=lambda wc: [deriv(wc.subject, s, space="subject", desc="lesion", suffix="mask")
-                          for s in sessions_of(wc)],
-        t1hypo=lambda wc: [deriv(wc.subject, s, space="subject", desc="t1hypo", suffix="mask")
-                           for s in sessions_of(wc)],
-        flair=lambda wc: [deriv(wc.subject, s, space="subject", desc="norm", suffix="FLAIR")
-                          for s in sessions_of(wc)],
-        t1w=lambda wc: [deriv(wc.subject, s, space="subject", desc="norm", suffix="T1w")
-                        for s in sessions_of(wc)],
-        qc=lambda wc: [deriv(wc.subject, s, space="subject", desc="lesion", suffix="qc",
-                             ext=".json") for s in sessions_of(wc)],
+        # stands for every session's lesion masks, normalised images and segmentation QC
+        segmentation=deriv(ses=None, desc="lesion", suffix="qc", ext=".tsv"),
         # stands for the T1w->subject transforms, which map lesion centroids to native space
         registration=deriv(ses=None, desc="registration", suffix="qc", ext=".tsv"),
         params=str(PARAMS_JSON),
