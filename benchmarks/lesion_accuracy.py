@@ -24,8 +24,8 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-ACTIVITY_SEED = 60606  # never used in development or tests
-RESCAN_SEED = 70707
+ACTIVITY_SEED = 24680  # never used in development or tests (earlier runs: 60606)
+RESCAN_SEED = 97531  # (earlier runs: 70707)
 
 
 def sh(cmd: list[str], env: dict, log: Path) -> None:

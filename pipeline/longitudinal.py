@@ -52,13 +52,17 @@ Connected components use 26-connectivity throughout.
   With ``enlarging_requires_flair_rise`` the grown part (b voxels outside a) must pass the same
   FLAIR-rise confirmation, so a boundary drawn differently on unchanged tissue is not growth.
   ``shrinking`` mirrors enlarging (``shrinking_min_decrease_mm3`` and ``_pct``); else ``stable``.
-* **New T1-hypointense.** A component of the t1hypo mask at b (volume >= ``min_t1hypo_volume_mm3``)
-  that does not overlap the grown t1hypo mask at a: covers brand-new black holes and old T2
+* **New T1-hypointense.** A component of the t1hypo mask at b, inside T2 lesion(s) at b of volume
+  >= ``min_t1hypo_volume_mm3`` (a black hole is as large as the T2 lesion it marks; its
+  hypointense core is smaller by the partial-volume rim), that does not overlap the grown
+  t1hypo mask at a: covers brand-new black holes and old T2
   lesions turning hypointense; otherwise ``persistent``. With session a's normalised T1 (the
   file wrapper reads desc-norm T1w and the black-hole limit from a's segmentation QC), a
   candidate must also not have been hypointense at a by intensity: mean T1 at a over it >= a's
   limit, else it is ``persistent`` (a black hole whose T2 lesion a's segmentation missed), or
-  ``unconfirmed`` when a's brain did not cover it. Without a's T1, one lying mostly inside an
+  ``unconfirmed`` when a's brain did not cover it; with b's normalised T1 too, its T1 must have
+  fallen: mean ``T1_a - T1_b`` over it >= ``t1_fall_min_sd`` robust SDs of the voxelwise T1
+  difference in normal-appearing brain, else ``unconfirmed``. Without a's T1, one lying mostly inside an
   ``unconfirmed`` T2 component (a b-only component that failed the new-lesion test) is
   ``unconfirmed``: a black hole must sit in an old or a confirmed new T2 lesion.
 * **T2-LV** = lesion voxels x voxel volume / 1000 (mL); change in mL and % (NaN when start is 0).
@@ -260,7 +264,8 @@ def classify_interval(lesion_a: np.ndarray, lesion_b: np.ndarray, flair_norm_a: 
                       voxel_size_mm: Any, params: LesionParams | None = None, *,
                       affine: np.ndarray | None = None, dt_months: float | None = None,
                       t1_norm_a: np.ndarray | None = None,
-                      t1hypo_limit_a: float | None = None
+                      t1hypo_limit_a: float | None = None,
+                      t1_norm_b: np.ndarray | None = None
                       ) -> tuple[pd.DataFrame, np.ndarray]:
     """Match lesions between sessions a and b and classify them (see module docstring).
 
@@ -277,6 +282,8 @@ def classify_interval(lesion_a: np.ndarray, lesion_b: np.ndarray, flair_norm_a: 
     t1_norm_a : optional float ndarray (I, J, K), normalised T1 at a (WM = 1, 0 outside brain)
     t1hypo_limit_a : optional float, the normalised T1 below which session a calls a lesion
         voxel hypointense; with ``t1_norm_a`` it confirms new black holes by intensity
+    t1_norm_b : optional float ndarray (I, J, K), normalised T1 at b; with ``t1_norm_a`` a new
+        black hole must also show a T1 fall (``t1_fall_min_sd``)
 
     Returns
     -------
@@ -504,21 +511,48 @@ def classify_interval(lesion_a: np.ndarray, lesion_b: np.ndarray, flair_norm_a: 
         with np.errstate(invalid="ignore", divide="ignore"):
             t1_at_a = np.where(t1_cnt >= 0.5 * hs["count"], t1_sum / np.maximum(t1_cnt, 1),
                                np.nan)
+    # T1 fall: the mean of T1_a - T1_b over the core, in robust SDs of the voxelwise T1
+    # difference in normal-appearing brain, the T1 analogue of the FLAIR-rise confirmation (a
+    # noise dip in a GM-like lesion is not a new black hole; a lesion turning hypointense is).
+    t1_fall_z = None
+    if t1_norm_a is not None and t1_norm_b is not None:
+        ta_c = np.asarray(t1_norm_a)[sl].astype(np.float64)
+        tb_c = np.asarray(t1_norm_b)[sl].astype(np.float64)
+        both_t = (ta_c > 0) & (tb_c > 0)
+        ref_t = both_t & ~grown_any
+        if ref_t.sum() >= 100:
+            dt1 = ta_c - tb_c
+            c_t = float(np.median(dt1[ref_t]))
+            sd_t = max(float(_MAD_TO_SD * np.median(np.abs(dt1[ref_t] - c_t))), 1e-6)
+            f_sum = np.bincount(mh.lb[both_t], weights=dt1[both_t] - c_t, minlength=mh.nb + 1)
+            f_cnt = np.bincount(mh.lb[both_t], minlength=mh.nb + 1).astype(np.float64)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                t1_fall_z = np.where(f_cnt >= 0.5 * hs["count"], f_sum / np.maximum(f_cnt, 1),
+                                     np.nan) / sd_t
     # Without it: a black hole inside a T2 component that failed the new-lesion test (no FLAIR
     # rise, too small) is segmentation noise, not a new black hole.
     unconfirmed_piece = np.zeros(npieces + 1, bool)
     unconfirmed_piece[1:] = ~group_has_a[piece_group[1:]] & ~piece_ok[1:]
     in_unconfirmed = np.bincount(mh.lb.ravel(), weights=unconfirmed_piece[lp].ravel(),
                                  minlength=mh.nb + 1)
+    # A black hole is as large as the T2 lesion it marks (its hypointense core is smaller by the
+    # partial-volume rim): the volume test applies to the b lesion(s) containing the core.
+    t2_count_b = np.bincount(m.lb.ravel(), minlength=m.nb + 1).astype(np.float64)
+    both = (mh.lb > 0) & (m.lb > 0)
+    pair = np.unique(mh.lb[both].astype(np.int64) * (m.nb + 1) + m.lb[both])
+    t2_volume_of_hypo = np.bincount(pair // (m.nb + 1), weights=t2_count_b[pair % (m.nb + 1)],
+                                    minlength=mh.nb + 1) * vv
     for j in range(1, mh.nb + 1):
         v1 = hs["count"][j] * vv
-        if v1 < params.min_t1hypo_volume_mm3 - 1e-9:
+        if t2_volume_of_hypo[j] < params.min_t1hypo_volume_mm3 - 1e-9:
             continue
         olds = linked.get(j, [])
         cls = "persistent" if olds else "new"
         if not olds and t1_at_a is not None:
             if not t1_at_a[j] >= t1hypo_limit_a:  # hypointense at a already (or not seen)
                 cls = "persistent" if np.isfinite(t1_at_a[j]) else UNCONFIRMED
+            elif t1_fall_z is not None and not t1_fall_z[j] >= params.t1_fall_min_sd:
+                cls = UNCONFIRMED  # no T1 fall: not a change
         elif not olds and in_unconfirmed[j] > 0.5 * hs["count"][j]:
             cls = UNCONFIRMED
         rows.append({"kind": "t1hypo", "class": cls,
@@ -686,7 +720,7 @@ def longitudinal_files(out_dir: str | Path, subject: str, sessions: list[str],
         table, new_labels = classify_interval(
             da["lesion"] > 0, db["lesion"] > 0, da["flair"], db["flair"], da["t1hypo"] > 0,
             db["t1hypo"] > 0, vox, params, affine=affine, dt_months=dt, t1_norm_a=da["t1"],
-            t1hypo_limit_a=da["t1hypo_limit"])
+            t1hypo_limit_a=da["t1hypo_limit"], t1_norm_b=db["t1"])
         if not db["xfm"].exists():
             raise InputError(f"{db['xfm']}: file not found; the T1w->subject transform of "
                              f"ses-{ses_b} is needed to report lesion positions in its T1w world "

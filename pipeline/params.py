@@ -268,10 +268,16 @@ class SegmentationParams:
     # The GM reference is cortical: GM-like voxels within this depth of the brain surface
     # (cortical thickness ~2.5 mm, Fischl & Dale 2000, plus the sulcal CSF the mask includes).
     cortical_depth_mm: float = 6.0
-    # Gaussian sigma applied to T1 before the black-hole test, so noise alone does not make a
-    # mildly hypointense lesion look like a black hole (about one voxel at 1 mm).
-    t1hypo_smoothing_mm: float = 1.0
-    t1hypo_min_volume_mm3: float = 10.0  # a black hole must be at least ~3 mm across
+    # Gaussian sigma applied to T1 before the black-hole test: half a voxel at 1 mm suppresses
+    # noise while keeping the core of a 4 mm black hole below the GM reference (a 1 mm sigma
+    # lifts it above); noise dips that remain are not counted as new black holes without a
+    # T1 fall (LesionParams.t1_fall_min_sd).
+    t1hypo_smoothing_mm: float = 0.5
+    # Smallest hypointense core kept (~3 mm across; noise specks and partial-volume dips at the
+    # edge of a GM-like lesion are smaller). The core of a black hole is smaller than its
+    # lesion (partial volume with WM lifts the rim's T1 above GM); the black hole's size is its
+    # T2 lesion's, tested by LesionParams.min_t1hypo_volume_mm3.
+    t1hypo_min_volume_mm3: float = 10.0
     # Joint pass over the subject's sessions (segment.longitudinal_refinement): hyperintense
     # voxels (z >= flair_z_grow_threshold) whose smoothed FLAIR rose by refinement_rise_sd
     # robust SDs of the difference image against another session, where they were not lesion,
@@ -345,7 +351,11 @@ class LesionParams:
     # Enlarging: growth >= both thresholds (ANIMA/MSSEG-2 uses > 12 mm^3 and a 0.5 ratio).
     enlarging_min_increase_mm3: float = 12.0
     enlarging_min_increase_pct: float = 50.0
+    # New black hole: its T2 lesion at b is at least this large (the same floor as a new lesion).
     min_t1hypo_volume_mm3: float = 10.0
+    # ... and its T1 fell by this many robust SDs of the voxelwise T1 difference (mean over the
+    # hypointense core; the T1 counterpart of flair_rise_min_sd).
+    t1_fall_min_sd: float = 3.0
     # New-lesion confirmation: mean rise of normalised FLAIR (b - a) over the component, in robust
     # SDs of the difference image in normal-appearing tissue (subtraction-image thresholding at
     # mean + k SD: Ganiler et al. 2014 Neuroradiology 56:363; Moraal et al. 2010 Radiology 255:154).
@@ -378,6 +388,7 @@ class LesionParams:
         n = type(self).__name__
         for name in ("min_new_lesion_volume_mm3", "enlarging_min_increase_mm3",
                      "enlarging_min_increase_pct", "min_t1hypo_volume_mm3", "flair_rise_min_sd",
+                     "t1_fall_min_sd",
                      "shrinking_min_decrease_mm3", "enlarging_min_pct_per_year",
                      "enlarging_min_voxels"):
             v = getattr(self, name)
