@@ -228,14 +228,14 @@ class SegmentationParams:
     # Unit of the hyperintensity z-score. "noise": the robust SD of normal-appearing WM FLAIR,
     # everywhere; right when the normal-tissue envelope (the CSF-GM-WM mixing lines through the
     # measured pure-GM vertex) is the true upper edge of normal (T1, FLAIR) pairs, which holds
-    # when FLAIR resolves the cortex as well as T1 does. "tissue": the larger of that and the
-    # bright-side spread of normal FLAIR at the voxel's T1 (the spread of partial-volume
-    # mixtures); needed when FLAIR voxels are much larger than T1 voxels (e.g. 3 mm slices),
-    # because no FLAIR voxel is then pure GM and the measured vertex lies inside the true
-    # mixing triangle. "auto": "noise" unless the FLAIR's native voxel is coarser than
-    # ``flair_coarse_ratio`` x the T1's.
+    # when the voxels are small enough for the cortex (~2.5 mm thick, Fischl & Dale 2000) to
+    # contain pure-GM voxels. "tissue": the larger of that and the bright-side spread of normal
+    # FLAIR at the voxel's T1 (the spread of partial-volume mixtures), needed with larger voxels
+    # (2 mm, or 3 mm FLAIR slices), where no voxel is pure GM and the measured vertex lies
+    # inside the true mixing triangle. "auto": "noise" when the longest native voxel edge of
+    # both T1 and FLAIR is at most ``noise_unit_max_voxel_mm``.
     z_unit: str = "auto"
-    flair_coarse_ratio: float = 1.5
+    noise_unit_max_voxel_mm: float = 1.25
     # Bound normal FLAIR below by the CSF-GM-WM mixing lines through the pure-GM vertex (at the
     # voxel's own T1): where the cortex is thin, pure GM is a minority of its T1 bins.
     grey_matter_bound: bool = True
@@ -288,6 +288,9 @@ class SegmentationParams:
     # residual intensity non-uniformity that differs between sessions is not a rise; new
     # lesions are <= ~15 mm across and are left out of the level estimate (0: global level).
     refinement_background_mm: float = 10.0
+    # Persistence of a lesion that changed (grew, shrank): its unchanged pieces of at least this
+    # volume persist into the other sessions (10 mm^3: the smallest lesion counted as new).
+    persistence_min_piece_mm3: float = 10.0
     # Segment every session inside the intersection of all sessions' subject-space brain masks
     # (a common longitudinal mask, as in SIENA / longitudinal FreeSurfer), so a brain mask drawn
     # differently in one session does not create or remove lesions at its edge.
@@ -308,10 +311,12 @@ class SegmentationParams:
                  self.refinement_rise_sd, "> 0")
         _require(self.refinement_background_mm >= 0, n, "refinement_background_mm",
                  self.refinement_background_mm, ">= 0")
+        _require(self.persistence_min_piece_mm3 >= 0, n, "persistence_min_piece_mm3",
+                 self.persistence_min_piece_mm3, ">= 0")
         _require(self.z_unit in ("auto", "noise", "tissue"), n, "z_unit", self.z_unit,
                  "'auto', 'noise' or 'tissue'")
-        _require(self.flair_coarse_ratio >= 1, n, "flair_coarse_ratio", self.flair_coarse_ratio,
-                 ">= 1")
+        _require(self.noise_unit_max_voxel_mm > 0, n, "noise_unit_max_voxel_mm",
+                 self.noise_unit_max_voxel_mm, "> 0")
         _require(self.bias_smoothing_mm >= 0, n, "bias_smoothing_mm", self.bias_smoothing_mm,
                  ">= 0")
         _require(self.t1_neighbourhood_mm >= 0, n, "t1_neighbourhood_mm",

@@ -27,6 +27,7 @@ segmentation QC        ses, space="subject", desc="lesion", suffix="qc", ext=".j
 session lesion table   ses, space="subject", desc="lesion", suffix="lesions", ext=".tsv"
 subject template       space="subject", desc="template", suffix="T1w"   (no ses)
 registration table     desc="registration", suffix="qc", ext=".tsv"      (no ses)
+segmentation summary   desc="lesion", suffix="qc", ext=".tsv"            (no ses)
 interval lesion table  from_=a, to=b, suffix="lesions", ext=".tsv"       (no ses)
 new-lesion labels      from_=a, to=b, space="subject", desc="new", suffix="dseg"
 subject endpoints      suffix="endpoints", ext=".tsv"                     (no ses)

@@ -62,6 +62,34 @@ Method
    ``cortical_depth_mm`` of the brain surface, see :func:`grey_matter_vertex`; the smoothed T1
    must lie ``t1hypo_margin_sd`` noise SDs below it. Components
    (26-connectivity) below ``t1hypo_min_volume_mm3`` are dropped.
+6. **Resolution matching.** A FLAIR voxel integrates signal over its whole extent, so with a
+   coarser FLAIR (e.g. 3 mm slices) its partial-volume mixture differs from the 1 mm T1's and
+   (T1, FLAIR) pairs leave the tissues' mixing lines. The register stage therefore also writes
+   the T1 as the FLAIR grid would have recorded it (``desc-flairres`` T1w:
+   :func:`pipeline.registration.t1_at_flair_resolution`, resampled along the FLAIR's own
+   path); the FLAIR-given-T1 model and the GM vertex use it (steps 3-4), while tissue classes,
+   the WM reference and the black-hole test use the full-resolution T1.
+   The z unit (``z_unit``) is the NAWM noise SD when the voxels resolve the cortex (<= 1.25 mm):
+   the mixing lines through the measured GM vertex are then the upper edge of normal tissue
+   and only noise scatters above it. With a coarse FLAIR no voxel is pure GM, the measured
+   vertex lies inside the true mixing triangle, and the unit widens to the bright-side spread
+   of normal FLAIR at the voxel's T1; the same holds at 2 mm voxels ("auto" chooses by the
+   native voxel sizes).
+7. **Joint refinement over sessions** (:func:`longitudinal_refinement`, all sessions of a
+   subject in one job). (a) *Rise*: a voxel whose focal FLAIR rose by ``refinement_rise_sd``
+   robust SDs against another session where it was normal-appearing WM, and which is
+   hyperintense against NAWM here, is a lesion core; cores are grown and edged as in step 4.
+   Normal tissue does not change within a subject, so the other session is the reference for
+   "normal" at that voxel, which no cross-sectional envelope can be; this finds lesions as
+   bright as GM or blurred by partial volume (the two-time-point idea of Jain et al. 2016
+   Front Neurosci 10:576; subtraction imaging, Moraal et al. 2010 Radiology 255:154).
+   (b) *Persistence*: a lesion of another session whose mean focal FLAIR difference did not
+   fall by ``refinement_rise_sd`` SDs is lesion here too where hyperintense and within this
+   session's half-maximum edge (of a lesion that changed, its unchanged pieces of at least
+   ``persistence_min_piece_mm3`` with a core-level hyperintensity here), so a threshold falling
+   differently in one session does not drop or trim a stable lesion (T2-LV change noise), and
+   a grown lesion keeps its old part at the earlier session. Every session is compared with every
+   other (no session favoured); voxels are only added.
 
 With ``common_brain_mask`` (default) the search region is the intersection of the
 space-subject brain masks of all sessions of the subject present in the output directory, so
@@ -69,17 +97,19 @@ lesion masks of different sessions are comparable at the brain edge.
 
 Labels of ``desc-lesion`` dseg are connected components (26-connectivity) numbered in C order of
 their first voxel (``scipy.ndimage.label`` raster order), hence deterministic.
-A user-supplied lesion mask (``--lesion-mask``, native T1 space) replaces step 4; it is resampled
+A user-supplied lesion mask (``--lesion-masks``, native T1 space) replaces steps 4 and 7; it is resampled
 into subject space (linear, thresholded at 0.5) and steps 1-3 and 5 still run.
 
-Limitations: a lesion whose FLAIR does not exceed the brightest normal tissue of its T1 by the
-threshold is not found. For T1 iso/mildly hypointense lesions (T1 between GM and WM) that
-tissue is GM/WM partial volume or deep GM, and small black holes blurred by partial volume
-reach GM-like T1, so lesions only as bright as GM are missed, especially small ones at 2 mm
-voxels. Tissue brighter on FLAIR than most normal tissue of its T1 (e.g. deep GM among GM/WM
-partial-volume voxels of the same T1) can be called lesion; such false positives are stable
-across sessions and are not counted as new by the longitudinal stage, which requires a FLAIR
-rise.
+Limitations: cross-sectionally, a lesion whose FLAIR does not exceed the brightest normal tissue
+of its T1 by the threshold is not found. For T1 iso/mildly hypointense lesions (T1 between GM
+and WM) that tissue is GM/WM partial volume or deep GM, and small black holes blurred by partial
+volume reach GM-like T1, so lesions only as bright as GM are missed, especially small ones at 2
+mm voxels; the joint refinement recovers those that changed (new, or missed in one session
+only), not a faint lesion that is stable and missed in every session. With a coarse FLAIR the
+wider z unit lowers sensitivity further. Tissue brighter on FLAIR than most normal tissue of its
+T1 (e.g. deep GM among GM/WM partial-volume voxels of the same T1) can be called lesion; such
+false positives are stable across sessions and are not counted as new by the longitudinal stage,
+which requires a FLAIR rise.
 """
 
 from __future__ import annotations
@@ -782,13 +812,12 @@ def t1_hypointense_mask(t1: np.ndarray, lesion_mask: np.ndarray, gm_t1: float,
 
 def resolve_z_unit(params: SegmentationParams, flair_voxel_mm: Any, t1_voxel_mm: Any) -> str:
     """The hyperintensity z unit ("noise" or "tissue") for ``params.z_unit`` and the native voxel
-    sizes: "auto" is "tissue" when the FLAIR's longest voxel edge exceeds
-    ``flair_coarse_ratio`` x the T1's longest edge."""
+    sizes: "auto" is "noise" when the longest voxel edge of both images is at most
+    ``noise_unit_max_voxel_mm``, else "tissue"."""
     if params.z_unit != "auto":
         return params.z_unit
-    coarse = (_voxel_size(flair_voxel_mm).max()
-              > params.flair_coarse_ratio * _voxel_size(t1_voxel_mm).max())
-    return "tissue" if coarse else "noise"
+    longest = max(_voxel_size(flair_voxel_mm).max(), _voxel_size(t1_voxel_mm).max())
+    return "noise" if longest <= params.noise_unit_max_voxel_mm + 1e-6 else "tissue"
 
 
 def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_size_mm: Any,
@@ -1154,8 +1183,24 @@ def longitudinal_refinement(results: list[SegmentationResult], brain: np.ndarray
             np.maximum.at(peak, labels_j[inside], smooth[i][inside])
             excess = np.maximum(peak - 1.0, 1e-6)[labels_j]
             alpha = (np.asarray(results[i].flair_norm[sl], np.float64) - 1.0) / excess
-            mask |= (keep[labels_j] & (z_wm[i] >= params.flair_z_grow_threshold)
-                     & (alpha >= params.edge_fraction_of_peak) & b)
+            # voxels still bright here whose own focal difference did not fall either (a grown
+            # lesion's new rim is not carried back into the earlier session)
+            bright = ((z_wm[i] >= params.flair_z_grow_threshold)
+                      & (alpha >= params.edge_fraction_of_peak) & b
+                      & (diff_z[(i, j)] >= -params.refinement_rise_sd))
+            mask |= keep[labels_j] & bright
+            # A lesion that changed (e.g. grew) persists in its unchanged part: pieces whose
+            # own focal difference did not fall, at least persistence_min_piece_mm3 large and
+            # with a core-level hyperintensity here (noise in NAWM is neither).
+            unchanged = (labels_j > 0) & ~keep[labels_j] & bright & ~mask
+            if unchanged.any():
+                pieces, n_p = ndimage.label(unchanged, structure=CONNECTIVITY_26)
+                size = np.bincount(pieces.ravel(), minlength=n_p + 1) * vv
+                zmax = np.full(n_p + 1, -np.inf)
+                np.maximum.at(zmax, pieces[pieces > 0], z_wm[i][pieces > 0])
+                ok = (size >= params.persistence_min_piece_mm3) & (zmax >= params.flair_z_threshold)
+                ok[0] = False
+                mask |= ok[pieces]
         final.append(mask)
 
     out = []
@@ -1286,7 +1331,7 @@ def _segment_session_from_files(out_dir: Path, subject: str, session: str,
         xfm = p(from_="T1w", to="subject", mode="image", suffix="xfm", ext=".txt")
         for f in (Path(lesion_mask_path), template, xfm):
             if not f.exists():
-                raise InputError(f"{f}: file not found (needed to bring --lesion-mask into "
+                raise InputError(f"{f}: file not found (needed to bring a user lesion mask into "
                                  "subject space); check the path or rerun the register stage")
         data, aff_u = resample_to_subject(lesion_mask_path, template, [xfm],
                                           interpolation="linear")

@@ -342,3 +342,33 @@ def test_cli_refuses_interval_with_missing_session(tmp_path, capsys):
     assert rc == 1
     err = capsys.readouterr().err
     assert "m06-m12" in err and "m12" in err
+
+
+@pytest.mark.parametrize("vox", VOXELS)
+def test_new_t1hypo_needs_a_t1_fall(vox):
+    """A hypointense core at b in a lesion whose T1 did not change (a GM-like lesion dipping
+    below the GM reference by noise) is not a new black hole; one whose T1 fell is."""
+    rng = np.random.default_rng(4)
+    gm_like = ball(vox, OLD, 4.5)
+    turning = ball(vox, FAR, 4.5)
+    a = b = gm_like | turning
+    t1_a = (1.0 + rng.normal(0, 0.02, a.shape)).astype(np.float32)
+    t1_b = (1.0 + rng.normal(0, 0.02, a.shape)).astype(np.float32)
+    t1_a[gm_like] = t1_b[gm_like] = 0.64  # at the GM level at both sessions
+    t1_a[turning], t1_b[turning] = 0.80, 0.45  # iso at a, a black hole at b
+    table, _ = run(vox, a, b, fa_bright=a, fb_bright=b, hb=gm_like | turning,
+                   t1_norm_a=t1_a, t1hypo_limit_a=0.62, t1_norm_b=t1_b)
+    hypo = table[table["kind"] == "t1hypo"].sort_values("x_subject_mm")
+    assert list(hypo["class"]) == ["unconfirmed", "new"]
+
+
+def test_new_t1hypo_size_is_its_t2_lesion():
+    """A small hypointense core (smaller than min_t1hypo_volume_mm3) inside a new T2 lesion
+    larger than it counts: a black hole is as large as the lesion it marks."""
+    vox = (1.0, 1.0, 1.0)
+    lesion = ball(vox, FAR, 3.0)  # ~113 mm3
+    core = ball(vox, FAR, 1.0)  # 7 voxels
+    zeros = np.zeros(lesion.shape, bool)
+    table, _ = run(vox, zeros, lesion, hb=core)
+    hypo = table[table["kind"] == "t1hypo"]
+    assert list(hypo["class"]) == ["new"] and float(hypo["volume_end_mm3"].iloc[0]) < 10

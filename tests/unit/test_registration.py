@@ -352,3 +352,23 @@ def test_refused_session_is_marked_in_the_qc_table(tmp_path):
     qc = io.read_tsv(bids_path(tmp_path, "01", desc="registration", suffix="qc", ext=".tsv"))
     assert list(qc["moving"]) == ["m06", "m12"]
     assert list(qc["accepted"]) == ["yes", "no"]
+
+
+def test_t1_at_flair_resolution_averages_over_the_flair_voxel():
+    from pipeline.registration import nifti_to_sitk, sitk_to_nifti, t1_at_flair_resolution
+
+    rng = np.random.default_rng(5)
+    t1 = rng.uniform(0.5, 1.0, (20, 22, 24)).astype(np.float32)
+    aff = np.diag([1.0, 1.0, 1.0, 1.0])
+    t1_img = nifti_to_sitk(t1, aff)
+    # same grid: the T1 itself
+    same, _ = sitk_to_nifti(t1_at_flair_resolution(t1_img, t1_img, sitk.Euler3DTransform()))
+    np.testing.assert_allclose(same, t1, atol=1e-5)
+    # 1 x 1 x 3 mm FLAIR covering slices 3k-1 .. 3k+1 of the T1: the mean of those slices
+    fl_aff = np.diag([1.0, 1.0, 3.0, 1.0])
+    fl_aff[2, 3] = 1.0
+    flair = nifti_to_sitk(np.zeros((20, 22, 7), np.float32), fl_aff)
+    out, out_aff = sitk_to_nifti(t1_at_flair_resolution(t1_img, flair, sitk.Euler3DTransform()))
+    np.testing.assert_allclose(out_aff, fl_aff)
+    expected = t1[:, :, :21].reshape(20, 22, 7, 3).mean(axis=3)
+    np.testing.assert_allclose(out, expected, atol=1e-5)

@@ -380,3 +380,93 @@ def test_mixing_line_envelope():
     env = mixing_line_envelope(lo, hi, pts_t1, pts_fl)
     np.testing.assert_allclose(env, [1.33, np.interp(0.4, pts_t1, pts_fl),
                                      np.interp(0.9, pts_t1, pts_fl), 1.0])
+
+
+# --- hyperintensity unit and joint refinement over sessions ---------------------------------
+
+def test_z_unit_follows_the_flair_resolution():
+    from pipeline.segment import resolve_z_unit
+
+    auto = SegmentationParams()
+    assert resolve_z_unit(auto, (1.0, 1.0, 1.0), (1.0, 1.0, 1.0)) == "noise"
+    assert resolve_z_unit(auto, (1.0, 1.0, 1.2), (1.0, 1.0, 1.0)) == "noise"
+    assert resolve_z_unit(auto, (1.0, 1.0, 3.0), (1.0, 1.0, 1.0)) == "tissue"
+    assert resolve_z_unit(auto, (2.0, 2.0, 2.0), (2.0, 2.0, 2.0)) == "tissue"
+    assert resolve_z_unit(SegmentationParams(z_unit="tissue"), (1, 1, 1), (1, 1, 1)) == "tissue"
+    with pytest.raises(InputError, match="z_unit"):
+        SegmentationParams(z_unit="sd")
+
+
+FAINT_NEW = ((0.0, 8.0, -4.0), (2.5, 2.5, 2.5), 1.32, 0.72)  # as bright as GM, GM-like T1
+
+
+def _segment(lesions, seed):
+    t1, fl, brain, truth, _, affine = make_brain(lesions=lesions, seed=seed)
+    return segment_session(t1, fl, brain, 1.0), brain, truth
+
+
+def _hit(mask, centre_mm, shape):
+    idx = tuple(int(round(c + (n - 1) / 2.0)) for c, n in zip(centre_mm, shape))
+    return bool(mask[idx])
+
+
+def test_refinement_finds_a_faint_new_lesion_and_adds_nothing_to_a_rescan():
+    from pipeline.segment import longitudinal_refinement
+
+    a, brain, _ = _segment(LESIONS, seed=11)
+    b, _, truth_b = _segment(LESIONS + [FAINT_NEW], seed=12)
+    shape = a.lesion_mask.shape
+    # the cross-sectional threshold misses it (it is as bright as GM at GM-like T1) ...
+    assert not _hit(b.lesion_mask, FAINT_NEW[0], shape)
+    ra, rb = longitudinal_refinement([a, b], brain, 1.0)
+    # ... the rise against session a's normal white matter finds it, at b only
+    assert _hit(rb.lesion_mask, FAINT_NEW[0], shape)
+    assert not _hit(ra.lesion_mask, FAINT_NEW[0], shape)
+    assert rb.qc["refinement_rise_voxels"] > 0
+    added = rb.lesion_mask & ~b.lesion_mask
+    assert added[truth_b].sum() >= 0.8 * added.sum()  # what was added is lesion
+    assert (rb.lesion_mask | b.lesion_mask).sum() == rb.lesion_mask.sum()  # never removes
+    # inputs untouched
+    assert not _hit(b.lesion_mask, FAINT_NEW[0], shape)
+
+    # a rescan (same lesions, new noise): no new component at either session
+    c, _, _ = _segment(LESIONS, seed=13)
+    rc = longitudinal_refinement([a, c], brain, 1.0)
+    from scipy import ndimage
+
+    for before, after in ((a, rc[0]), (c, rc[1])):
+        _, n_before = ndimage.label(before.lesion_mask, np.ones((3, 3, 3)))
+        _, n_after = ndimage.label(after.lesion_mask, np.ones((3, 3, 3)))
+        assert n_after <= n_before
+        assert after.qc["refinement_rise_voxels"] == 0
+
+
+def test_refinement_keeps_a_stable_lesion_one_session_missed():
+    from pipeline.segment import longitudinal_refinement
+
+    a, brain, truth = _segment(LESIONS, seed=21)
+    b, _, _ = _segment(LESIONS, seed=22)
+    shape = a.lesion_mask.shape
+    centre = LESIONS[0][0]
+    assert _hit(a.lesion_mask, centre, shape) and _hit(b.lesion_mask, centre, shape)
+    # drop lesion 0 from b's mask, as a threshold falling the other way would
+    from scipy import ndimage
+
+    lab, _ = ndimage.label(b.lesion_mask, np.ones((3, 3, 3)))
+    idx = tuple(int(round(c + (n - 1) / 2.0)) for c, n in zip(centre, shape))
+    b.lesion_mask = b.lesion_mask & (lab != lab[idx])
+    ra, rb = longitudinal_refinement([a, b], brain, 1.0)
+    assert _hit(rb.lesion_mask, centre, shape)  # its FLAIR did not fall: it persists
+    assert rb.qc["refinement_rise_voxels"] == 0
+    near = ndimage.binary_dilation(truth, iterations=2)
+    assert not (rb.lesion_mask & ~b.lesion_mask & ~near).any()
+
+
+def test_refinement_leaves_user_masks_alone():
+    from pipeline.segment import longitudinal_refinement
+
+    t1, fl, brain, truth, _, _ = make_brain(seed=31)
+    a = segment_session(t1, fl, brain, 1.0, lesion_mask=truth)
+    b = segment_session(t1, fl, brain, 1.0, lesion_mask=np.zeros_like(truth))
+    ra, rb = longitudinal_refinement([a, b], brain, 1.0)
+    assert ra is a and rb is b
