@@ -2,6 +2,7 @@
 while developing the methods, plus false positives on rescan pairs.
 
     python benchmarks/lesion_accuracy.py [--work DIR] [--subjects N] [--cores C]
+        [--activity-seed S] [--rescan-seed S] [--out TSV]
 
 1. an activity cohort (`trial` preset, 1 mm, thick-slice FLAIR and non-RAS storage for some
    sessions) through the whole Snakemake workflow, scored with ``python -m pipeline evaluate``;
@@ -62,16 +63,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/rebound-accuracy"))
     ap.add_argument("--subjects", type=int, default=10)
     ap.add_argument("--cores", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=HERE / "lesion_accuracy.tsv")
+    ap.add_argument("--activity-seed", type=int, default=ACTIVITY_SEED)
+    ap.add_argument("--rescan-seed", type=int, default=RESCAN_SEED)
+    ap.add_argument("--out", type=Path, default=HERE / "lesion_accuracy.tsv",
+                    help="result table; the lesion-wise scores go beside it (*_scores.tsv)")
     args = ap.parse_args(argv)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
 
     from pipeline.evaluate import SIZE_BINS, evaluate, size_bin_label, summary_text
+    from pipeline.io import write_tsv
 
     rows = []
-    bids, out, secs = cohort(args.work, "activity", ACTIVITY_SEED, args.subjects, args.cores,
-                             env, rescan=False)
+    bids, out, secs = cohort(args.work, f"activity-{args.activity_seed}", args.activity_seed,
+                             args.subjects, args.cores, env, rescan=False)
     scores, details = evaluate(out, Path(f"{bids}-truth"), bids)
     print(summary_text(scores))
     v = scores.set_index(["metric", "interval", "kind", "size_bin"]).value
@@ -101,11 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         ("activity", "subject-intervals scored", float(len(errors)), ""),
         ("activity", "workflow wall time (s)", secs, ""),
     ]
-    scores.to_csv(args.out.with_name("lesion_accuracy_scores.tsv"), sep="\t", index=False,
-                  float_format="%.4g")
+    write_tsv(args.out.with_name(f"{args.out.stem}_scores.tsv"), scores, float_format="%.4g")
 
-    bids, out, secs = cohort(args.work, "rescan", RESCAN_SEED, args.subjects, args.cores, env,
-                             rescan=True)
+    bids, out, secs = cohort(args.work, f"rescan-{args.rescan_seed}", args.rescan_seed,
+                             args.subjects, args.cores, env, rescan=True)
     ep = pd.read_csv(out / "endpoints.tsv", sep="\t")
     none_new = (ep.new_t2 == 0)
     nothing = none_new & (ep.new_t1hypo == 0) & (ep.enlarging_t2 == 0)
@@ -126,11 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         return "yes" if (row.value >= float(num) if op == ">=" else row.value <= float(num)) else "no"
 
     table["met"] = table.apply(met, axis=1)
-    with open(args.out, "w") as fh:
-        fh.write(f"# python benchmarks/lesion_accuracy.py --subjects {args.subjects} --cores "
-                 f"{args.cores}  (trial preset, 1 mm; activity seed {ACTIVITY_SEED}, rescan seed "
-                 f"{RESCAN_SEED}; each pair = one subject-interval)\n")
-        table.to_csv(fh, sep="\t", index=False, float_format="%.4g")
+    write_tsv(args.out, table, float_format="%.4g", comments=[
+        f"# python benchmarks/lesion_accuracy.py --subjects {args.subjects} --cores {args.cores}"
+        f" --activity-seed {args.activity_seed} --rescan-seed {args.rescan_seed}  (trial preset,"
+        " 1 mm; each pair = one subject-interval)"])
     print(table.to_string(index=False))
     return 0
 

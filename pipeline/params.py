@@ -278,10 +278,11 @@ class SegmentationParams:
     # lesion (partial volume with WM lifts the rim's T1 above GM); the black hole's size is its
     # T2 lesion's, tested by LesionParams.min_t1hypo_volume_mm3.
     t1hypo_min_volume_mm3: float = 10.0
-    # Joint pass over the subject's sessions (segment.longitudinal_refinement): hyperintense
-    # voxels (z >= flair_z_grow_threshold) whose smoothed FLAIR rose by refinement_rise_sd
-    # robust SDs of the difference image against another session, where they were not lesion,
-    # are lesion cores too (3 SD: the same confirmation level as a new lesion's FLAIR rise).
+    # Joint pass over the subject's sessions (segment.longitudinal_refinement): voxels whose
+    # smoothed FLAIR rose by refinement_rise_sd robust SDs of the focal difference image
+    # against another session, where they were normal-appearing WM, and which are hyperintense
+    # against NAWM by flair_z_threshold, are lesion cores too (3 SD: the same confirmation level
+    # as a new lesion's FLAIR rise); lesions whose FLAIR did not fall persist across sessions.
     longitudinal_refinement: bool = True
     refinement_rise_sd: float = 3.0
     # ... measured against the local level of the difference image (Gaussian sigma, mm), so a
