@@ -209,7 +209,14 @@ def _wald_ratio(res: Any, model: str, alpha: float) -> tuple[Fit | None, str]:
     if not (np.isfinite(beta) and np.isfinite(se) and se > 0):
         return None, f"arm coefficient not estimable (beta={beta:.3g}, se={se:.3g})"
     lo, hi = (float(v) for v in res.conf_int(alpha).loc["arm"])
-    return Fit(model, math.exp(beta), math.exp(lo), math.exp(hi), float(res.pvalues["arm"])), ""
+    try:
+        ratio, ratio_lo, ratio_hi = math.exp(beta), math.exp(lo), math.exp(hi)
+    except OverflowError:
+        # quasi-separation (e.g. no events in one arm within a covariate stratum): the
+        # likelihood has no finite maximum and the Wald interval is meaningless
+        return None, (f"arm coefficient not estimable (beta={beta:.3g}, {100 * (1 - alpha):g} % "
+                      f"interval [{lo:.3g}, {hi:.3g}] on the log scale: quasi-separation)")
+    return Fit(model, ratio, ratio_lo, ratio_hi, float(res.pvalues["arm"])), ""
 
 
 def poisson_rate_ratio(counts: np.ndarray, X: pd.DataFrame, exposure_months: np.ndarray,

@@ -259,3 +259,28 @@ def test_saturated_adjusted_model_not_fitted():
     assert len(adjusted) and adjusted.estimate.isna().all() and adjusted.p_value.isna().all()
     assert notes.note.str.contains("min_residual_df=3").any()
     assert stats[stats.model == "ols"].estimate.notna().all()
+
+
+def test_quasi_separation_in_an_adjusted_model_is_a_note_not_a_crash():
+    """Each next therapy occurs in one arm only and one therapy has all the events: the adjusted
+    Poisson likelihood has no finite maximum (its Wald interval overflows exp)."""
+    from pipeline.stats import compare_arms
+
+    ep = pd.DataFrame({
+        "participant_id": [f"sub-{i:03d}" for i in range(1, 9)],
+        "interval": "baseline-m06", "ses_start": "baseline", "ses_end": "m06",
+        "new_t2": [4, 3, 0, 0, 0, 1, 2, 0], "enlarging_t2": 0, "new_t1hypo": 0,
+        "t2lv_start_ml": 1.0, "t2lv_end_ml": 1.0, "t2lv_change_ml": 0.0, "t2lv_change_pct": 0.0,
+        "arm": ["IDG", "TG", "TG", "IDG", "IDG", "IDG", "TG", "TG"],
+        "washout_days": [128, 127, 40, 35, 68, 176, 150, 36],
+        "next_dmt": ["glatiramer", "teriflunomide", "teriflunomide", "teriflunomide",
+                     "teriflunomide", "teriflunomide", "fingolimod", "teriflunomide"],
+    })
+    table, notes = compare_arms(ep, "arm", ["IDG", "TG"], {"baseline": 0, "m06": 6},
+                                ["washout_days", "next_dmt"], {})
+    adjusted = table[(table.endpoint == "new_t2") & table.model.str.endswith("_adjusted")]
+    assert len(adjusted) == 1 and np.isnan(adjusted.estimate.iloc[0])
+    why = notes[(notes.endpoint == "new_t2") & (notes.model == adjusted.model.iloc[0])].note
+    assert why.str.contains("quasi-separation").any()
+    unadjusted = table[(table.endpoint == "new_t2") & (table.model == "negbin")]
+    assert unadjusted.estimate.iloc[0] == pytest.approx(1.0)
