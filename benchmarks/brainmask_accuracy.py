@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +21,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from pipeline import io
+from _tables import write_result_table
 from pipeline.brainmask import brain_mask
 from pipeline.params import BrainMaskParams
 from pipeline.registration import set_threads
@@ -98,14 +96,9 @@ def main(argv: list[str] | None = None) -> int:
                        f"min {part.dice.min():.4f}, volume error mean "
                        f"{part.volume_error_pct.mean():+.1f} %, CPU {part.cpu_seconds.mean():.2f}"
                        f" s/image, stripped detection correct {100 * detected:.0f} %")
-    command = ("OMP_NUM_THREADS=1 .venv/bin/python benchmarks/brainmask_accuracy.py "
-               + shlex.join(argv if argv is not None else sys.argv[1:]))
-    header = [f"# command: {command.strip()}",
-              f"# phantom: preset=trial subjects={args.subjects} voxel_mm={args.voxel_mm} "
-              f"seed={args.seed}; {os.cpu_count()} cores, one thread", *summary]
-    io.write_tsv(args.out, table, float_format="%.4g", comments=header)
-    print("\n".join(summary))
-    print(f"wrote {args.out}")
+    write_result_table(args.out, table, "brainmask_accuracy.py", argv,
+                       f"preset=trial subjects={args.subjects} voxel_mm={args.voxel_mm} "
+                       f"seed={args.seed}; {os.cpu_count()} cores, one thread", summary)
     return 0
 
 

@@ -35,7 +35,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from pipeline import io
+from _tables import write_result_table
 from pipeline.paths import bids_path
 from pipeline.registration import map_points_subject_to_session, read_transform, rigid_to_matrix
 
@@ -175,15 +175,10 @@ def main(argv: list[str] | None = None) -> int:
                    f"wall median {tot.seconds.median():.1f} s, max {tot.seconds.max():.1f} s "
                    f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores); peak RSS "
                    f"{tot.peak_rss_mb.max():.0f} MB (targets <= 35 s, <= 2048 MB)")
-    command = ("OMP_NUM_THREADS=1 .venv/bin/python benchmarks/registration_accuracy.py "
-               + shlex.join(argv if argv is not None else sys.argv[1:]))
-    header = [f"# command: {command.strip()}",
-              f"# phantom: preset={args.preset} subjects={args.subjects} "
-              f"voxel_mm={args.voxel_mm} seed={args.seed} thick_flair_fraction=0.5 "
-              "non_ras_fraction=0.5 max_rotation_deg=10 max_translation_mm=10", *summary]
-    io.write_tsv(args.out, table, float_format="%.4g", comments=header)
-    print("\n".join(summary))
-    print(f"wrote {args.out}")
+    write_result_table(args.out, table, "registration_accuracy.py", argv,
+                       f"preset={args.preset} subjects={args.subjects} voxel_mm={args.voxel_mm} "
+                       f"seed={args.seed} thick_flair_fraction=0.5 non_ras_fraction=0.5 "
+                       "max_rotation_deg=10 max_translation_mm=10", summary)
     return 0
 
 

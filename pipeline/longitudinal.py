@@ -204,6 +204,16 @@ def _label_stats(labels: np.ndarray, n: int, diff: np.ndarray, flair_b: np.ndarr
     return {"count": count, "rise": rise, "excess": excess, "csum": csum, "first": first}
 
 
+def _component_mean(labels: np.ndarray, n: int, values: np.ndarray, valid: np.ndarray,
+                    count: np.ndarray) -> np.ndarray:
+    """Mean of ``values`` over each label 1..n (index 0 unused) where ``valid``; NaN for a label
+    with fewer than half of its ``count`` voxels valid (the earlier scan did not see it)."""
+    total = np.bincount(labels[valid], weights=values[valid], minlength=n + 1)
+    seen = np.bincount(labels[valid], minlength=n + 1).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(seen >= 0.5 * count, total / np.maximum(seen, 1), np.nan)
+
+
 def difference_reference(flair_norm_a: np.ndarray, flair_norm_b: np.ndarray,
                          exclude: np.ndarray | None = None) -> tuple[float, float]:
     """Centre (median) and robust SD (MAD x 1.4826) of ``b - a`` in normal-appearing brain.
@@ -502,33 +512,23 @@ def classify_interval(lesion_a: np.ndarray, lesion_b: np.ndarray, flair_norm_a: 
     # Not hypointense at a, judged by intensity when session a's normalised T1 is given: the
     # mean T1 at a over the component must be at or above a's black-hole limit (a T2 lesion
     # missed at a, or a segmentation difference, otherwise makes an old black hole look new).
+    ta = None if t1_norm_a is None else np.asarray(t1_norm_a)[sl].astype(np.float64)
     t1_at_a = None
-    if t1_norm_a is not None and t1hypo_limit_a is not None:
-        ta = np.asarray(t1_norm_a)[sl].astype(np.float64)
-        ok_t = ta > 0
-        t1_sum = np.bincount(mh.lb[ok_t], weights=ta[ok_t], minlength=mh.nb + 1)
-        t1_cnt = np.bincount(mh.lb[ok_t], minlength=mh.nb + 1).astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            t1_at_a = np.where(t1_cnt >= 0.5 * hs["count"], t1_sum / np.maximum(t1_cnt, 1),
-                               np.nan)
+    if ta is not None and t1hypo_limit_a is not None:
+        t1_at_a = _component_mean(mh.lb, mh.nb, ta, ta > 0, hs["count"])
     # T1 fall: the mean of T1_a - T1_b over the core, in robust SDs of the voxelwise T1
     # difference in normal-appearing brain, the T1 analogue of the FLAIR-rise confirmation (a
     # noise dip in a GM-like lesion is not a new black hole; a lesion turning hypointense is).
     t1_fall_z = None
-    if t1_norm_a is not None and t1_norm_b is not None:
-        ta_c = np.asarray(t1_norm_a)[sl].astype(np.float64)
-        tb_c = np.asarray(t1_norm_b)[sl].astype(np.float64)
-        both_t = (ta_c > 0) & (tb_c > 0)
+    if ta is not None and t1_norm_b is not None:
+        tb = np.asarray(t1_norm_b)[sl].astype(np.float64)
+        both_t = (ta > 0) & (tb > 0)
         ref_t = both_t & ~grown_any
         if ref_t.sum() >= 100:
-            dt1 = ta_c - tb_c
+            dt1 = ta - tb
             c_t = float(np.median(dt1[ref_t]))
             sd_t = max(float(_MAD_TO_SD * np.median(np.abs(dt1[ref_t] - c_t))), 1e-6)
-            f_sum = np.bincount(mh.lb[both_t], weights=dt1[both_t] - c_t, minlength=mh.nb + 1)
-            f_cnt = np.bincount(mh.lb[both_t], minlength=mh.nb + 1).astype(np.float64)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                t1_fall_z = np.where(f_cnt >= 0.5 * hs["count"], f_sum / np.maximum(f_cnt, 1),
-                                     np.nan) / sd_t
+            t1_fall_z = _component_mean(mh.lb, mh.nb, dt1 - c_t, both_t, hs["count"]) / sd_t
     # Without it: a black hole inside a T2 component that failed the new-lesion test (no FLAIR
     # rise, too small) is segmentation noise, not a new black hole.
     unconfirmed_piece = np.zeros(npieces + 1, bool)

@@ -168,7 +168,6 @@ class SegmentationResult:
     tissue: np.ndarray  # uint8 (I, J, K): 0 background, 1 CSF, 2 GM, 3 WM (T1 mixture)
     t1_norm: np.ndarray | None = None  # float32 (I, J, K), 1.0 = WM mode, 0 outside the brain
     qc: dict[str, Any] = field(default_factory=dict)
-    hyper_z: np.ndarray | None = None  # float32 (I, J, K), FLAIR hyperintensity z, 0 outside
 
 
 def _check_volume(name: str, arr: np.ndarray, shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -1045,10 +1044,7 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
                            "median": np.round(curve.median, 4), "sd": np.round(curve.sd, 4)},
         "voxel_size_mm": [float(v) for v in vox],
     }
-    hyper_z = np.zeros(t1.shape, np.float32)
-    hyper_z[sl] = np.where(b, z, 0.0)
-    return SegmentationResult(lesion, lesion_labels, t1hypo, flair_norm, tissue, t1_norm, qc,
-                              hyper_z)
+    return SegmentationResult(lesion, lesion_labels, t1hypo, flair_norm, tissue, t1_norm, qc)
 
 
 def longitudinal_refinement(results: list[SegmentationResult], brain: np.ndarray,
@@ -1092,7 +1088,7 @@ def longitudinal_refinement(results: list[SegmentationResult], brain: np.ndarray
     vv = float(np.prod(vox))
     if (len(results) < 2 or not params.longitudinal_refinement
             or any(r.qc.get("lesion_source") == "user mask" for r in results)
-            or any(r.hyper_z is None or r.t1_norm is None for r in results)):
+            or any(r.t1_norm is None for r in results)):
         return list(results)
     shape = results[0].lesion_mask.shape
     brain = _check_volume("brain", brain, shape) > 0
@@ -1165,13 +1161,14 @@ def longitudinal_refinement(results: list[SegmentationResult], brain: np.ndarray
     # difference is above -refinement_rise_sd) is lesion here too, where hyperintense against
     # NAWM: a lesion does not vanish unless its signal does, so one session's threshold cannot
     # drop or trim a stable lesion (the masks of step 1, so no chain across sessions).
+    components = [ndimage.label(m, structure=CONNECTIVITY_26) for m in masks]
     final = []
     for i in range(n):
         mask = masks[i].copy()
         for j in range(n):
             if (i, j) not in diff_z or not masks[j].any():
                 continue
-            labels_j, n_j = ndimage.label(masks[j], structure=CONNECTIVITY_26)
+            labels_j, n_j = components[j]
             count = np.bincount(labels_j.ravel(), minlength=n_j + 1)
             mean_dz = np.bincount(labels_j.ravel(), weights=diff_z[(i, j)].ravel(),
                                   minlength=n_j + 1) / np.maximum(count, 1)
@@ -1212,8 +1209,7 @@ def longitudinal_refinement(results: list[SegmentationResult], brain: np.ndarray
         if added == 0:
             qc = dict(res.qc, refinement_added_voxels=0, refinement_rise_voxels=0)
             out.append(SegmentationResult(res.lesion_mask, res.lesion_labels, res.t1hypo_mask,
-                                          res.flair_norm, res.tissue, res.t1_norm, qc,
-                                          res.hyper_z))
+                                          res.flair_norm, res.tissue, res.t1_norm, qc))
             continue
         lesion, _, _ = remove_small_components(lesion, params.min_component_volume_mm3, vv)
         labels, n_lesions = ndimage.label(lesion, structure=CONNECTIVITY_26)
@@ -1224,7 +1220,7 @@ def longitudinal_refinement(results: list[SegmentationResult], brain: np.ndarray
                   t1hypo_ml=float(t1hypo.sum() * vv / 1000.0),
                   n_t1hypo=int(ndimage.label(t1hypo, structure=CONNECTIVITY_26)[1]))
         out.append(SegmentationResult(lesion, labels.astype(np.int32), t1hypo, res.flair_norm,
-                                      res.tissue, res.t1_norm, qc, res.hyper_z))
+                                      res.tissue, res.t1_norm, qc))
     return out
 
 def lesion_table(labels: np.ndarray, flair_norm: np.ndarray, t1hypo: np.ndarray,
@@ -1286,16 +1282,39 @@ def voxel_sizes(affine: np.ndarray) -> np.ndarray:
     return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
 
 
-def _segment_session_from_files(out_dir: Path, subject: str, session: str,
-                                lesion_mask_path: str | Path | None,
-                                params: SegmentationParams) -> tuple[SegmentationResult,
-                                                                     np.ndarray, np.ndarray,
-                                                                     int]:
-    """Read one session's subject-space inputs and segment it cross-sectionally.
+def _subject_brain(out_dir: Path, subject: str) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """Intersection of every session's subject-space brain mask found in ``out_dir``.
 
     Returns
     -------
-    (result, affine, brain, number of sessions whose brain masks were intersected)
+    (mask, affine, number of masks intersected), or None when there is none.
+    """
+    pattern = f"sub-{subject}_ses-*_space-subject_desc-brain_mask.nii.gz"
+    common = None
+    for path in sorted((out_dir / f"sub-{subject}").glob(f"ses-*/anat/{pattern}")):
+        data, aff, _ = io.load_nifti(path)
+        if common is None:
+            common, affine, count = np.asarray(data) > 0, aff, 1
+            continue
+        if data.shape != common.shape or not np.allclose(aff, affine, atol=1e-4):
+            raise InputError(f"{path}: not on the subject grid of {subject} (shape/affine "
+                             "differ from the other sessions'); rerun the register stage")
+        common &= np.asarray(data) > 0
+        count += 1
+    return None if common is None else (common, affine, count)
+
+
+def _segment_session_from_files(out_dir: Path, subject: str, session: str,
+                                lesion_mask_path: str | Path | None,
+                                params: SegmentationParams,
+                                common_brain: tuple[np.ndarray, np.ndarray, int] | None
+                                ) -> tuple[SegmentationResult, np.ndarray, np.ndarray]:
+    """Read one session's subject-space inputs and segment it cross-sectionally, inside its
+    brain mask intersected with ``common_brain`` (:func:`_subject_brain`) when given.
+
+    Returns
+    -------
+    (result, affine, brain mask searched)
     """
     def p(**kw: Any) -> Path:
         return bids_path(out_dir, subject, session, **kw)
@@ -1309,20 +1328,16 @@ def _segment_session_from_files(out_dir: Path, subject: str, session: str,
         if arr.shape != t1.shape or not np.allclose(a, aff, atol=1e-4):
             raise InputError(f"sub-{subject} ses-{session}: subject-space {name} does not share "
                              "the T1w grid (shape/affine differ); rerun the register stage")
+    brain = np.asarray(brain) > 0
     common = 1
-    if params.common_brain_mask:
+    if common_brain is not None:
         # Search lesions only where every session of the subject has brain, so that a brain
         # mask drawn differently in one session cannot add or remove lesions at its edge.
-        pattern = f"sub-{subject}_ses-*_space-subject_desc-brain_mask.nii.gz"
-        for other in sorted((out_dir / f"sub-{subject}").glob(f"ses-*/anat/{pattern}")):
-            if other == p(space="subject", desc="brain", suffix="mask"):
-                continue
-            data, aff_o, _ = io.load_nifti(other)
-            if data.shape != brain.shape or not np.allclose(aff_o, aff, atol=1e-4):
-                raise InputError(f"{other}: not on the subject grid of {subject} (shape/affine "
-                                 "differ from this session's); rerun the register stage")
-            brain = (brain > 0) & (data > 0)
-            common += 1
+        mask, aff_c, common = common_brain
+        if mask.shape != brain.shape or not np.allclose(aff_c, aff, atol=1e-4):
+            raise InputError(f"sub-{subject} ses-{session}: the other sessions' brain masks are "
+                             "not on this session's subject grid; rerun the register stage")
+        brain = brain & mask
     user = None
     if lesion_mask_path is not None:
         from pipeline.registration import resample_to_subject  # SimpleITK only when needed
@@ -1353,7 +1368,7 @@ def _segment_session_from_files(out_dir: Path, subject: str, session: str,
     res.qc["brain_mask_sessions"] = common
     if lesion_mask_path is not None:
         res.qc["lesion_mask_path"] = str(lesion_mask_path)
-    return res, aff, np.asarray(brain) > 0, common
+    return res, aff, brain
 
 
 #: Columns of the subject-level segmentation summary (``desc-lesion_qc.tsv``).
@@ -1390,10 +1405,11 @@ def segment_subject_files(out_dir: str | Path, subject: str, sessions: list[str]
     if masks and set(masks) != set(sessions):
         raise InputError(f"sub-{subject}: user lesion masks given for sessions {sorted(masks)} "
                          f"but the subject has {sorted(sessions)}; give one mask per session")
+    common_brain = _subject_brain(out_dir, subject) if params.common_brain_mask else None
     results, affines, brains = [], [], []
     for ses in sessions:
-        res, aff, brain, _ = _segment_session_from_files(out_dir, subject, ses, masks.get(ses),
-                                                         params)
+        res, aff, brain = _segment_session_from_files(out_dir, subject, ses, masks.get(ses),
+                                                      params, common_brain)
         results.append(res)
         affines.append(aff)
         brains.append(brain)
