@@ -15,7 +15,7 @@ with numpy/scipy/SimpleITK on the CPU in about a second, with no model weights:
    BET's background threshold (2nd percentile + 10 % of the 2nd-98th percentile range; Smith
    2002), holes filled; the WM level is the 75th percentile of the deep head (central brain);
    brain-tissue candidates = head voxels brighter than ``tissue_fraction_of_wm`` x the WM
-   level (GM/WM and scalp, not CSF, skull or air); erosion by ``erosion_mm`` cuts the thin
+   level (GM/WM and scalp, not CSF, skull or air); erosion by ``erosion_radii_mm`` cuts the thin
    bridges between brain and scalp; the largest eroded component is the brain core, dilated
    back by the same distance inside the candidates (a geodesic reconstruction, so the core
    does not regrow into the scalp); a closing of ``closing_mm`` wraps the envelope over
@@ -128,6 +128,38 @@ def stripped_brain_mask(data: np.ndarray, params: BrainMaskParams | None = None)
     return ndimage.binary_fill_holes(_largest_component(nonzero))
 
 
+def separate_brain(candidates: np.ndarray, voxel_mm: np.ndarray,
+                   params: BrainMaskParams) -> np.ndarray:
+    """The brain among bright head tissue: erosion, largest component, geodesic regrowth.
+
+    Bridges between brain and scalp, face or neck (thin bone in partial volume, the cord, the
+    optic nerves) differ in width from head to head, so no single erosion radius cuts them all.
+    Each radius of ``erosion_radii_mm`` is tried (one distance transform serves them all) and the
+    brain is regrown from its core by the same radius inside the candidates (a geodesic
+    reconstruction that cannot cross a gap wider than the radius). A radius that leaves a
+    bridge uncut gives a much larger mask than the next ones; the smallest radius whose mask
+    no larger radius shrinks by more than ``erosion_stable_fraction`` is kept, so the brain
+    keeps every gyrus that the smallest sufficient erosion keeps.
+    """
+    dist = ndimage.distance_transform_edt(np.pad(candidates, 1),
+                                          sampling=voxel_mm)[1:-1, 1:-1, 1:-1]
+    masks, volumes = [], []
+    for radius in params.erosion_radii_mm:
+        core = _largest_component(dist > radius)
+        if not core.any():
+            break
+        brain = _largest_component(_dilate(core, radius, voxel_mm) & candidates)
+        masks.append(brain)
+        volumes.append(float(brain.sum()))
+    if not masks:
+        raise InputError(f"brain extraction found no tissue after a "
+                         f"{params.erosion_radii_mm[0]} mm erosion; check the T1 image")
+    for k, volume in enumerate(volumes):
+        if all(v >= (1.0 - params.erosion_stable_fraction) * volume for v in volumes[k + 1:]):
+            return masks[k]
+    return masks[-1]
+
+
 def whole_head_brain_mask(data: np.ndarray, affine: np.ndarray,
                           params: BrainMaskParams | None = None) -> np.ndarray:
     """Brain mask of a whole-head T1 image (see the module docstring), bool (I, J, K).
@@ -158,12 +190,7 @@ def whole_head_brain_mask(data: np.ndarray, affine: np.ndarray,
     depth = ndimage.distance_transform_edt(np.pad(head, 1), sampling=voxel_mm)[1:-1, 1:-1, 1:-1]
     wm_level = float(np.percentile(values[depth >= 0.6 * depth.max()], 75))
     candidates = head & (values > params.tissue_fraction_of_wm * wm_level)
-    core = _largest_component(_erode(candidates, params.erosion_mm, voxel_mm))
-    if not core.any():
-        raise InputError(f"brain extraction found no tissue after a {params.erosion_mm} mm "
-                         "erosion; lower BrainMaskParams.erosion_mm or check the T1 image")
-    brain = _dilate(core, params.erosion_mm, voxel_mm) & candidates
-    brain = _largest_component(brain)
+    brain = separate_brain(candidates, voxel_mm, params)
     if params.closing_mm > 0:
         # Pad so the closing is not clipped at the image border.
         pad = int(np.ceil(params.closing_mm / voxel_mm.min())) + 1

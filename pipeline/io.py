@@ -59,15 +59,19 @@ def load_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Head
 
 
 def save_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray,
-               dtype: Any | None = None) -> Path:
+               dtype: Any | None = None, stored_dtype: Any | None = None) -> Path:
     """Write ``data`` with ``affine`` (sform and qform set, code 'scanner') atomically.
 
-    Written deterministically: gzip header carries no time stamp (nibabel writes mtime 0).
+    ``stored_dtype`` (e.g. int16 for float data) makes nibabel scale the values into that type
+    with scl_slope/scl_inter, as many converters store scans. Written deterministically: gzip
+    header carries no time stamp (nibabel writes mtime 0).
     """
     arr = np.asarray(data if dtype is None else data.astype(dtype))
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
     img = nib.Nifti1Image(arr, affine)
+    if stored_dtype is not None:
+        img.set_data_dtype(stored_dtype)
     img.set_sform(affine, code=1)
     img.set_qform(affine, code=1)
     img.header.set_xyzt_units("mm", "sec")

@@ -10,7 +10,9 @@ model evaluated at its own voxel centres (one interpolation-free sampling), mult
 bias field (``bias_amplitude``; cosines of wavelength ``bias_wavelength_mm`` in scanner space)
 and a global scale (``intensity_scale_range``), then given Rician noise of sigma = WM signal /
 ``snr``: magnitude of a complex signal with Gaussian noise in both channels (Gudbjartsson &
-Patz 1995). Images are stored as int16 scanner units (WM of T1w ~ ``intensity_units``).
+Patz 1995). Images are stored as int16 scanner units (WM of T1w ~ 1000) or, per session, in
+another encoding (``encodings``: 12-bit, uint16, float32 with Gaussian noise and negatives,
+int16 with scl_slope; :data:`~pipeline.phantom.config.ENCODINGS`).
 """
 
 from __future__ import annotations
@@ -19,9 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.phantom.anatomy import (Anatomy, head_depth_bound, tissue_fractions,
-                                      tissue_intensity, tissue_labels)
-from pipeline.phantom.config import PhantomParams
+from pipeline.phantom.anatomy import Anatomy, tissue_intensity, tissue_labels
+from pipeline.phantom.config import ENCODINGS, PhantomParams
 from pipeline.phantom.lesions import Lesion, rasterize_lesions
 
 STORAGES = ("RAS", "LAS", "LPS", "oblique")
@@ -132,8 +133,8 @@ def rician(rng: np.random.Generator, signal: np.ndarray, sigma: float) -> np.nda
 class SessionImages:
     """What one session's rendering returns (arrays on their native grids)."""
 
-    t1: np.ndarray  # int16 (T1 grid)
-    flair: np.ndarray  # int16 (FLAIR grid)
+    t1: np.ndarray  # stored values (T1 grid), dtype of the encoding
+    flair: np.ndarray  # stored values (FLAIR grid)
     labels: np.ndarray  # int16 truth lesion labels (T1 grid)
     brain_mask: np.ndarray  # uint8 (T1 grid)
     tissue: np.ndarray  # uint8 tissue classes incl. 5 = lesion (T1 grid)
@@ -147,7 +148,7 @@ def _render_grid(anat: Anatomy, lesions: list[Lesion], session: int, t_years: fl
     """Noise-free images of ``contrasts`` on one grid, plus brain fraction and truth maps."""
     n = int(np.prod(shape))
     pts = voxel_points(vox_to_anat, shape)
-    inside = np.flatnonzero(head_depth_bound(anat, pts))
+    inside = np.flatnonzero(anat.may_contain(pts))
     sub = pts[:, inside]
     del pts
     edge = float(np.sqrt((vox_to_anat[:3, :2] ** 2).sum(axis=0)).mean())  # in-plane voxel
@@ -157,7 +158,7 @@ def _render_grid(anat: Anatomy, lesions: list[Lesion], session: int, t_years: fl
     truth: dict[str, np.ndarray] = {}
     for off in offsets:
         p = sub if off == 0 else sub + (vox_to_anat[:3, 2] * off).astype(np.float32)[:, None]
-        frac = tissue_fractions(anat, p, t_years, edge)
+        frac = anat.fractions(p, t_years, edge)
         for c in contrasts:
             images[c][inside] += tissue_intensity(params, frac, c) / np.float32(slice_samples)
         brain[inside] += frac["brain"] / np.float32(slice_samples)
@@ -178,22 +179,34 @@ def _render_grid(anat: Anatomy, lesions: list[Lesion], session: int, t_years: fl
 
 
 def _store(rng: np.random.Generator, clean: np.ndarray, world_fn, brain: np.ndarray,
-           wm_value: float, scale: float, params: PhantomParams) -> np.ndarray:
-    """Bias, scale, Rician noise, optional skull stripping, int16 conversion."""
-    signal = clean * np.float32(params.intensity_units * scale)
+           wm_value: float, scale: float, params: PhantomParams, encoding: str) -> np.ndarray:
+    """Bias, scale, noise (Rician, or Gaussian for float encodings), optional skull stripping,
+    conversion to the encoding's values (:data:`~pipeline.phantom.config.ENCODINGS`)."""
+    dtype, units, noise = ENCODINGS[encoding]
+    signal = clean * np.float32(units * scale)
     head = np.flatnonzero(clean.reshape(-1) > 0)
     flat = signal.reshape(-1)
     flat[head] *= bias_field(rng, world_fn(head), params)
-    noisy = rician(rng, signal, params.intensity_units * scale * wm_value / params.snr)
+    sigma = units * scale * wm_value / params.snr
+    if noise == "rician":
+        noisy = rician(rng, signal, sigma)
+    else:
+        noisy = signal + np.float32(sigma) * rng.standard_normal(signal.shape, dtype=np.float32)
     if params.skull_stripped:
         noisy *= brain >= 0.5
-    return np.clip(np.rint(noisy), 0, np.iinfo(np.int16).max).astype(np.int16)
+    if encoding == "uint12":
+        return np.clip(np.rint(noisy), 0, 4095).astype(np.int16)
+    if np.issubdtype(np.dtype(dtype), np.integer) and encoding != "scaled":
+        info = np.iinfo(np.dtype(dtype))
+        return np.clip(np.rint(noisy), 0, info.max).astype(dtype)
+    return noisy.astype(np.float32)  # "scaled": nibabel scales it into int16 when writing
 
 
 def render_session(anat: Anatomy, lesions: list[Lesion], session: int, t_years: float,
                    anat_to_world: np.ndarray, t1_affine: np.ndarray, t1_shape: tuple[int, int, int],
                    flair_affine: np.ndarray, flair_shape: tuple[int, int, int],
-                   rng: np.random.Generator, params: PhantomParams) -> SessionImages:
+                   rng: np.random.Generator, params: PhantomParams,
+                   encoding: str = "int16") -> SessionImages:
     """Render one session's T1w and FLAIR with truth maps on the T1w grid.
 
     Parameters
@@ -207,6 +220,7 @@ def render_session(anat: Anatomy, lesions: list[Lesion], session: int, t_years: 
     t1_shape, flair_shape : grid shapes
     rng : numpy Generator (the session's acquisition stream: bias, scale, noise)
     params : PhantomParams
+    encoding : how the images are stored (:data:`~pipeline.phantom.config.ENCODINGS`)
 
     Returns
     -------
@@ -229,7 +243,7 @@ def render_session(anat: Anatomy, lesions: list[Lesion], session: int, t_years: 
         return fn
 
     t1 = _store(rng, imgs["T1w"], world_of(t1_affine, t1_shape), brain, params.t1_wm,
-                scale["T1w"], params)
+                scale["T1w"], params, encoding)
     if shared:
         flair_clean, flair_brain = imgs["FLAIR"], brain
     else:
@@ -238,5 +252,5 @@ def render_session(anat: Anatomy, lesions: list[Lesion], session: int, t_years: 
             ("FLAIR",), params, params.flair_slice_profile_samples, False)
         flair_clean = fimgs["FLAIR"]
     flair = _store(rng, flair_clean, world_of(flair_affine, flair_shape), flair_brain,
-                   params.flair_wm, scale["FLAIR"], params)
+                   params.flair_wm, scale["FLAIR"], params, encoding)
     return SessionImages(t1, flair, truth["labels"], brain_mask, truth["tissue"], scale)

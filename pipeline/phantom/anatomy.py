@@ -169,6 +169,25 @@ class Anatomy:
         loss = self.params.brain_atrophy_pct_per_year / 100.0 * t_years
         return float(np.mean(self.brain_semi_axes_mm) * (1 - (1 - loss) ** (1 / 3)))
 
+    # The head-model interface the renderer and the lesion planner use (shared with
+    # pipeline.phantom.template.TemplateAnatomy).
+    def may_contain(self, points_mm: np.ndarray) -> np.ndarray:
+        return head_depth_bound(self, points_mm)
+
+    def fractions(self, points_mm: np.ndarray, t_years: float, edge_mm: float
+                  ) -> dict[str, np.ndarray]:
+        return tissue_fractions(self, points_mm, t_years, edge_mm)
+
+    def ventricle_depth_mm(self, points_mm: np.ndarray, t_years: float) -> np.ndarray:
+        """Signed depth inside the nearest ventricle (positive inside)."""
+        return np.max([ellipsoid_depth_mm(points_mm, e) for e in self.ventricles(t_years)], 0)
+
+    def away_from_ventricles(self, centre_mm: np.ndarray) -> np.ndarray:
+        """Vector from the centre of the nearest ventricle part to ``centre_mm``."""
+        near = min(self.ventricles(0.0), key=lambda e: float(-ellipsoid_depth_mm(
+            centre_mm[:, None].astype(np.float32), e)[0]))
+        return centre_mm - near.center_mm
+
 
 def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], sigma_vox: float) -> np.ndarray:
     f = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma_vox,
@@ -386,10 +405,11 @@ def contrast_values(params: PhantomParams, contrast: str) -> dict[str, float]:
     p = params
     if contrast == "T1w":
         return {"csf": p.t1_csf, "gm": p.t1_gm, "wm": p.t1_wm, "deep_gm": p.t1_deep_gm,
-                "skull": p.t1_skull, "scalp": p.t1_scalp}
+                "skull": p.t1_skull, "scalp": p.t1_scalp, "muscle": p.t1_muscle}
     if contrast == "FLAIR":
         return {"csf": p.flair_csf, "gm": p.flair_gm, "wm": p.flair_wm,
-                "deep_gm": p.flair_deep_gm, "skull": p.flair_skull, "scalp": p.flair_scalp}
+                "deep_gm": p.flair_deep_gm, "skull": p.flair_skull, "scalp": p.flair_scalp,
+                "muscle": p.flair_muscle}
     raise ValueError(f"contrast must be 'T1w' or 'FLAIR', got {contrast!r}")
 
 
@@ -400,16 +420,17 @@ def tissue_intensity(params: PhantomParams, frac: dict[str, np.ndarray],
     vals = contrast_values(params, contrast)
     img = np.zeros_like(frac["wm"])
     for name, v in vals.items():
-        img += frac[name] * np.float32(v)
+        if name in frac:  # the analytic head has no muscle
+            img += frac[name] * np.float32(v)
     img *= 1.0 + np.float32(params.texture_sd) * frac["texture"]
     return img
 
 
 def tissue_labels(frac: dict[str, np.ndarray]) -> np.ndarray:
-    """Hard tissue label (N,) uint8 by largest fraction: 0 background (air, skull, scalp),
+    """Hard tissue label (N,) uint8 by largest fraction: 0 background (air, skull, scalp, muscle),
     1 CSF, 2 GM, 3 WM, 4 deep GM (lesions are added by the caller)."""
-    stack = np.stack([np.maximum(frac["skull"] + frac["scalp"],
-                                 1.0 - frac["skull"] - frac["scalp"] - frac["csf"] - frac["gm"]
+    extra = frac["skull"] + frac["scalp"] + frac.get("muscle", 0.0)
+    stack = np.stack([np.maximum(extra, 1.0 - extra - frac["csf"] - frac["gm"]
                                  - frac["wm"] - frac["deep_gm"]),
                       frac["csf"], frac["gm"], frac["wm"], frac["deep_gm"]])
     return np.argmax(stack, axis=0).astype(np.uint8)

@@ -13,7 +13,7 @@ import argparse
 
 from pipeline.errors import InputError
 from pipeline.phantom.cohort import DEFAULT_SEED, generate_cohort
-from pipeline.phantom.config import PRESETS
+from pipeline.phantom.config import ANATOMIES, PRESETS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--subjects", type=int, default=None, help="number of subjects")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED,
                     help=f"random seed (default {DEFAULT_SEED}); same seed, same bytes")
+    ap.add_argument("--anatomy", choices=ANATOMIES, default=None,
+                    help="analytic: the model head (default); mni152: real averaged anatomy "
+                         "(MNI152 2009a, needs nilearn) with protocols and storage varied")
     ap.add_argument("--voxel-mm", type=float, default=None, help="T1w voxel size override (mm)")
     ap.add_argument("--skull-stripped", action="store_true",
                     help="zero the images outside the truth brain mask")
@@ -41,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = {}
+    if args.anatomy is not None:
+        overrides["anatomy"] = args.anatomy
     if args.voxel_mm is not None:
         overrides["voxel_mm"] = args.voxel_mm
     if args.skull_stripped:

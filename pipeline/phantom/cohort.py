@@ -33,8 +33,8 @@ from pipeline.params import LesionParams
 from pipeline.paths import bids_path, raw_image
 from pipeline.phantom.acquisition import grid_affine, random_pose, render_session, rotation_matrix
 from pipeline.phantom.anatomy import make_anatomy
-from pipeline.phantom.config import (NEXT_DMTS, SESSION_MONTHS, SESSIONS, PhantomParams,
-                                     preset_params)
+from pipeline.phantom.config import (ENCODINGS, NEXT_DMTS, SESSION_MONTHS, SESSIONS,
+                                     PhantomParams, preset_params, subject_contrasts)
 from pipeline.phantom.lesions import plan_lesions
 from pipeline.phantom.truth import (endpoints_table, kind_class_mismatches, lesion_table)
 
@@ -44,6 +44,7 @@ PARTICIPANT_COLUMNS = ["participant_id", "arm", "washout_days", "next_dmt", "rel
                        "relapses_0_12m"]
 _COHORT_STREAM = 1_000_000
 _STREAM_CLINICAL, _STREAM_ANATOMY, _STREAM_LESIONS, _STREAM_SESSION = 0, 1, 2, 10
+_STREAM_PROTOCOL = 3  # own streams, so the analytic cohorts' draws are unchanged
 
 PARTICIPANTS_JSON = {
     "participant_id": {"Description": "Participant label, sub-<label>."},
@@ -91,6 +92,28 @@ def _cohort_choices(p: PhantomParams, seed: int) -> dict[str, Any]:
         storage[flat] = ("LAS", "LPS", "oblique")[j % 3]
     return {"arms": [str(a) for a in arms], "thick_flair": thick,
             "storage": [storage[i * len(SESSIONS):(i + 1) * len(SESSIONS)] for i in range(n)]}
+
+
+def _protocol_choices(p: PhantomParams, seed: int, index: int, thick_flair: bool
+                      ) -> tuple[str | None, list[str]]:
+    """The subject's scanner protocol (2-D for a thick-slice FLAIR, else 3-D; None when the
+    cohort has one contrast set) and each session's storage encoding."""
+    rng = np.random.default_rng([seed, index, _STREAM_PROTOCOL])
+    protocol = None
+    if p.contrast_protocols:
+        kind = "2D" if thick_flair else "3D"
+        pool = [c for c in p.contrast_protocols if c.endswith(kind)] or list(p.contrast_protocols)
+        protocol = str(pool[rng.integers(len(pool))])
+    encodings = [str(p.encodings[rng.integers(len(p.encodings))]) for _ in SESSIONS]
+    return protocol, encodings
+
+
+def _anatomy(rng: np.random.Generator, p: PhantomParams):
+    if p.anatomy == "mni152":
+        from pipeline.phantom.template import make_template_anatomy  # needs nilearn
+
+        return make_template_anatomy(rng, p)
+    return make_anatomy(rng, p)
 
 
 def clinical(rng: np.random.Generator, arm_index: int, p: PhantomParams) -> dict[str, Any]:
@@ -149,7 +172,9 @@ def generate_subject(index: int, seed: int, p: PhantomParams, arm: str, thick_fl
     pid = f"sub-{sub}"
     arm_index = p.arms.index(arm)
     info = clinical(np.random.default_rng([seed, index, _STREAM_CLINICAL]), arm_index, p)
-    anat = make_anatomy(np.random.default_rng([seed, index, _STREAM_ANATOMY]), p)
+    protocol, encodings = _protocol_choices(p, seed, index, thick_flair)
+    p = subject_contrasts(p, protocol)
+    anat = _anatomy(np.random.default_rng([seed, index, _STREAM_ANATOMY]), p)
     events = expected_events(p, arm_index, info["washout_days"], info["next_dmt"])
     lesions = plan_lesions(np.random.default_rng([seed, index, _STREAM_LESIONS]), anat, p,
                            events, p.voxel_mm)
@@ -164,9 +189,10 @@ def generate_subject(index: int, seed: int, p: PhantomParams, arm: str, thick_fl
         t1_aff, t1_shape, fl_aff, fl_shape = _grids(p, thick_flair, storages[s], rng)
         t_years = 0.0 if p.rescan else SESSION_MONTHS[s] / 12.0
         img = render_session(anat, lesions, s, t_years, pose.matrix, t1_aff, t1_shape, fl_aff,
-                             fl_shape, rng, p)
-        save_nifti(raw_image(out_dir, sub, ses, "T1w"), img.t1, t1_aff)
-        save_nifti(raw_image(out_dir, sub, ses, "FLAIR"), img.flair, fl_aff)
+                             fl_shape, rng, p, encodings[s])
+        stored = np.dtype(ENCODINGS[encodings[s]][0])
+        save_nifti(raw_image(out_dir, sub, ses, "T1w"), img.t1, t1_aff, stored_dtype=stored)
+        save_nifti(raw_image(out_dir, sub, ses, "FLAIR"), img.flair, fl_aff, stored_dtype=stored)
         save_nifti(bids_path(truth_dir, sub, ses, desc="truth", suffix="dseg"), img.labels, t1_aff)
         save_nifti(bids_path(truth_dir, sub, ses, desc="brain", suffix="mask"), img.brain_mask,
                    t1_aff)
@@ -181,7 +207,7 @@ def generate_subject(index: int, seed: int, p: PhantomParams, arm: str, thick_fl
             "rotation_deg": pose.rotation_deg, "translation_mm": pose.translation_mm,
             "storage": storages[s], "flair_grid": "thick_slice" if thick_flair else "shared",
             "t1w_affine": t1_aff, "flair_affine": fl_aff,
-            "intensity_scale": img.intensity_scale,
+            "intensity_scale": img.intensity_scale, "encoding": encodings[s],
         }
     rows = [{
         "lesion_id": les.lesion_id, "location": les.location, "kind": les.kind,
@@ -202,6 +228,7 @@ def generate_subject(index: int, seed: int, p: PhantomParams, arm: str, thick_fl
                 "sessions": transforms})
     endpoints = endpoints_table(pid, table, t2lv_ml, info)
     return {"participant": {"participant_id": pid, **info}, "endpoints": endpoints,
+            "protocol": protocol,
             "seconds": time.perf_counter() - t0, "n_lesions": len(lesions),
             "kind_class_mismatches": mismatches}
 
@@ -287,7 +314,8 @@ def generate_cohort(out_dir: str | Path, truth_dir: str | Path | None = None, pr
         "sessions": dict(zip(SESSIONS, SESSION_MONTHS)),
         "subjects": {labels[i]: {"arm": choice["arms"][i],
                                  "flair_grid": "thick_slice" if i in choice["thick_flair"]
-                                 else "shared", "storage": choice["storage"][i]}
+                                 else "shared", "storage": choice["storage"][i],
+                                 "protocol": results[i]["protocol"]}
                      for i in range(p.n_subjects)},
     })
     previews: list[str] = []

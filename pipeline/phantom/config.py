@@ -43,6 +43,20 @@ class PhantomParams:
     arms: tuple[str, str] = ("IDG", "TG")  # immediate discontinuation, taper (the 2016 study)
     rescan: bool = False  # same anatomy and lesions in every session; only acquisition differs
 
+    # --- anatomy source ---------------------------------------------------------------------
+    anatomy: str = "analytic"  # "analytic" (pipeline.phantom.anatomy) or "mni152" (.template)
+    template_scale_range: tuple[float, float] = (0.84, 0.95)
+    # ^ linear scale of the MNI152 brain (1.7 L of GM + WM + CSF hull) to adult brains of about
+    #   1.0-1.45 L (the template is an enlarged average, Fonov et al. 2011)
+    template_deform_mm: float = 2.5  # smooth per-subject displacement of the template (mm)
+    template_skull_mm: tuple[float, float] = (4.0, 8.0)  # calvarium thickness, varying smoothly
+    template_scalp_mm: tuple[float, float] = (3.0, 8.0)  # scalp thickness, varying smoothly
+    # Per-subject scanner protocol (CONTRAST_PROTOCOLS); empty: the contrasts below for all.
+    # Subjects with a thick-slice FLAIR draw a 2-D protocol, the others a 3-D one.
+    contrast_protocols: tuple[str, ...] = ()
+    # How each session's images are stored, drawn per session from these (ENCODINGS).
+    encodings: tuple[str, ...] = ("int16",)
+
     # --- grid -------------------------------------------------------------------------------
     voxel_mm: float = 1.0  # isotropic T1w voxel
     fov_mm: tuple[float, float, float] = (180.0, 216.0, 180.0)  # T1w field of view (x, y, z)
@@ -85,7 +99,8 @@ class PhantomParams:
     flair_deep_gm: float = 0.72
     flair_skull: float = 0.05
     flair_scalp: float = 0.55
-    intensity_units: float = 1000.0  # stored value of T1 WM at scale 1 (int16 storage)
+    t1_muscle: float = 0.55  # neck and face muscle (template head only): between GM and CSF
+    flair_muscle: float = 0.3  # muscle is dark on FLAIR (short T2)
 
     # --- lesions ----------------------------------------------------------------------------
     baseline_lesions: tuple[int, int] = (5, 40)  # inclusive range of baseline lesion count
@@ -184,11 +199,51 @@ class PhantomParams:
                  self.flair_slice_profile_samples, ">= 1")
         _require(self.lesion_supersample_mm > 0, "lesion_supersample_mm",
                  self.lesion_supersample_mm, "> 0")
+        _require(self.anatomy in ANATOMIES, "anatomy", self.anatomy, f"one of {ANATOMIES}")
+        unknown = [c for c in self.contrast_protocols if c not in CONTRAST_PROTOCOLS]
+        _require(not unknown, "contrast_protocols", self.contrast_protocols,
+                 f"names from {sorted(CONTRAST_PROTOCOLS)}")
+        _require(len(self.encodings) >= 1 and all(e in ENCODINGS for e in self.encodings),
+                 "encodings", self.encodings, f"one or more of {sorted(ENCODINGS)}")
 
     def to_json(self) -> dict[str, Any]:
         """All fields as JSON-ready values (tuples become lists)."""
         return asdict(self)
 
+
+#: Head models: the analytic one the methods were developed on, and real averaged anatomy.
+ANATOMIES = ("analytic", "mni152")
+
+#: Scanner protocols: tissue contrasts relative to WM (T1 WM = 1; FLAIR relative to T1 WM, as
+#: the fields above). Representative values spanning the protocols of MS trials: 3-D FLAIR
+#: (SPACE/CUBE) suppresses CSF better and, at 3 T, gives a higher lesion/WM contrast than 2-D
+#: FLAIR at 1.5 T (Bink et al. 2006 Eur Radiol 16:1104; Wattjes et al. 2006 AJNR 27:1794),
+#: while GM/WM contrast on FLAIR is larger for 2-D FLAIR at 1.5 T; T1 GM/WM is lower (more
+#: contrast) for MPRAGE at 3 T than for SPGR at 1.5 T. Each names its FLAIR GM/WM ratio in
+#: the comment; lesions keep their T1 above GM (iso) or below it (black holes).
+CONTRAST_PROTOCOLS: dict[str, dict[str, Any]] = {
+    "3T-3D": dict(t1_gm=0.60, t1_csf=0.20, flair_wm=0.6, flair_gm=0.66, flair_csf=0.06,
+                  flair_lesion_ratio=(1.5, 2.0)),  # FLAIR GM/WM 1.10
+    "1.5T-3D": dict(t1_gm=0.68, t1_csf=0.28, flair_wm=0.6, flair_gm=0.72, flair_csf=0.10,
+                    flair_lesion_ratio=(1.35, 1.8), t1_lesion_iso=(0.76, 0.94)),  # GM/WM 1.20
+    "3T-2D": dict(t1_gm=0.62, t1_csf=0.22, flair_wm=0.6, flair_gm=0.75, flair_csf=0.12,
+                  flair_lesion_ratio=(1.35, 1.8)),  # FLAIR GM/WM 1.25
+    "1.5T-2D": dict(t1_gm=0.72, t1_csf=0.30, flair_wm=0.6, flair_gm=0.80, flair_csf=0.16,
+                    flair_lesion_ratio=(1.25, 1.6), t1_lesion_iso=(0.8, 0.95)),  # GM/WM 1.33
+}
+
+#: Storage of a session's images: (numpy dtype on disk, stored value of T1 WM at scale 1,
+#: noise). Magnitude images from scanners are Rician and integer; images written by
+#: processing tools (resampling, denoising, other converters) are often float with Gaussian
+#: noise and negatives in the background; "scaled" is float data stored as int16 with
+#: scl_slope/scl_inter (nibabel chooses them); "uint12" is a 12-bit range in int16.
+ENCODINGS: dict[str, tuple[str, float, str]] = {
+    "int16": ("int16", 1000.0, "rician"),
+    "uint12": ("int16", 1400.0, "rician"),
+    "uint16": ("uint16", 22000.0, "rician"),
+    "float32": ("float32", 0.7, "gaussian"),
+    "scaled": ("int16", 350.0, "gaussian"),
+}
 
 #: Named presets: overrides of the defaults above.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -203,6 +258,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Seconds to generate; lesions >= 6 mm across so they survive the 2 mm grid.
     "ci": dict(n_subjects=4, voxel_mm=2.0, non_ras_fraction=0.25, baseline_lesions=(5, 12),
                lesion_diameter_mm=(6.0, 16.0), new_lesion_diameter_mm=(6.0, 12.0)),
+}
+
+
+#: Defaults of the template head (applied under a preset's and the caller's overrides): the
+#: whole range of protocols and storage, a field of view for a real head with face and neck.
+ANATOMY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "analytic": {},
+    "mni152": dict(contrast_protocols=tuple(CONTRAST_PROTOCOLS),
+                   encodings=("int16", "uint12", "uint16", "float32", "scaled"),
+                   fov_mm=(180.0, 220.0, 190.0)),
 }
 
 
@@ -221,5 +286,14 @@ def preset_params(preset: str = "ci", **overrides: Any) -> PhantomParams:
     if unknown:
         raise InputError(f"phantom: unknown parameter(s) {unknown}; known parameters are "
                          f"{sorted(known)}")
-    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    anatomy = given.get("anatomy", PRESETS[preset].get("anatomy", "analytic"))
+    if anatomy not in ANATOMY_DEFAULTS:
+        raise InputError(f"phantom anatomy {anatomy!r} is unknown; choose one of {ANATOMIES}")
+    values = {**ANATOMY_DEFAULTS[anatomy], **PRESETS[preset], **given}
     return replace(PhantomParams(), **values)
+
+
+def subject_contrasts(p: PhantomParams, protocol: str | None) -> PhantomParams:
+    """``p`` with the tissue contrasts of ``protocol`` (None: unchanged)."""
+    return p if protocol is None else replace(p, **CONTRAST_PROTOCOLS[protocol])

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from pipeline.phantom.anatomy import Anatomy, Ellipsoid, ellipsoid_depth_mm, tissue_fractions
+from pipeline.phantom.anatomy import Anatomy, Ellipsoid, ellipsoid_depth_mm
 from pipeline.phantom.config import SESSION_MONTHS, PhantomParams
 
 LOCATIONS = ("periventricular", "deep_wm", "juxtacortical")
@@ -124,14 +124,11 @@ def _placement_maps(anat: Anatomy, t_last_years: float) -> _PlacementMaps:
     shape = grid.shape[1:]
     pts = grid.reshape(3, -1)
     # Worst case over time: smallest brain and largest ventricles (the last session).
-    frac = tissue_fractions(anat, pts, t_last_years, h)
+    frac = anat.fractions(pts, t_last_years, h)
     # Supratentorial lesions only: the cerebellum and brainstem are not candidate sites.
     wm = ((frac["wm"] > 0.5) & (frac["cerebrum"] > 0.5)).reshape(shape)
     cortex = (frac["gm"] > 0.5).reshape(shape)
-    vent = np.full(pts.shape[1], -np.inf, np.float32)
-    for ell in anat.ventricles(t_last_years):
-        vent = np.maximum(vent, ellipsoid_depth_mm(pts, ell))
-    vent_mask = (vent > 0).reshape(shape)
+    vent_mask = (anat.ventricle_depth_mm(pts, t_last_years) > 0).reshape(shape)
     return _PlacementMaps(
         origin_mm=np.array([a[0] for a in axes]), spacing_mm=h, wm=wm,
         dist_nonwm_mm=ndimage.distance_transform_edt(wm) * h,
@@ -158,7 +155,7 @@ def _fits_tissue(maps: _PlacementMaps, ell: Ellipsoid, location: str) -> bool:
     """Exact check on the analytic model: the lesion lies in WM and never in CSF."""
     pts = _points_in(ell)
     for t in maps.t_check:
-        frac = tissue_fractions(maps.anat, pts, t, 1.0)
+        frac = maps.anat.fractions(pts, t, 1.0)
         if frac["csf"].mean() > 0.01 or frac["csf"].max() > 0.5:
             return False
         if frac["cerebrum"].mean() < 0.99:
@@ -229,7 +226,6 @@ def _place(rng: np.random.Generator, maps: _PlacementMaps, p: PhantomParams, les
     cand = _candidates(maps, location, radius)
     if len(cand) == 0:
         return None
-    vents = maps.anat.ventricles(0.0)
     for _ in range(tries):
         ijk = cand[rng.integers(len(cand))]
         c = maps.origin_mm + (ijk + rng.uniform(-0.5, 0.5, 3)) * maps.spacing_mm
@@ -237,9 +233,7 @@ def _place(rng: np.random.Generator, maps: _PlacementMaps, p: PhantomParams, les
             continue
         options = [rot]
         if location == "periventricular":
-            near = min(vents, key=lambda e: float(-ellipsoid_depth_mm(
-                c[:, None].astype(np.float32), e)[0]))
-            away = c - near.center_mm
+            away = maps.anat.away_from_ventricles(c)
             if np.linalg.norm(away) > 1e-6:
                 options.insert(0, _radial_rotation(rng, away))
         for r in options:

@@ -116,4 +116,4 @@ def test_erosion_that_removes_everything_is_refused():
     shape, aff = head_affine(3.0)
     img, _ = layered_head(shape, aff)
     with pytest.raises(InputError, match="erosion"):
-        brain_mask(img, aff, BrainMaskParams(erosion_mm=80.0))
+        brain_mask(img, aff, BrainMaskParams(erosion_radii_mm=(80.0,)))

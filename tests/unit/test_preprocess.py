@@ -118,9 +118,9 @@ def test_preprocess_cli_writes_every_product(tmp_path, capsys):
     assert first == {k: p.read_bytes() for k, p in products.items()}
     # Parameter overrides by class name; a bad value is refused with exit code 1.
     params = tmp_path / "params.json"
-    params.write_text(json.dumps({"BrainMaskParams": {"erosion_mm": -1.0}}))
+    params.write_text(json.dumps({"BrainMaskParams": {"erosion_radii_mm": [-1.0]}}))
     assert preprocess.main(argv + ["--params", str(params)]) == 1
-    assert "erosion_mm" in capsys.readouterr().err
+    assert "erosion_radii_mm" in capsys.readouterr().err
 
 
 def test_preprocess_refuses_a_broken_input(tmp_path, capsys):
