@@ -5,11 +5,16 @@ processing, with an :class:`~pipeline.errors.InputError` whose message names the
 check and the fix. Limits live in :class:`pipeline.params.InputCheckParams`.
 
 Checks per image (:func:`check_image`): 3-D (a 4-D image with a single volume is squeezed),
-finite voxels, not empty or constant, no substantial negative values (magnitude images are
->= 0), plausible voxel sizes, a sane affine (finite, non-singular, orthogonal axes, sform or
-qform present, sform and qform consistent, header voxel sizes equal to the affine's), and a
-plausible field of view. Per session (:func:`check_session`): T1w and FLAIR overlap in world
-space (fraction of the T1 field of view covered by the FLAIR field of view).
+finite voxels, not empty or constant, negative values no more than noise and ringing (a
+magnitude image's negatives are small; a phase or difference image's are as large as its
+positives; accepted negatives are clipped to 0 and counted in the QC), plausible voxel sizes,
+a sane affine (finite, non-singular, orthogonal axes, sform or qform present, sform and
+qform consistent, header voxel sizes equal to the affine's), and a plausible field of view.
+Per session (:func:`check_session`): T1w and FLAIR overlap in world space (fraction of the T1
+field of view covered by the FLAIR field of view).
+
+Any storage type (uint8, int16, uint16, float32, float64), scl_slope/scl_inter scaling and
+intensity range (0-1, 0-4095, 0-65535) is accepted: no check uses an absolute intensity.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import nibabel as nib
 import numpy as np
@@ -31,6 +37,44 @@ from pipeline.settings import load_params
 _REEXPORT = "re-export the scan from the scanner/PACS or re-convert it (e.g. dcm2niix)"
 
 
+class CheckedImage(NamedTuple):
+    """A raw image that passed :func:`check_image` (:func:`load_checked`)."""
+
+    data: np.ndarray  # (I, J, K) float32, negatives clipped to 0
+    affine: np.ndarray  # (4, 4) voxel -> world RAS mm
+    negatives: dict  # what was done with negative voxels (:func:`negative_values`, action)
+
+
+def negative_values(values: np.ndarray) -> dict:
+    """How deep below zero an image goes, and how much of its signal lies there.
+
+    Returns
+    -------
+    dict
+        ``n_negative`` (voxels < 0), ``negative_fraction`` (of all voxels), ``minimum``,
+        ``negative_depth_ratio`` (99th percentile of |negative values| / 99th percentile of the
+        positive values) and ``negative_signal_ratio`` (sum of |negative values| / sum of
+        positive values); both ratios are 0 without negatives and infinite without positives.
+        Background noise puts many voxels slightly below zero (shallow); a phase or difference
+        image is as deep below zero as above it, with half of its signal there.
+    """
+    negative = values < 0
+    n_negative = int(np.count_nonzero(negative))
+    out = {"n_negative": n_negative, "negative_fraction": n_negative / values.size,
+           "minimum": float(values.min()), "negative_depth_ratio": 0.0,
+           "negative_signal_ratio": 0.0}
+    if n_negative:
+        below, above = -values[negative], values[values > 0]
+        if above.size:
+            out["negative_depth_ratio"] = float(np.percentile(below, 99)
+                                                / np.percentile(above, 99))
+            out["negative_signal_ratio"] = float(below.sum(dtype=np.float64)
+                                                 / above.sum(dtype=np.float64))
+        else:
+            out["negative_depth_ratio"] = out["negative_signal_ratio"] = float("inf")
+    return out
+
+
 def _fail(path: str | Path, role: str, check: str, detail: str, fix: str) -> InputError:
     return InputError(f"{path} ({role}): {check} check failed: {detail}; {fix}")
 
@@ -43,14 +87,15 @@ def _fov_corners(shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
 
 
 def check_image(data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | None,
-                path: str | Path, role: str, params: InputCheckParams | None = None
-                ) -> np.ndarray:
-    """Check one raw image; return its voxels as a 3-D float32 array.
+                path: str | Path, role: str, params: InputCheckParams | None = None,
+                return_negatives: bool = False) -> np.ndarray | tuple[np.ndarray, dict]:
+    """Check one raw image; return its voxels as a 3-D float32 array, negatives clipped to 0.
 
     Parameters
     ----------
     data : ndarray of shape (I, J, K) or (I, J, K, 1)
-        Voxel values (scaling already applied, as :func:`pipeline.io.load_nifti` returns).
+        Voxel values (scaling already applied, as :func:`pipeline.io.load_nifti` returns), any
+        real type and intensity range.
     affine : ndarray of shape (4, 4)
         Voxel -> world RAS mm (nibabel's ``img.affine``).
     header : nibabel.Nifti1Header or None
@@ -61,10 +106,14 @@ def check_image(data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header |
     role : str
         ``"T1w"`` or ``"FLAIR"``, named in error messages.
     params : InputCheckParams
+    return_negatives : bool
+        Also return what was done with negative voxels (:func:`negative_values` plus
+        ``action``), for the preprocessing QC.
 
     Returns
     -------
     ndarray of shape (I, J, K), float32
+        (and the negatives dict when ``return_negatives``)
 
     Raises
     ------
@@ -97,12 +146,23 @@ def check_image(data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header |
         raise _fail(path, role, "non-empty", f"only {100 * nonzero_fraction:.2f} % of voxels are "
                     f"non-zero (limit {100 * params.min_nonzero_fraction:.2f} %)",
                     f"the image is (nearly) empty; {_REEXPORT}")
-    p99 = float(np.percentile(values, 99))
-    if lo < -0.05 * max(p99, abs(lo)) and lo < 0:
-        n_neg = int((values < 0).sum())
-        raise _fail(path, role, "non-negative", f"{n_neg} voxels are negative (minimum {lo:g}, "
-                    f"99th percentile {p99:g})", "give magnitude images, not phase or "
+    negatives = negative_values(values)
+    if (negatives["negative_depth_ratio"] > params.max_negative_depth_ratio
+            and negatives["negative_signal_ratio"] > params.max_negative_signal_ratio):
+        raise _fail(path, role, "negative values", f"{negatives['n_negative']} voxels "
+                    f"({100 * negatives['negative_fraction']:.1f} %) are negative, as deep below "
+                    f"zero as {100 * negatives['negative_depth_ratio']:.0f} % of the positive "
+                    f"values (99th percentiles; minimum {lo:g}) and holding "
+                    f"{100 * negatives['negative_signal_ratio']:.0f} % as much signal (limits "
+                    f"{100 * params.max_negative_depth_ratio:.0f} % and "
+                    f"{100 * params.max_negative_signal_ratio:.0f} %: more than noise or "
+                    "ringing)", "give magnitude images, not phase, real-part or "
                     "filtered/difference images")
+    if negatives["n_negative"]:
+        # Negative magnitude is noise or ringing, not tissue; 0 keeps N4's log and the
+        # brain-mask histogram defined.
+        values = np.maximum(values, np.float32(0))
+    negatives["action"] = "clipped to 0" if negatives["n_negative"] else "none"
 
     affine = np.asarray(affine, dtype=float)
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
@@ -133,7 +193,7 @@ def check_image(data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header |
                     f"{np.round(fov_mm, 1).tolist()} mm is outside [{params.min_fov_mm}, "
                     f"{params.max_fov_mm}] mm", "a partial slab or wrong voxel size; "
                     "acquire/export the whole head or fix the header's voxel size")
-    return values
+    return (values, negatives) if return_negatives else values
 
 
 def _check_header(header: nib.Nifti1Header, shape: tuple[int, ...], affine: np.ndarray,
@@ -201,10 +261,13 @@ def check_overlap(t1_shape: tuple[int, ...], t1_affine: np.ndarray,
 
 
 def load_checked(path: str | Path, role: str, params: InputCheckParams | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Read a raw image and run :func:`check_image`: (float32 data (I, J, K), RAS affine)."""
+                 ) -> CheckedImage:
+    """Read a raw image and run :func:`check_image`: float32 data (I, J, K), RAS affine and
+    what was done with its negative voxels."""
     data, affine, header = io.load_nifti(path)
-    return check_image(data, affine, header, path, role, params), affine
+    values, negatives = check_image(data, affine, header, path, role, params,
+                                    return_negatives=True)
+    return CheckedImage(values, affine, negatives)
 
 
 def check_session(t1_path: str | Path, flair_path: str | Path,
@@ -214,8 +277,8 @@ def check_session(t1_path: str | Path, flair_path: str | Path,
     Returns
     -------
     dict
-        Per role (``T1w``, ``FLAIR``): shape, voxel_mm, fov_mm; and
-        ``t1_flair_overlap_fraction``.
+        Per role (``T1w``, ``FLAIR``): shape, voxel_mm, fov_mm, negatives (see
+        :func:`check_image`); and ``t1_flair_overlap_fraction``.
 
     Raises
     ------
@@ -226,11 +289,12 @@ def check_session(t1_path: str | Path, flair_path: str | Path,
     info: dict = {}
     geometry = {}
     for role, path in (("T1w", t1_path), ("FLAIR", flair_path)):
-        values, affine = load_checked(path, role, params)
+        values, affine, negatives = load_checked(path, role, params)
         voxel_mm = np.linalg.norm(affine[:3, :3], axis=0)
         geometry[role] = (values.shape, affine)
         info[role] = {"shape": list(values.shape), "voxel_mm": voxel_mm.round(4).tolist(),
-                      "fov_mm": (voxel_mm * values.shape).round(1).tolist()}
+                      "fov_mm": (voxel_mm * values.shape).round(1).tolist(),
+                      "negatives": negatives}
     info["t1_flair_overlap_fraction"] = check_overlap(*geometry["T1w"], *geometry["FLAIR"],
                                                       t1_path, flair_path, params)
     return info

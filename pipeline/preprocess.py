@@ -167,8 +167,8 @@ def preprocess_session_files(bids_dir: str | Path, subject: str, session: str,
     timer = time.perf_counter()
     t1_path = raw_image(bids_dir, subject, session, "T1w")
     flair_path = raw_image(bids_dir, subject, session, "FLAIR")
-    t1, t1_affine = load_checked(t1_path, "T1w", check_params)
-    flair, flair_affine = load_checked(flair_path, "FLAIR", check_params)
+    t1, t1_affine, t1_negatives = load_checked(t1_path, "T1w", check_params)
+    flair, flair_affine, flair_negatives = load_checked(flair_path, "FLAIR", check_params)
     overlap = check_overlap(t1.shape, t1_affine, flair.shape, flair_affine, t1_path, flair_path,
                             check_params)
     seconds["read_check"] = time.perf_counter() - timer
@@ -193,7 +193,8 @@ def preprocess_session_files(bids_dir: str | Path, subject: str, session: str,
     seconds["write"] = time.perf_counter() - timer
     qc = dict(result.qc)
     qc.update({"subject": subject, "session": session, "t1w": str(t1_path),
-               "flair": str(flair_path), "t1_flair_overlap_fraction": overlap})
+               "flair": str(flair_path), "t1_flair_overlap_fraction": overlap,
+               "negatives": {"T1w": t1_negatives, "FLAIR": flair_negatives}})
     qc["seconds"] = {**seconds, **qc["seconds"]}
     paths["qc"] = io.write_json(bids_path(out_dir, subject, session, desc="preproc",
                                           suffix="qc", ext=".json"), qc)

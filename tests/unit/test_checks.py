@@ -77,10 +77,110 @@ def test_empty_constant_and_nearly_empty():
         _check(sparse)
 
 
-def test_negative_values():
+def _head(noise_sd=0.0, radii=(15.0, 17.0, 14.0), seed=0) -> np.ndarray:
+    """White matter 1.0 inside grey matter 0.7 in air 0, plus Gaussian noise of ``noise_sd``
+    (float32, so about half of the air voxels are negative, as in float magnitude exports)."""
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in SHAPE], indexing="ij"), -1)
+    r = np.sqrt((((ijk - 19.5) / np.array(radii)) ** 2).sum(-1))
+    head = np.where(r < 0.6, 1.0, np.where(r < 1, 0.7, 0.0))
+    return (head + noise_sd * np.random.default_rng(seed).standard_normal(SHAPE)
+            ).astype(np.float32)
+
+
+def _ringing(image: np.ndarray) -> np.ndarray:
+    """``image`` reconstructed from the central half of its k-space (Gibbs ringing)."""
+    k = np.fft.fftshift(np.fft.fftn(image))
+    keep = np.zeros(SHAPE, dtype=bool)
+    keep[10:30, 10:30, 10:30] = True
+    return np.fft.ifftn(np.fft.ifftshift(k * keep)).real.astype(np.float32)
+
+
+def test_negative_values_offset_image_is_refused():
     data = _image() - 400.0
-    with pytest.raises(InputError, match="non-negative"):
+    with pytest.raises(InputError, match=r"negative values check failed.*give magnitude"):
         _check(data)
+
+
+@pytest.mark.parametrize(("name", "image"), [
+    ("gaussian noise SD 3 % of WM", _head(0.03)),
+    ("low SNR, SD 10 % of WM", _head(0.10)),
+    ("low SNR, small head", _head(0.10, radii=(6.5, 7.5, 6.5))),
+    ("Gibbs ringing", _ringing(_head())),
+])
+def test_magnitude_noise_and_ringing_below_zero_are_accepted_and_clipped(name, image):
+    values, negatives = checks.check_image(image, _affine(), _header(_affine()), "t1.nii.gz",
+                                           "T1w", return_negatives=True)
+    assert negatives["n_negative"] > 0.3 * np.count_nonzero(_head() == 0), name
+    assert negatives["negative_depth_ratio"] < 0.35, name
+    assert negatives["action"] == "clipped to 0"
+    assert values.min() == 0 and values.max() == pytest.approx(image.max())
+
+
+def test_phase_and_difference_images_are_refused():
+    inside = _head() > 0
+    phase = np.where(inside, np.random.default_rng(1).uniform(-np.pi, np.pi, SHAPE), 0.0)
+    difference = _head(0.03, seed=1) - _head(0.03, seed=2)
+    for image in (phase, difference):
+        negatives = checks.negative_values(image.astype(np.float32))
+        assert negatives["negative_depth_ratio"] > 0.9
+        assert negatives["negative_signal_ratio"] > 0.9
+        with pytest.raises(InputError, match=r"negative values check failed.*not phase"):
+            _check(image.astype(np.float32))
+
+
+def test_a_few_deep_negative_voxels_are_clipped_not_refused():
+    data = _head(0.03)
+    data[20, 20, 18:22] = -0.9  # e.g. an integer overflow in four bright voxels
+    values, negatives = checks.check_image(data, _affine(), None, "t1.nii.gz", "T1w",
+                                           return_negatives=True)
+    assert negatives["minimum"] == pytest.approx(-0.9)
+    assert negatives["negative_signal_ratio"] < 0.1 and values[20, 20, 18:22].max() == 0
+
+
+def test_image_without_negatives_records_nothing_done():
+    _, negatives = checks.check_image(_image(), _affine(), None, "t1.nii.gz", "T1w",
+                                      return_negatives=True)
+    assert negatives["n_negative"] == 0 and negatives["action"] == "none"
+
+
+def _save(path, data, dtype, slope=None, inter=None):
+    """Write ``data`` stored as ``dtype``; nibabel picks scl_slope/scl_inter for integer storage
+    of float data unless ``slope``/``inter`` are given (then the stored integers are ``data``)."""
+    img = nib.Nifti1Image(data.astype(dtype) if slope else data, _affine())
+    img.set_data_dtype(dtype)
+    if slope:
+        img.header.set_slope_inter(slope, inter)
+    img.set_sform(_affine(), code=1)
+    img.set_qform(_affine(), code=1)
+    nib.save(img, str(path))
+    return path
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16, np.uint16, np.uint8])
+@pytest.mark.parametrize("top", [1.0, 4095.0, 65535.0])
+def test_any_storage_type_and_intensity_range_is_accepted(tmp_path, dtype, top):
+    head = _head(0.02) if np.issubdtype(dtype, np.floating) else np.maximum(_head(0.02), 0)
+    data = head / head.max() * top
+    t1 = _save(tmp_path / "t1.nii.gz", data, dtype)
+    flair = _save(tmp_path / "flair.nii", data[::-1], dtype)
+    values, affine, negatives = checks.load_checked(t1, "T1w")
+    assert values.dtype == np.float32 and values.shape == SHAPE
+    # Scaling applied: the stored integers (or floats) come back in the written range.
+    assert values.max() == pytest.approx(top, rel=0.01)
+    assert np.allclose(affine, _affine())
+    info = checks.check_session(t1, flair)
+    assert info["T1w"]["negatives"]["action"] == ("clipped to 0" if dtype in (np.float32,
+                                                                               np.float64)
+                                                  else "none")
+
+
+def test_explicit_scl_slope_and_inter_are_applied(tmp_path):
+    stored = np.round(_image()).astype(np.int16)
+    path = _save(tmp_path / "t1.nii.gz", stored, np.int16, slope=2.5, inter=-10.0)
+    values, _, negatives = checks.load_checked(path, "T1w")
+    assert values.max() == pytest.approx(2.5 * stored.max() - 10.0)
+    # The inter shifts the background to -10: shallow next to the ~2000 tissue, so clipped.
+    assert negatives["action"] == "clipped to 0" and values.min() == 0
 
 
 def test_voxel_size():
@@ -142,6 +242,7 @@ def test_overlap_fraction_and_session_check(tmp_path):
     io.save_nifti(flair, _image(1), affine)
     info = checks.check_session(t1, flair)
     assert info["t1_flair_overlap_fraction"] == pytest.approx(1.0)
+    assert info["FLAIR"]["negatives"]["n_negative"] == 0
     shifted = affine.copy()
     shifted[0, 3] += 120.0  # 3/4 of the 160 mm field of view
     io.save_nifti(flair, _image(1), shifted)

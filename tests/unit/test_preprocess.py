@@ -112,6 +112,9 @@ def test_preprocess_cli_writes_every_product(tmp_path, capsys):
                               ext=".json").read_text())
     assert qc["skull_stripped"] == "no" and 1000 < qc["brain_volume_ml"] < 1600
     assert {"brain_mask", "n4_t1", "flair_to_t1", "n4_flair", "write"} <= set(qc["seconds"])
+    # What the input checks did with negative voxels, per image.
+    assert set(qc["negatives"]) == {"T1w", "FLAIR"}
+    assert {"n_negative", "negative_fraction", "action"} <= set(qc["negatives"]["T1w"])
     # Same inputs, same bytes (QC json aside: it records seconds).
     first = {k: p.read_bytes() for k, p in products.items()}
     assert preprocess.main(argv) == 0
