@@ -186,7 +186,7 @@ class BrainMaskParams:
     # Shattuck et al. 2001; bridges on real anatomy are wider): the smallest radius after
     # which no larger one shrinks the mask by more than erosion_stable_fraction is kept (a
     # bridge to the scalp or neck adds 40-70 % of a brain; larger radii lose < 10 % of it).
-    erosion_radii_mm: tuple[float, ...] = (4.0, 5.0, 6.0, 7.0, 8.0, 10.0)
+    erosion_radii_mm: tuple[float, ...] = (4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 12.0, 14.0, 16.0)
     erosion_stable_fraction: float = 0.12
     # Closing radius that wraps the brain envelope over sulcal CSF (sulci are 1-3 mm wide,
     # up to ~5 mm in atrophy).
