@@ -300,20 +300,43 @@ def check_session(t1_path: str | Path, flair_path: str | Path,
     return info
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pipeline validate --bids DIR --subject S --session T [--params JSON]``."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline validate",
-                                     description="Check a BIDS session's T1w and FLAIR.")
-    parser.add_argument("--bids", required=True, help="BIDS raw dataset root")
+def session_inputs(bids_dir: str | Path | None, subject: str, session: str,
+                 t1w: str | Path | None, flair: str | Path | None) -> tuple[Path, Path]:
+    """The session's (T1w, FLAIR) files: as given, else the plain BIDS names under ``bids_dir``."""
+    if t1w is None or flair is None:
+        if bids_dir is None:
+            raise InputError(f"sub-{subject} ses-{session}: give both --t1w and --flair (the "
+                             "files discovery chose), or --bids for the plain "
+                             "sub-<s>_ses-<t>_{T1w,FLAIR}.nii.gz names")
+        t1w = raw_image(bids_dir, subject, session, "T1w") if t1w is None else t1w
+        flair = raw_image(bids_dir, subject, session, "FLAIR") if flair is None else flair
+    return Path(t1w), Path(flair)
+
+
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--t1w/--flair`` (explicit files) or ``--bids`` (plain names), ``--subject``,
+    ``--session``: shared by the preprocess and validate CLIs."""
+    parser.add_argument("--t1w", help="the session's T1w file (as chosen by discovery)")
+    parser.add_argument("--flair", help="the session's FLAIR file (as chosen by discovery)")
+    parser.add_argument("--bids", help="BIDS raw dataset root, for the plain names "
+                        "sub-<s>/ses-<t>/anat/sub-<s>_ses-<t>_{T1w,FLAIR}.nii.gz when --t1w/"
+                        "--flair are not given")
     parser.add_argument("--subject", required=True, help="subject label without 'sub-'")
     parser.add_argument("--session", required=True, help="session label without 'ses-'")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipeline validate --t1w T1 --flair FLAIR --subject S --session T
+    [--params JSON]`` (or ``--bids DIR`` instead of ``--t1w/--flair`` for plain file names)."""
+    parser = argparse.ArgumentParser(prog="python -m pipeline validate",
+                                     description="Check a BIDS session's T1w and FLAIR.")
+    add_input_arguments(parser)
     parser.add_argument("--params", help="parameter JSON ({class name: {field: value}}, as "
                         "written by 'python -m pipeline settings'); uses InputCheckParams")
     args = parser.parse_args(argv)
     try:
         params = load_params(args.params)["InputCheckParams"]
-        t1 = raw_image(args.bids, args.subject, args.session, "T1w")
-        flair = raw_image(args.bids, args.subject, args.session, "FLAIR")
+        t1, flair = session_inputs(args.bids, args.subject, args.session, args.t1w, args.flair)
         info = check_session(t1, flair, params)
     except InputError as exc:
         print(f"validate: {exc}", file=sys.stderr)

@@ -25,8 +25,8 @@ from pipeline.io import read_tsv, write_json, write_tsv
 
 #: Columns of a subject endpoints table, in order (the longitudinal stage's output contract).
 ENDPOINT_COLUMNS: tuple[str, ...] = (
-    "participant_id", "interval", "ses_start", "ses_end", "new_t2", "enlarging_t2", "new_t1hypo",
-    "t2lv_start_ml", "t2lv_end_ml", "t2lv_change_ml", "t2lv_change_pct",
+    "participant_id", "interval", "ses_start", "ses_end", "months", "new_t2", "enlarging_t2",
+    "new_t1hypo", "t2lv_start_ml", "t2lv_end_ml", "t2lv_change_ml", "t2lv_change_pct",
 )
 
 #: BIDS version the derivative's dataset_description.json declares.

@@ -53,8 +53,8 @@ from pipeline.phantom.truth import classify_change, new_t1hypo
 SIZE_BINS: tuple[tuple[float, float], ...] = ((10.0, 50.0), (50.0, 200.0), (200.0, np.inf))
 SCORE_COLUMNS = ["metric", "interval", "kind", "size_bin", "value"]
 COUNT_ENDPOINTS = ("new_t2", "enlarging_t2", "new_t1hypo")
-ENDPOINT_KEYS = ["participant_id", "interval", "ses_start", "ses_end", "new_t2", "enlarging_t2",
-                 "new_t1hypo", "t2lv_start_ml", "t2lv_end_ml", "t2lv_change_ml",
+ENDPOINT_KEYS = ["participant_id", "interval", "ses_start", "ses_end", "months", "new_t2",
+                 "enlarging_t2", "new_t1hypo", "t2lv_start_ml", "t2lv_end_ml", "t2lv_change_ml",
                  "t2lv_change_pct"]
 
 

@@ -104,8 +104,8 @@ TABLE_COLUMNS = [
 ]
 #: Columns of the subject endpoints table, exactly (output contract).
 ENDPOINT_COLUMNS = [
-    "participant_id", "interval", "ses_start", "ses_end", "new_t2", "enlarging_t2", "new_t1hypo",
-    "t2lv_start_ml", "t2lv_end_ml", "t2lv_change_ml", "t2lv_change_pct",
+    "participant_id", "interval", "ses_start", "ses_end", "months", "new_t2", "enlarging_t2",
+    "new_t1hypo", "t2lv_start_ml", "t2lv_end_ml", "t2lv_change_ml", "t2lv_change_pct",
 ]
 #: Class of a b-only component that fails the new-lesion volume or FLAIR-rise test.
 UNCONFIRMED = "unconfirmed"
@@ -598,8 +598,10 @@ def t2lv_ml(lesion: np.ndarray, voxel_size_mm: Any) -> float:
 
 
 def interval_endpoints(table: pd.DataFrame, t2lv_start_ml: float, t2lv_end_ml: float,
-                       subject: str, ses_start: str, ses_end: str) -> dict[str, Any]:
-    """One endpoints row (columns :data:`ENDPOINT_COLUMNS`) from an interval lesion table."""
+                       subject: str, ses_start: str, ses_end: str,
+                       months: float | None = None) -> dict[str, Any]:
+    """One endpoints row (columns :data:`ENDPOINT_COLUMNS`) from an interval lesion table;
+    ``months`` is the interval's real length (NaN when not given)."""
     t2 = table["kind"] == "t2"
     change = t2lv_end_ml - t2lv_start_ml
     return {
@@ -607,6 +609,7 @@ def interval_endpoints(table: pd.DataFrame, t2lv_start_ml: float, t2lv_end_ml: f
         "interval": interval_label(ses_start, ses_end),
         "ses_start": ses_start,
         "ses_end": ses_end,
+        "months": np.nan if months is None else float(months),
         "new_t2": int(((table["class"] == "new") & t2).sum()),
         "enlarging_t2": int(((table["class"] == "enlarging") & t2).sum()),
         "new_t1hypo": int(((table["class"] == "new") & ~t2).sum()),
@@ -740,7 +743,7 @@ def longitudinal_files(out_dir: str | Path, subject: str, sessions: list[str],
                       suffix="dseg"), new_labels, affine, np.int32)
         endpoint_rows.append(interval_endpoints(
             table, t2lv_ml(da["lesion"] > 0, vox), t2lv_ml(db["lesion"] > 0, vox), subject,
-            ses_a, ses_b))
+            ses_a, ses_b, dt))
     written["endpoints"] = io.write_tsv(bids_path(out_dir, subject, suffix="endpoints",
                                                   ext=".tsv"), endpoints_table(endpoint_rows))
     return written
@@ -757,7 +760,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--intervals", required=True, nargs="+",
                     help="intervals as <ses_a>-<ses_b>, e.g. baseline-m06 m06-m12")
     ap.add_argument("--sessions-months", nargs="*", default=None,
-                    help="session=months (only for LesionParams.enlarging_rule='annualised')")
+                    help="session=months, the visit times (from the discovery table: real ones "
+                         "where sessions.tsv gives them); the endpoints' months column and the "
+                         "annualised enlarging rule use them (without: months n/a)")
     ap.add_argument("--params", default=None,
                     help='JSON file {"LesionParams": {field: value}} of overrides')
     args = ap.parse_args(argv)

@@ -1,7 +1,9 @@
 """The one helper that names every file the pipeline reads or writes (BIDS entities).
 
-Raw inputs (BIDS):
+Raw inputs (BIDS): plain names, as the phantom writes them (:func:`raw_image`),
     sub-<s>/ses-<t>/anat/sub-<s>_ses-<t>_{T1w,FLAIR}.nii.gz
+or names with more entities (``acq-``, ``run-``, ``.nii``, ...), found and chosen by
+:mod:`pipeline.bids`, which records the files in the discovery sessions table.
 
 Derivatives under ``out_dir`` (BIDS-Derivatives; ``space-subject`` is the unbiased subject space):
 

@@ -33,11 +33,11 @@ import SimpleITK as sitk
 
 from pipeline import io
 from pipeline.brainmask import brain_mask
-from pipeline.checks import check_overlap, load_checked
+from pipeline.checks import add_input_arguments, check_overlap, load_checked, session_inputs
 from pipeline.errors import InputError, RegistrationError
 from pipeline.intensity import n4_correct_image
 from pipeline.params import BrainMaskParams, InputCheckParams, RegistrationParams
-from pipeline.paths import bids_path, raw_image
+from pipeline.paths import bids_path
 from pipeline.registration import (
     nifti_to_sitk,
     normalised_mutual_information,
@@ -152,21 +152,24 @@ def preprocess_session(t1: np.ndarray, t1_affine: np.ndarray, flair: np.ndarray,
                                mask, transform, qc)
 
 
-def preprocess_session_files(bids_dir: str | Path, subject: str, session: str,
+def preprocess_session_files(bids_dir: str | Path | None, subject: str, session: str,
                              out_dir: str | Path,
                              check_params: InputCheckParams | None = None,
                              registration_params: RegistrationParams | None = None,
-                             mask_params: BrainMaskParams | None = None) -> dict:
+                             mask_params: BrainMaskParams | None = None,
+                             t1w: str | Path | None = None,
+                             flair: str | Path | None = None) -> dict:
     """Check, preprocess and write one BIDS session; return the written paths.
 
-    Reads ``bids_dir/sub-S/ses-T/anat/sub-S_ses-T_{T1w,FLAIR}.nii.gz``; writes under ``out_dir``
-    the N4 T1w, N4 FLAIR, brain mask, FLAIR -> T1 transform and the preprocessing QC json.
+    Reads ``t1w`` and ``flair`` (the files discovery chose, e.g. ``..._acq-mprage_run-2_T1w.nii``),
+    or by default ``bids_dir/sub-S/ses-T/anat/sub-S_ses-T_{T1w,FLAIR}.nii.gz``; writes under
+    ``out_dir`` the N4 T1w, N4 FLAIR, brain mask, FLAIR -> T1 transform and the preprocessing QC
+    json (which records the input files and what the checks did with negative voxels).
     """
     check_params = check_params or InputCheckParams()
     seconds: dict[str, float] = {}
     timer = time.perf_counter()
-    t1_path = raw_image(bids_dir, subject, session, "T1w")
-    flair_path = raw_image(bids_dir, subject, session, "FLAIR")
+    t1_path, flair_path = session_inputs(bids_dir, subject, session, t1w, flair)
     t1, t1_affine, t1_negatives = load_checked(t1_path, "T1w", check_params)
     flair, flair_affine, flair_negatives = load_checked(flair_path, "FLAIR", check_params)
     overlap = check_overlap(t1.shape, t1_affine, flair.shape, flair_affine, t1_path, flair_path,
@@ -202,13 +205,12 @@ def preprocess_session_files(bids_dir: str | Path, subject: str, session: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pipeline preprocess --bids BIDS --subject S --session T --out OUT``."""
+    """``python -m pipeline preprocess --t1w T1 --flair FLAIR --subject S --session T --out OUT``
+    (or ``--bids BIDS`` instead of ``--t1w/--flair`` for plain file names)."""
     parser = argparse.ArgumentParser(
         prog="python -m pipeline preprocess",
         description="Per session: input checks, brain mask, N4, FLAIR -> T1 registration.")
-    parser.add_argument("--bids", required=True, help="BIDS raw dataset root")
-    parser.add_argument("--subject", required=True, help="subject label without 'sub-'")
-    parser.add_argument("--session", required=True, help="session label without 'ses-'")
+    add_input_arguments(parser)
     parser.add_argument("--out", required=True, help="derivatives directory")
     parser.add_argument("--params", help="parameter JSON ({class name: {field: value}}, as "
                         "written by 'python -m pipeline settings'); uses InputCheckParams, "
@@ -223,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         mask_params = params["BrainMaskParams"]
         set_threads(args.threads)
         out = preprocess_session_files(args.bids, args.subject, args.session, args.out,
-                                       check_params, reg_params, mask_params)
+                                       check_params, reg_params, mask_params, args.t1w,
+                                       args.flair)
     except (InputError, RegistrationError) as exc:
         print(f"preprocess: {exc}", file=sys.stderr)
         return 1

@@ -10,7 +10,9 @@ Models, one output row each (column ``model``), for every interval present in en
 endpoint           models
 =================  =========================================================================
 new_t2,            ``negbin``: negative-binomial (NB2) regression of the count on arm with offset
-enlarging_t2,      log(interval length in months), alpha estimated by maximum likelihood
+enlarging_t2,      log(interval length in months: each row's ``months`` column, the real visit
+                   interval, where given; the configured session months otherwise), alpha
+                   estimated by maximum likelihood
 new_t1hypo         (statsmodels ``discrete.NegativeBinomial``, BFGS); estimate = rate ratio,
                    95 % Wald CI. ``negbin_adjusted``: the same plus the covariates (numeric as
                    is, categorical ones such as next_dmt as treatment-coded dummies, first level
@@ -512,7 +514,8 @@ def compare_arms(endpoints: pd.DataFrame, arm_column: str, arms: Sequence[str],
         columns plus participants columns)
     arm_column : treatment-arm column
     arms : exactly two labels; estimates are ``arms[0]`` relative to ``arms[1]``
-    sessions_months : session label -> months since baseline (interval length = end - start)
+    sessions_months : session label -> months since baseline (interval length = end - start;
+        the exposure of rows without a ``months`` value, and the order of the intervals)
     covariates : participants columns for the ``_adjusted`` models (absent ones: a note)
     relapse_columns : relapse-count column -> months it covers
     params : thresholds (alpha, min_subjects_per_arm, ...)
@@ -536,6 +539,12 @@ def compare_arms(endpoints: pd.DataFrame, arm_column: str, arms: Sequence[str],
                  f"{len(endpoints) - len(table)} row(s) with an arm not in {arms} left out")
 
     intervals = _interval_months(table, sessions_months) if len(table) else {}
+    if "months" in table.columns and len(table):
+        real = pd.to_numeric(table["months"], errors="coerce")
+        out.note("months", math.nan, math.nan,
+                 f"count-model offsets use each row's months (real interval length; "
+                 f"{int(real.isna().sum())} of {len(table)} row(s) without it use "
+                 "--sessions-months)")
     for cov in covariates:  # once per run, not on every adjusted row
         if cov in table.columns and not (pd.api.types.is_bool_dtype(table[cov])
                                          or pd.api.types.is_numeric_dtype(table[cov])):
@@ -587,6 +596,21 @@ def _interval_months(table: pd.DataFrame, sessions_months: Mapping[str, float]) 
     return {k: found[k][1] - found[k][0] for k in ordered}
 
 
+def _exposure_months(rows: pd.DataFrame, months: float) -> np.ndarray:
+    """Each row's follow-up in months: its ``months`` column (the real interval length from the
+    visit times) where given, else the interval's configured length ``months``."""
+    if "months" not in rows.columns:
+        return np.full(len(rows), months)
+    real = pd.to_numeric(rows["months"], errors="coerce").to_numpy(dtype=float)
+    bad = np.isfinite(real) & ~(real > 0)
+    if bad.any():
+        pid = rows["participant_id"].to_numpy()[bad][0]
+        raise InputError(f"endpoints.tsv: {pid} has months {real[bad][0]:g} at interval "
+                         f"{rows['interval'].iloc[0]}; an interval must last > 0 months (check "
+                         "the visit times in the subject's sessions.tsv)")
+    return np.where(np.isfinite(real), real, months)
+
+
 def _count_endpoint(out: _Collector, rows: pd.DataFrame, endpoint: str, interval: str,
                     months: float, arm_column: str, arms: Sequence[str],
                     covariates: Sequence[str], params: StatsParams) -> None:
@@ -603,14 +627,14 @@ def _count_endpoint(out: _Collector, rows: pd.DataFrame, endpoint: str, interval
     if np.any(counts < 0) or np.any(counts != np.round(counts)):
         raise InputError(f"endpoints.tsv: {endpoint} at {interval} holds values that are not "
                          "non-negative integers; re-run the longitudinal stage")
-    exposure = np.full(len(rows), months)
+    exposure = _exposure_months(rows, months)
     X, _ = design_matrix(rows, arm_column, arms)
     out.add(endpoint, interval, rate_ratio(counts, X, exposure, params), values)
     if covariates:
         _adjusted(out, endpoint, interval, "negbin_adjusted", rows, endpoint, arm_column, arms,
                   covariates,
                   lambda used, Xa: rate_ratio(used[endpoint].to_numpy(dtype=float), Xa,
-                                              np.full(len(used), months), params,
+                                              _exposure_months(used, months), params,
                                               adjusted=True), params)
     out.add(endpoint, interval, mann_whitney(values[0], values[1], params), values)
     out.add(endpoint, interval, fisher_any(values[0], values[1], params.alpha), values,

@@ -31,7 +31,7 @@ from pipeline.paths import interval_label
 from pipeline.phantom.config import INTERVALS, SESSION_MONTHS, SESSIONS
 
 #: Columns of truth_endpoints.tsv before the participants.tsv columns (the output contract).
-ENDPOINT_COLUMNS = ["participant_id", "interval", "ses_start", "ses_end", "new_t2",
+ENDPOINT_COLUMNS = ["participant_id", "interval", "ses_start", "ses_end", "months", "new_t2",
                     "enlarging_t2", "new_t1hypo", "t2lv_start_ml", "t2lv_end_ml",
                     "t2lv_change_ml", "t2lv_change_pct"]
 CLASSES = ("new", "enlarging", "stable", "shrinking", "resolved", "absent")
@@ -194,6 +194,7 @@ def endpoints_table(participant_id: str, table: pd.DataFrame, t2lv_ml: dict[str,
         change = end - start
         rows.append({
             "participant_id": participant_id, "interval": lab, "ses_start": a, "ses_end": b,
+            "months": SESSION_MONTHS[SESSIONS.index(b)] - SESSION_MONTHS[SESSIONS.index(a)],
             "new_t2": int((cls == "new").sum()), "enlarging_t2": int((cls == "enlarging").sum()),
             "new_t1hypo": int(table[f"new_t1hypo_{lab}"].sum()) if len(table) else 0,
             "t2lv_start_ml": start, "t2lv_end_ml": end, "t2lv_change_ml": change,

@@ -272,3 +272,10 @@ def test_validate_cli(tmp_path, capsys):
     params.write_text(json.dumps({"NoSuchParams": {}}))
     assert checks.main(argv + ["--params", str(params)]) == 1
     assert "unknown parameter group" in capsys.readouterr().err
+    # The files discovery chose, named with entities, are given explicitly.
+    anat = bids / "sub-01" / "ses-m06" / "anat"
+    t1 = io.save_nifti(anat / "sub-01_ses-m06_acq-mprage_run-2_T1w.nii", _image(), _affine())
+    explicit = ["--t1w", str(t1), "--flair", str(flair), "--subject", "01", "--session", "m06"]
+    assert checks.main(explicit) == 0
+    assert checks.main(["--subject", "01", "--session", "m06"]) == 1
+    assert "give both --t1w and --flair" in capsys.readouterr().err

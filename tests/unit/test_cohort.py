@@ -20,7 +20,8 @@ def subject_endpoints(pid: str, rng: np.random.Generator) -> pd.DataFrame:
     for a, b in INTERVALS:
         start = float(rng.uniform(1, 10))
         change = float(rng.normal(0, 1))
-        rows.append([pid, f"{a}-{b}", a, b, int(rng.poisson(1)), int(rng.poisson(1)),
+        months = {"baseline": 0.0, "m06": 6.2, "m12": 12.1}
+        rows.append([pid, f"{a}-{b}", a, b, months[b] - months[a], int(rng.poisson(1)), int(rng.poisson(1)),
                      int(rng.poisson(1)), start, start + change, change, 100 * change / start])
     return pd.DataFrame(rows, columns=list(ENDPOINT_COLUMNS))
 

@@ -331,9 +331,15 @@ def test_cli_writes_tables_labels_and_endpoints(tmp_path):
     dseg, _, _ = io.load_nifti(bids_path(tmp_path, "01", from_="baseline", to="m12",
                                          space="subject", desc="new", suffix="dseg"))
     assert dseg.max() == 2
+    assert ep["months"].isna().all()  # no visit times given
     first = bids_path(tmp_path, "01", suffix="endpoints", ext=".tsv").read_bytes()
     assert main(args) == 0
     assert bids_path(tmp_path, "01", suffix="endpoints", ext=".tsv").read_bytes() == first
+    # Visit times (real ones from the discovery table) give each interval its length.
+    assert main(args + ["--sessions-months", "baseline=0", "m06=6.5", "m12=11.75"]) == 0
+    ep = io.read_tsv(bids_path(tmp_path, "01", suffix="endpoints", ext=".tsv"))
+    assert ep.columns.get_loc("months") == ep.columns.get_loc("ses_end") + 1
+    assert list(ep["months"]) == pytest.approx([6.5, 5.25, 11.75])
 
 
 def test_cli_refuses_interval_with_missing_session(tmp_path, capsys):

@@ -191,6 +191,30 @@ def test_cohort_columns_models_and_known_effect():
     assert vol.iloc[1].estimate == pytest.approx(means["IDG"] - means["TG"])
 
 
+def test_real_interval_months_are_the_exposure():
+    # The same counts over twice the follow-up in the first arm halve its rate: the offset
+    # log(months) comes from each row's months column (real visit times) when present.
+    table = cohort(np.random.default_rng(99), n=25, rr=3.0)
+    nominal, _ = compare_arms(table, "arm", ARMS, MONTHS)
+    longer = table.assign(months=np.where(table.arm == ARMS[0], 2.0, 1.0)
+                          * (table.ses_end.map(MONTHS) - table.ses_start.map(MONTHS)))
+    real, notes = compare_arms(longer, "arm", ARMS, MONTHS)
+
+    def rr(stats):
+        row = stats[(stats.endpoint == "new_t2") & (stats.interval == "baseline-m12")].iloc[0]
+        return row.model, row.estimate
+
+    assert rr(real)[0] == rr(nominal)[0]
+    assert rr(real)[1] == pytest.approx(rr(nominal)[1] / 2, rel=1e-3)
+    assert "each row's months" in notes[notes.endpoint == "months"].note.iloc[0]
+    # A row without months (n/a) falls back to the configured interval length.
+    partial = longer.assign(months=longer.months.where(longer.arm == ARMS[1]))
+    assert rr(compare_arms(partial, "arm", ARMS, MONTHS)[0])[1] == pytest.approx(
+        rr(nominal)[1], rel=1e-3)
+    with pytest.raises(InputError, match="must last > 0 months"):
+        compare_arms(longer.assign(months=0.0), "arm", ARMS, MONTHS)
+
+
 def test_all_zero_counts_give_nan_with_note():
     rng = np.random.default_rng(2)
     table = cohort(rng, n=6)

@@ -28,3 +28,40 @@ def make_skeleton(root: Path, subjects: dict[str, str], missing: tuple[tuple[str
     (root / "participants.tsv").write_text("\n".join(lines) + "\n")
     (root / "dataset_description.json").write_text('{"Name": "skeleton", "BIDSVersion": "1.9.0"}\n')
     return root
+
+
+#: Files of a dataset named as real ones are: entities (acq, ce, rec, run, part), .nii and
+#: .nii.gz, a contrast-enhanced T1w, repeated runs, two FLAIR acquisitions, a stray file.
+REAL_NAMES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("01", "baseline"): ("acq-mprage_run-1_T1w.nii.gz", "acq-mprage_run-2_T1w.nii.gz",
+                         "acq-mprage_ce-gadolinium_T1w.nii.gz", "acq-3D_FLAIR.nii",
+                         "acq-2D_FLAIR.nii.gz", "acq-3D_FLAIR.json"),
+    ("01", "m06"): ("acq-mprage_rec-norm_run-02_T1w.nii", "acq-3D_FLAIR.nii.gz"),
+    ("01", "m12"): ("acq-mprage_T1w.nii.gz", "acq-3D_part-mag_FLAIR.nii.gz"),
+    ("02", "baseline"): ("acq-mprage_T1w.nii.gz", "acq-3D_FLAIR.nii.gz"),
+    ("02", "m06"): ("acq-mprage_T1w.nii.gz", "acq-3D_FLAIR.nii.gz"),
+    ("02", "m12"): ("acq-mprage_T1w.nii.gz", "acq-3D_FLAIR.nii.gz"),
+}
+#: sub-01's visit dates (sessions.tsv acq_time); sub-02 has no sessions.tsv.
+REAL_VISITS = {"baseline": "2019-03-04", "m06": "2019-09-30T09:15:00", "m12": "2020-03-16"}
+
+
+def make_real_names_skeleton(root: Path, names: dict[tuple[str, str], tuple[str, ...]] | None = None,
+                             visits: dict[str, str] | None = None) -> Path:
+    """Write empty files named :data:`REAL_NAMES` (``sub-<s>_ses-<t>_`` prepended), sub-01's
+    sessions.tsv (:data:`REAL_VISITS`, column acq_time) and participants.tsv (01 IDG, 02 TG)."""
+    names = REAL_NAMES if names is None else names
+    for (sub, ses), files in names.items():
+        anat = root / f"sub-{sub}" / f"ses-{ses}" / "anat"
+        anat.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            (anat / f"sub-{sub}_ses-{ses}_{name}").touch()
+    visits = REAL_VISITS if visits is None else visits
+    lines = ["session_id\tacq_time"] + [f"ses-{s}\t{t}" for s, t in visits.items()]
+    (root / "sub-01" / "sub-01_sessions.tsv").write_text("\n".join(lines) + "\n")
+    subjects = sorted({sub for sub, _ in names})
+    arms = ["IDG" if i % 2 == 0 else "TG" for i in range(len(subjects))]
+    rows = ["participant_id\tarm"] + [f"sub-{s}\t{a}" for s, a in zip(subjects, arms)]
+    (root / "participants.tsv").write_text("\n".join(rows) + "\n")
+    (root / "dataset_description.json").write_text('{"Name": "skeleton", "BIDSVersion": "1.9.0"}\n')
+    return root

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.workflow.skeleton import make_skeleton
+from pipeline.io import read_tsv
+from tests.workflow.skeleton import make_real_names_skeleton, make_skeleton
 
 pytestmark = pytest.mark.workflow
 
@@ -66,10 +67,46 @@ def test_missing_session_skips_its_intervals_with_a_reason(repo, tool_env, tmp_p
                     f"out_dir={tmp_path / 'out'}")
     assert res.returncode == 0, res.stderr
     log = res.stdout + res.stderr
-    assert "sub-02 baseline-m06: skipped" in log and "sub-02_ses-m06_FLAIR.nii.gz not found" in log
+    assert "sub-02 baseline-m06: skipped" in log
+    assert "no FLAIR: looked for sub-02_ses-m06_FLAIR.nii.gz" in log
     counts = job_counts(res.stdout)
     assert counts["preprocess"] == 5  # sub-02 keeps baseline and m12 for baseline-m12
     assert counts["register"] == 2
+
+
+def test_real_file_names_runs_ce_and_visit_times(repo, tool_env, tmp_path):
+    # acq-/rec-/run-/part- entities, .nii beside .nii.gz, a contrast-enhanced T1w left out, two
+    # FLAIR acquisitions told apart by the inputs filter, sub-01's visit dates in sessions.tsv.
+    bids = make_real_names_skeleton(tmp_path / "bids")
+    out = tmp_path / "out"
+    config = ["--config", f"bids_dir={bids}", f"out_dir={out}",
+              "inputs={T1w: {ce: null}, FLAIR: {acq: 3D}, multiple_runs: last}"]
+    res = snakemake(repo, tool_env, "-n", "-p", *config)
+    assert res.returncode == 0, res.stderr + res.stdout
+    assert job_counts(res.stdout)["preprocess"] == 6
+    assert "--t1w " + str(bids / "sub-01" / "ses-baseline" / "anat"
+                          / "sub-01_ses-baseline_acq-mprage_run-2_T1w.nii.gz") in res.stdout
+    assert "sub-01_ses-baseline_acq-3D_FLAIR.nii " in res.stdout
+    assert "sub-01_ses-m06_acq-mprage_rec-norm_run-02_T1w.nii " in res.stdout
+    assert "ce-gadolinium" not in res.stdout.split("Job stats:")[0].replace("candidates", "")
+    # Real interval lengths reach the longitudinal stage (sub-01: 6.9 and 12.4 months).
+    assert re.search(r"--sessions-months baseline=0\.0000 m06=6\.9\d+ m12=12\.4\d+", res.stdout)
+    assert "--sessions-months baseline=0.0000 m06=6.0000 m12=12.0000" in res.stdout
+    # The discovery table, written by its rule, shows every candidate and the choice made.
+    res = snakemake(repo, tool_env, str(out / "discovery" / "sessions.tsv"), *config)
+    assert res.returncode == 0, res.stderr + res.stdout
+    table = read_tsv(out / "discovery" / "sessions.tsv", dtype=str)
+    base = table[(table.participant_id == "sub-01") & (table.session == "baseline")].iloc[0]
+    assert base.status == "ok" and base.t1w.endswith("_acq-mprage_run-2_T1w.nii.gz")
+    assert "ce-gadolinium" in base.t1w_candidates and "acq-2D" in base.flair_candidates
+    assert "last of run-1, run-2" in base.choice and "left out by inputs.T1w {ce: null}" in \
+        base.choice
+    assert base.months_source == "sessions.tsv acq_time"
+    # Without the FLAIR filter the baseline is refused with the filter to set, not guessed.
+    res = snakemake(repo, tool_env, "-n", "--config", f"bids_dir={bids}", f"out_dir={out}")
+    assert res.returncode == 0, res.stderr
+    assert "set inputs.FLAIR.acq to one of 2D, 3D" in res.stdout + res.stderr
+    assert job_counts(res.stdout)["preprocess"] == 5
 
 
 def test_custom_sessions_and_intervals(repo, tool_env, skeleton, tmp_path):

@@ -14,6 +14,8 @@ rule discovery:
         subjects=(f"--subjects {' '.join(config['subjects'])}" if config["subjects"] else ""),
         exclude=" ".join(f"--exclude {json.dumps(f'{k}={v}')}"
                          for k, v in config["exclude_subjects"].items()),
+        inputs=json.dumps({**INPUT_FILTERS, "multiple_runs": MULTIPLE_RUNS}),
+        visit_times=json.dumps(VISIT_TIMES),
     log:
         str(LOGS / "discovery" / "discovery.log"),
     conda:
@@ -21,6 +23,7 @@ rule discovery:
     shell:
         "python -m pipeline discover --bids {params.bids} --sessions {params.sessions}"
         " --intervals {params.intervals} {params.subjects} {params.exclude}"
+        " --inputs {params.inputs:q} --visit-times {params.visit_times:q}"
         " --sessions-out {output.sessions} --intervals-out {output.intervals} > {log} 2>&1"
 
 

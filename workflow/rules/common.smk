@@ -4,7 +4,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from pipeline.bids import discover, parse_intervals
+from pipeline.bids import ROLES, discover, parse_intervals, planned_discovery
 from pipeline.errors import InputError
 from pipeline.paths import bids_path
 
@@ -16,6 +16,12 @@ SESSIONS_MONTHS = {str(k): float(v) for k, v in config["sessions"].items()}
 INTERVALS = list(config["intervals"])
 ARM_COLUMN = config["arm"]["column"]
 ARMS = list(config["arm"]["labels"])
+# `--config inputs={T1w: {ce: null}}` reaches us as the text "null" (Snakemake parses --config
+# values with YAML's BaseLoader); a BIDS label is never "null", so it means "entity absent".
+INPUT_FILTERS = {role: {k: None if v in (None, "null", "~") else v
+                        for k, v in config["inputs"][role].items()} for role in ROLES}
+MULTIPLE_RUNS = config["inputs"]["multiple_runs"]
+VISIT_TIMES = dict(config["visit_times"])
 PHANTOM = config["bids_dir"] is None
 BIDS = Path(config["phantom"]["bids_dir"] if PHANTOM else config["bids_dir"])
 TRUTH = Path(f"{BIDS}-truth")
@@ -43,29 +49,12 @@ def _phantom_layout():
 
 
 def _discover():
+    # The phantom is not written yet when the workflow starts: its layout stands for it.
     if PHANTOM:
-        from pipeline.bids import Discovery, INTERVAL_COLUMNS, SESSION_COLUMNS
-        import pandas as pd
-
-        pairs = parse_intervals(INTERVALS, SESSIONS_MONTHS)
-        ses_rows, int_rows = [], []
-        for sub, sessions in _phantom_layout():
-            for ses, months in SESSIONS_MONTHS.items():
-                ok = ses in sessions
-                ses_rows.append([f"sub-{sub}", ses, months, "ok" if ok else "missing",
-                                 "" if ok else f"no ses-{ses} folder",
-                                 str(bids_path(BIDS, sub, ses, suffix="T1w")),
-                                 str(bids_path(BIDS, sub, ses, suffix="FLAIR"))])
-            for a, b in pairs:
-                bad = [f"ses-{s}: no ses-{s} folder" for s in (a, b) if s not in sessions]
-                int_rows.append([f"sub-{sub}", f"{a}-{b}", a, b,
-                                 SESSIONS_MONTHS[b] - SESSIONS_MONTHS[a],
-                                 "skipped" if bad else "run", "; ".join(bad)])
-        return Discovery(pd.DataFrame(ses_rows, columns=SESSION_COLUMNS),
-                         pd.DataFrame(int_rows, columns=INTERVAL_COLUMNS))
+        return planned_discovery(BIDS, _phantom_layout(), SESSIONS_MONTHS, INTERVALS)
     try:
         return discover(BIDS, SESSIONS_MONTHS, INTERVALS, config["subjects"],
-                        config["exclude_subjects"])
+                        config["exclude_subjects"], INPUT_FILTERS, MULTIPLE_RUNS, VISIT_TIMES)
     except InputError as exc:
         raise WorkflowError(str(exc)) from None
 
@@ -109,11 +98,17 @@ def intervals_of(wildcards):
     return DISCOVERY.intervals_of(wildcards.subject)
 
 
+def visit_months(wildcards):
+    """``session=months`` of the subject's sessions: real visit times where sessions.tsv gives
+    them (config visit_times), the nominal config months otherwise."""
+    return " ".join(f"{s}={m:.4f}" for s, m in DISCOVERY.months_of(wildcards.subject).items())
+
+
 def raw_inputs(wildcards):
-    """The session's raw images; with the phantom, the generator's participants.tsv stands for
-    the whole tree it writes."""
-    files = {"t1w": raw("T1w", wildcards.subject, wildcards.session),
-             "flair": raw("FLAIR", wildcards.subject, wildcards.session)}
+    """The session's raw images as discovery chose them (config inputs); with the phantom, the
+    generator's participants.tsv stands for the whole tree it writes."""
+    t1w, flair = DISCOVERY.files_of(wildcards.subject, wildcards.session)
+    files = {"t1w": t1w, "flair": flair}
     if PHANTOM:
         files["phantom"] = str(BIDS / "participants.tsv")
     return files

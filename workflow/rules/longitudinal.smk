@@ -17,7 +17,7 @@ rule longitudinal:
         out=lambda wildcards: str(OUT),
         sessions=lambda wc: " ".join(sessions_of(wc)),
         intervals=lambda wc: " ".join(intervals_of(wc)),
-        months=lambda wc: " ".join(f"{s}={SESSIONS_MONTHS[s]:g}" for s in sessions_of(wc)),
+        months=visit_months,
     log:
         log("longitudinal"),
     benchmark:

@@ -26,7 +26,6 @@ rule preprocess:
         qc=deriv(desc="preproc", suffix="qc", ext=".json"),
     params:
         out=lambda wildcards: str(OUT),
-        bids=lambda wildcards: str(BIDS),
     log:
         log("preprocess", ses="{session}"),
     benchmark:
@@ -37,5 +36,6 @@ rule preprocess:
     resources:
         mem_mb=2000,
     shell:
-        "python -m pipeline preprocess --bids {params.bids} --subject {wildcards.subject}"
-        " --session {wildcards.session} --out {params.out} --params {input.params} > {log} 2>&1"
+        "python -m pipeline preprocess --t1w {input.t1w:q} --flair {input.flair:q}"
+        " --subject {wildcards.subject} --session {wildcards.session} --out {params.out}"
+        " --params {input.params} > {log} 2>&1"
