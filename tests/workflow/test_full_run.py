@@ -20,9 +20,9 @@ from pipeline.io import read_tsv
 
 pytestmark = pytest.mark.workflow
 
-ENDPOINT_COLUMNS = ["participant_id", "interval", "ses_start", "ses_end", "new_t2", "enlarging_t2",
-                    "new_t1hypo", "t2lv_start_ml", "t2lv_end_ml", "t2lv_change_ml",
-                    "t2lv_change_pct"]
+ENDPOINT_COLUMNS = ["participant_id", "interval", "ses_start", "ses_end", "months", "new_t2",
+                    "enlarging_t2", "new_t1hypo", "t2lv_start_ml", "t2lv_end_ml",
+                    "t2lv_change_ml", "t2lv_change_pct"]
 SEED = 31  # a ci cohort seed not used while developing any method
 
 
@@ -62,6 +62,9 @@ def test_outputs_follow_the_contract(ci_run):
     assert list(endpoints.columns) == ENDPOINT_COLUMNS + list(participants.columns[1:])
     assert len(endpoints) == 3 * len(participants)
     assert set(endpoints.interval) == {"baseline-m06", "m06-m12", "baseline-m12"}
+    # The phantom has no sessions.tsv: interval lengths are the nominal months.
+    lengths = {"baseline-m06": 6.0, "m06-m12": 6.0, "baseline-m12": 12.0}
+    assert (endpoints.months == endpoints.interval.map(lengths)).all()
     stats = read_tsv(out / "group_stats.tsv")
     assert list(stats.columns) == ["endpoint", "interval", "model", "n_IDG", "mean_IDG", "n_TG",
                                    "mean_TG", "estimate", "ci_low", "ci_high", "p_value"]
