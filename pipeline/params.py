@@ -238,6 +238,14 @@ class SegmentationParams:
     # FLAIR at a fixed number of SDs above the normal-tissue mode; 3 SD keeps the per-voxel false
     # positive rate of Gaussian noise at 0.13 %).
     flair_z_threshold: float = 3.0
+    # ... and by at least this much normalised FLAIR (NAWM = 1): a lesion core is visibly
+    # brighter than the normal tissue its T1 allows, not only improbable under the noise. On
+    # real anatomy pure deep GM (putamen, claustrum, insula) lies above the mixing lines of a
+    # GM vertex measured in the partial-volumed cortex by up to ~0.13 (measured on the MNI152
+    # test bed; several noise SDs at 1 mm), while the least contrasted protocols still give
+    # lesions 0.25 above WM (lesion/WM FLAIR ~1.25, 2-D FLAIR at 1.5 T;
+    # pipeline.phantom.config.CONTRAST_PROTOCOLS).
+    flair_core_min_excess: float = 0.15
     # Hysteresis: voxels connected to a core are grown down to this z (partial-volume edges; 2 SD
     # is the usual lower hysteresis level, Canny 1986 suggests low = 0.4-0.5 x high).
     flair_z_grow_threshold: float = 2.0
@@ -327,6 +335,8 @@ class SegmentationParams:
     def __post_init__(self) -> None:
         n = type(self).__name__
         _require(self.flair_z_threshold > 0, n, "flair_z_threshold", self.flair_z_threshold, "> 0")
+        _require(self.flair_core_min_excess >= 0, n, "flair_core_min_excess",
+                 self.flair_core_min_excess, ">= 0 (normalised FLAIR)")
         _require(0 < self.flair_z_grow_threshold <= self.flair_z_threshold, n,
                  "flair_z_grow_threshold", self.flair_z_grow_threshold,
                  "0 < flair_z_grow_threshold <= flair_z_threshold")

@@ -970,7 +970,10 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
             fls_img[b] = fln
             # Cores must lie edge_margin_mm inside the brain (depth only where z is high).
             core_allowed = np.zeros(b.shape, bool)
-            cand = np.nonzero(z >= params.flair_z_threshold)
+            excess = np.zeros(b.shape)
+            excess[b] = fln - m_env
+            cand = np.nonzero((z >= params.flair_z_threshold)
+                              & (excess >= params.flair_core_min_excess))
             core_allowed[cand] = depth(cand, params.edge_margin_mm) >= params.edge_margin_mm
             lesion_crop = hysteresis_lesions(z, fl_img, fls_img, core_allowed, b, params, vox)
 
