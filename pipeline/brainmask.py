@@ -165,7 +165,8 @@ def brain_core(candidates: np.ndarray, voxel_mm: np.ndarray,
 
 
 def watershed_brain(values: np.ndarray, head: np.ndarray, core: np.ndarray,
-                    candidates: np.ndarray) -> np.ndarray:
+                    candidates: np.ndarray, voxel_mm: np.ndarray,
+                    air_marker_depth_mm: float) -> np.ndarray:
     """Brain tissue flooded from the core, competing with tissue flooded from outside the head.
 
     A marker-controlled watershed on the darkness of the T1 (Hahn & Peitgen 2000; the idea of
@@ -176,13 +177,14 @@ def watershed_brain(values: np.ndarray, head: np.ndarray, core: np.ndarray,
     """
     from skimage.segmentation import watershed
 
+    # The outer marker reaches air_marker_depth_mm into the head: the head's outer edge is a
+    # dark partial-volume ramp, a ridge the air would otherwise cross only after the brain had
+    # flooded the scalp over any bridge brighter than it.
+    outside = _dilate(~head, air_marker_depth_mm, voxel_mm) & ~core
     markers = np.zeros(values.shape, np.int32)
-    markers[~head] = 1
+    markers[outside] = 1
     markers[core] = 2
-    # Both markers must be basins: the air is dark too, so it is put at the bottom.
-    elevation = -values
-    elevation[~head] = elevation.min()
-    labels = watershed(elevation, markers)
+    labels = watershed(-values, markers)
     return _largest_component((labels == 2) & candidates)
 
 
@@ -217,7 +219,8 @@ def whole_head_brain_mask(data: np.ndarray, affine: np.ndarray,
     wm_level = float(np.percentile(values[depth >= 0.6 * depth.max()], 75))
     candidates = head & (values > params.tissue_fraction_of_wm * wm_level)
     core, _ = brain_core(candidates, voxel_mm, params)
-    brain = watershed_brain(values, head, core, candidates)
+    brain = watershed_brain(values, head, core, candidates, voxel_mm,
+                            params.air_marker_depth_mm)
     if params.closing_mm > 0:
         # Pad so the closing is not clipped at the image border.
         pad = int(np.ceil(params.closing_mm / voxel_mm.min())) + 1

@@ -188,6 +188,9 @@ class BrainMaskParams:
     # bridge to the scalp or neck adds 40-70 % of a brain; larger radii lose < 10 % of it).
     erosion_radii_mm: tuple[float, ...] = (4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 12.0, 14.0, 16.0)
     erosion_stable_fraction: float = 0.12
+    # The watershed's outside marker: air plus this outer rim of the head (mm), deeper than the
+    # air/scalp partial-volume ramp, shallower than scalp + skull (>= ~7 mm in adults).
+    air_marker_depth_mm: float = 4.0
     # Closing radius that wraps the brain envelope over sulcal CSF (sulci are 1-3 mm wide,
     # up to ~5 mm in atrophy).
     closing_mm: float = 5.0
