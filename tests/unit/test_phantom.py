@@ -298,3 +298,33 @@ def test_head_bound_never_cuts_the_head():
         frac = tissue_fractions(anat, pts, 0.0, 1.0)
         head = sum(frac[k] for k in ("scalp", "skull", "csf", "gm", "wm", "deep_gm")) > 0
         assert head.any() and not (head & ~head_depth_bound(anat, pts)).any()
+
+
+def test_outside_anatomy_head_is_a_plausible_whole_head(tmp_path):
+    """The MNI152 test bed: real brain volume, every storage encoding as declared, negatives
+    in Gaussian-noise float images, skull and scalp outside the brain, same seed same bytes."""
+    pytest.importorskip("nilearn", reason="the outside-anatomy test bed reads nilearn's template")
+    import nibabel as nib
+
+    from pipeline.phantom.config import ENCODINGS
+
+    kwargs = dict(preset="ci", n_subjects=2, seed=5, anatomy="mni152", voxel_mm=3.0,
+                  encodings=tuple(ENCODINGS))
+    first = generate_cohort(tmp_path / "a", **kwargs)
+    generate_cohort(tmp_path / "b", **kwargs)
+    truth = Path(first["truth_dir"])
+    for sub in first["participants"]:
+        sessions = json.loads((truth / sub / f"{sub}_transforms.json").read_text())["sessions"]
+        for ses, info in sessions.items():
+            t1 = tmp_path / "a" / sub / f"ses-{ses}" / "anat" / f"{sub}_ses-{ses}_T1w.nii.gz"
+            img = nib.load(t1)
+            assert img.get_data_dtype() == np.dtype(ENCODINGS[info["encoding"]][0])
+            values = img.get_fdata()
+            assert (values.min() < 0) == (ENCODINGS[info["encoding"]][2] == "gaussian")
+            mask = nib.load(truth / sub / f"ses-{ses}" / "anat"
+                            / f"{sub}_ses-{ses}_desc-brain_mask.nii.gz").get_fdata() > 0
+            assert 900 < mask.sum() * 27 / 1000 < 1700  # mL: adult brains
+            # A whole head: bright tissue (scalp, face, neck) well outside the brain.
+            assert (values[~mask] > 0.5 * np.median(values[mask])).sum() * 27 > 300_000
+            assert t1.read_bytes() == (tmp_path / "b" / t1.relative_to(tmp_path / "a")).read_bytes()
+    assert json.loads((truth / "phantom.json").read_text())["params"]["anatomy"] == "mni152"

@@ -10,6 +10,7 @@ if PHANTOM:
         params:
             bids=lambda wildcards: str(BIDS),
             preset=config["phantom"]["preset"],
+            anatomy=config["phantom"]["anatomy"],
             seed=config["phantom"]["seed"],
             subjects=(f"--subjects {config['phantom']['subjects']}"
                       if config["phantom"]["subjects"] else ""),
@@ -23,7 +24,8 @@ if PHANTOM:
         resources:
             mem_mb=4000,
         shell:
-            "python -m pipeline phantom --preset {params.preset} --seed {params.seed}"
+            "python -m pipeline phantom --preset {params.preset} --anatomy {params.anatomy}"
+            " --seed {params.seed}"
             " {params.subjects} --out {params.bids} --truth-dir {output.truth} --preview > {log} 2>&1"
 
     rule evaluate:
