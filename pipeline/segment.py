@@ -1226,6 +1226,7 @@ def longitudinal_refinement(results: list[SegmentationResult], brain: np.ndarray
                                       res.tissue, res.t1_norm, qc))
     return out
 
+
 def lesion_table(labels: np.ndarray, flair_norm: np.ndarray, t1hypo: np.ndarray,
                  affine: np.ndarray) -> pd.DataFrame:
     """One row per lesion label: volume, centroid (world mm), mean normalised FLAIR, black hole.
@@ -1424,6 +1425,9 @@ def segment_subject_files(out_dir: str | Path, subject: str, sessions: list[str]
     for brain in brains[1:]:
         common = common & brain
     results = longitudinal_refinement(results, common, voxel_sizes(affines[0]), params)
+    brain_ml = float(common.sum() * np.prod(voxel_sizes(affines[0]))) / 1000.0
+    for ses, res in zip(sessions, results):
+        check_plausible(res.qc, brain_ml, params, f"sub-{subject} ses-{ses}")
 
     written: dict[str, Any] = {"sessions": {}}
     rows = []
@@ -1453,6 +1457,35 @@ def segment_subject_files(out_dir: str | Path, subject: str, sessions: list[str]
                                                 ext=".tsv"),
                                       pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS)))
     return written
+
+
+def check_plausible(qc: dict[str, Any], brain_ml: float, params: SegmentationParams,
+                    label: str) -> None:
+    """Refuse a segmentation whose tissue model or result cannot be a measurement.
+
+    A T1 without grey/white contrast (or with it inverted), a FLAIR whose CSF is not dark (a
+    T2-weighted or unsuppressed image given as FLAIR) and a T2 lesion volume that is a large
+    share of the brain (normal tissue called lesion) are refused with the numbers, so they
+    never reach the endpoints as if measured.
+    """
+    gm_wm = float(qc["gm_t1_norm"])
+    if not gm_wm < params.max_gm_wm_t1_ratio:
+        raise InputError(f"{label}: T1w grey/white contrast implausible (GM/WM T1 ratio "
+                         f"{gm_wm:.2f}, limit {params.max_gm_wm_t1_ratio}); check that the T1w "
+                         "is T1-weighted and its brain mask holds the brain")
+    csf_flair = float(qc["tissue_flair_norm_median"]["csf"])
+    if not csf_flair < params.max_csf_wm_flair_ratio:
+        raise InputError(f"{label}: CSF is not dark on the FLAIR (CSF/NAWM FLAIR {csf_flair:.2f}, "
+                         f"limit {params.max_csf_wm_flair_ratio}); a T2-weighted or "
+                         "non-fluid-suppressed image was given as FLAIR, or T1w and FLAIR are "
+                         "swapped")
+    t2lv = float(qc["t2lv_ml"])
+    if t2lv > params.max_t2lv_fraction_of_brain * brain_ml:
+        raise InputError(f"{label}: T2 lesion volume {t2lv:.1f} mL is "
+                         f"{100 * t2lv / brain_ml:.0f} % of the {brain_ml:.0f} mL brain (limit "
+                         f"{100 * params.max_t2lv_fraction_of_brain:.0f} %): normal tissue was "
+                         "called lesion; check the FLAIR contrast and the report's lesion "
+                         "pictures, or supply lesion masks")
 
 
 def _parse_masks(items: list[str] | None) -> dict[str, str]:
