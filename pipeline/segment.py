@@ -275,6 +275,22 @@ def fit_tissue_model(t1_brain: np.ndarray, n_iter: int = 100, bins: int = 512) -
     return TissueModel(means[order], sds[order], weights[order])
 
 
+#: Pure voxels each class needs before its statistics are trusted (WM mode, NAWM noise).
+_MIN_PURE_VOXELS = 1000
+
+
+def pure_tissue_posterior(post: np.ndarray, wanted: float) -> float:
+    """The posterior threshold for "pure" tissue: ``wanted``, relaxed towards 0.5 when a
+    class has fewer than ``_MIN_PURE_VOXELS`` voxels above it. Blurred or low-contrast T1
+    (averaged anatomy, 1.5 T SPGR, thick partial-volumed cortex) overlaps the classes so much
+    that few voxels reach 0.9, and the WM statistics would rest on a handful of voxels."""
+    for threshold in (wanted, 0.75, 0.6, 0.5):
+        threshold = min(threshold, wanted)
+        if (post[:, 1:] >= threshold).sum(axis=0).min() >= _MIN_PURE_VOXELS:
+            return threshold
+    return min(0.5, wanted)
+
+
 @dataclass
 class FlairGivenT1:
     """Distribution of normal-tissue FLAIR conditional on T1 (normalised units).
@@ -884,7 +900,7 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
     model = fit_tissue_model(t1v)
     post = model.posteriors(t1v)
     hard = np.argmax(post, axis=1)
-    pmin = params.tissue_posterior_min
+    pmin = pure_tissue_posterior(post, params.tissue_posterior_min)
 
     depth = BrainDepth(b, vox)
     t1_fp = face_distance_footprint(vox, params.t1_neighbourhood_mm)
@@ -1022,6 +1038,7 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
     qc: dict[str, Any] = {
         "lesion_source": "segmented" if user_mask is None else "user mask",
         "z_unit": z_unit,
+        "tissue_posterior_used": float(pmin),
         "n_lesions": int(n_lesions),
         "t2lv_ml": float(lesion.sum() * vv / 1000.0),
         "t1hypo_ml": float(t1hypo.sum() * vv / 1000.0),

@@ -484,3 +484,13 @@ def test_implausible_segmentations_are_refused_with_the_numbers():
         with pytest.raises(InputError, match=words) as info:
             check_plausible({**good, **change}, 1400.0, params, "sub-01 ses-m06")
         assert "sub-01 ses-m06" in str(info.value)
+
+
+def test_pure_tissue_threshold_relaxes_when_classes_overlap():
+    from pipeline.segment import pure_tissue_posterior
+
+    rng = np.random.default_rng(0)
+    clear = rng.dirichlet([0.05, 0.05, 0.05], size=20_000)  # posteriors near 0 or 1
+    assert pure_tissue_posterior(clear, 0.9) == 0.9
+    blurred = rng.dirichlet([3.0, 3.0, 3.0], size=20_000)  # few voxels above 0.9
+    assert pure_tissue_posterior(blurred, 0.9) < 0.9
