@@ -17,6 +17,13 @@ demo     6         1.5mm  1/3 of subjects 2-D FLAIR (1.5x1.5x3 mm), 1/3 of sessi
 trial    50        1 mm   25 per arm (the 2016 study), 30 % 2-D FLAIR, 30 % non-RAS
 =======  ========  =====  ===============================================================
 
+Two head models (``anatomy``): the analytic head below (the one the methods were developed on)
+and ``mni152`` (:mod:`~.template`): real averaged anatomy, the MNI152 2009a tissue maps nilearn
+ships, with a skull, scalp, face and neck of its own, a scanner protocol per subject
+(:data:`~pipeline.phantom.config.CONTRAST_PROTOCOLS`) and a storage encoding per session
+(:data:`~pipeline.phantom.config.ENCODINGS`): the outside test bed. Both share the lesion
+model, the acquisition and the truth.
+
 Realism, each a :class:`~pipeline.phantom.config.PhantomParams` field with its default and source
 beside it:
 
