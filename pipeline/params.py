@@ -473,9 +473,12 @@ class StatsParams:
     alpha: float = 0.05  # two-sided significance level for the 95 % CIs
     min_subjects_per_arm: int = 2  # below this a model is not fitted and the row says why
     # Negative binomial (NB2) dispersion below which the data show no overdispersion: the NB
-    # likelihood is flat in alpha there, its Hessian is singular, and Poisson is the same model
-    # (Hilbe 2011, Negative Binomial Regression, 2nd ed.).
-    negbin_min_alpha: float = 1e-6
+    # likelihood is flat in alpha there, its Hessian is near singular, and Poisson is the same
+    # model (Hilbe 2011, Negative Binomial Regression, 2nd ed.). At 1e-3 the extra variance
+    # alpha*mu^2 is < 0.1 % of mu at the lesion rates of a trial (mu <= 1 per month); optimisers
+    # stop anywhere below it on under-dispersed data (statsmodels 0.14: ~1e-8, 0.15: ~2e-5),
+    # whereas MS lesion counts give alpha ~0.5-3.
+    negbin_min_alpha: float = 1e-3
     max_iterations: int = 500  # BFGS iterations for NB, IRLS iterations for the Poisson GLM
     # Hodges-Lehmann CI: exact null distribution of U up to this many pairs (n_a * n_b), normal
     # approximation above (Hollander & Wolfe 1999, sec. 4.3); exact is cheap up to 50 x 50.
