@@ -143,7 +143,9 @@ def brain_core(candidates: np.ndarray, voxel_mm: np.ndarray,
     candidates (a reconstruction that cannot cross a gap wider than the radius), is the brain
     that radius sees. A radius that leaves a bridge uncut sees a much larger brain than the next
     ones; the smallest radius whose brain no larger radius shrinks by more than
-    ``erosion_stable_fraction`` is kept. Returns its eroded core and the radius (mm).
+    ``erosion_stable_fraction`` is kept. A radius that loses more than
+    ``erosion_split_fraction`` of the previous one's brain has split the brain itself, and it
+    and larger radii are not considered. Returns the kept core and its radius (mm).
     """
     dist = ndimage.distance_transform_edt(np.pad(candidates, 1),
                                           sampling=voxel_mm)[1:-1, 1:-1, 1:-1]
@@ -152,9 +154,11 @@ def brain_core(candidates: np.ndarray, voxel_mm: np.ndarray,
         core = _largest_component(dist > radius)
         if not core.any():
             break
+        volume = float(_largest_component(_dilate(core, radius, voxel_mm) & candidates).sum())
+        if volumes and volume < (1.0 - params.erosion_split_fraction) * volumes[-1]:
+            break  # the erosion split the brain itself (hemispheres, cerebellum): go no further
         cores.append((core, radius))
-        volumes.append(float(_largest_component(_dilate(core, radius, voxel_mm)
-                                                & candidates).sum()))
+        volumes.append(volume)
     if not cores:
         raise InputError(f"brain extraction found no tissue after a "
                          f"{params.erosion_radii_mm[0]} mm erosion; check the T1 image")

@@ -190,6 +190,9 @@ class BrainMaskParams:
     # bridge to the scalp or neck adds 40-70 % of a brain; larger radii lose < 10 % of it).
     erosion_radii_mm: tuple[float, ...] = (4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 12.0, 14.0, 16.0)
     erosion_stable_fraction: float = 0.12
+    # An erosion that loses more than this share of the previous radius's brain has cut the
+    # brain itself apart (a hemisphere, the cerebellum: 40-50 %), not a bridge (15-30 %).
+    erosion_split_fraction: float = 0.4
     # The watershed's outside marker: air plus this outer rim of the head (mm), deeper than the
     # air/scalp partial-volume ramp, shallower than scalp + skull (>= ~7 mm in adults).
     air_marker_depth_mm: float = 4.0
@@ -224,8 +227,9 @@ class BrainMaskParams:
         _require(len(self.erosion_radii_mm) >= 1 and min(self.erosion_radii_mm) > 0
                  and list(self.erosion_radii_mm) == sorted(self.erosion_radii_mm), n,
                  "erosion_radii_mm", self.erosion_radii_mm, "increasing radii > 0 (mm)")
-        _require(0 < self.erosion_stable_fraction < 1, n, "erosion_stable_fraction",
-                 self.erosion_stable_fraction, "a fraction in (0, 1)")
+        for name in ("erosion_stable_fraction", "erosion_split_fraction"):
+            _require(0 < getattr(self, name) < 1, n, name, getattr(self, name),
+                     "a fraction in (0, 1)")
         _require(0 <= self.min_brain_volume_ml < self.max_brain_volume_ml, n,
                  "min_brain_volume_ml", self.min_brain_volume_ml,
                  "0 <= min_brain_volume_ml < max_brain_volume_ml")
