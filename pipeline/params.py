@@ -259,8 +259,6 @@ class SegmentationParams:
     # T1 GM/WM ratio (0.6-0.8 on T1-weighted scans at 1.5-3 T; ~1 is no contrast, e.g. a
     # PD/T2 image or a mask holding no brain),
     max_gm_wm_t1_ratio: float = 0.92
-    # CSF/NAWM FLAIR (fluid is nulled: ~0.1-0.5 with partial volume; >= 1 is a T2w image),
-    max_csf_wm_flair_ratio: float = 0.9
     # T2-LV as a share of the brain (MS cohorts: typically 1-30 mL of a 1.0-1.5 L brain;
     # 10 % is beyond the most affected patients and means normal tissue was called lesion).
     max_t2lv_fraction_of_brain: float = 0.10
@@ -355,8 +353,7 @@ class SegmentationParams:
         _require(self.flair_z_threshold > 0, n, "flair_z_threshold", self.flair_z_threshold, "> 0")
         _require(self.flair_core_min_excess >= 0, n, "flair_core_min_excess",
                  self.flair_core_min_excess, ">= 0 (normalised FLAIR)")
-        for name in ("max_gm_wm_t1_ratio", "max_csf_wm_flair_ratio",
-                     "max_t2lv_fraction_of_brain"):
+        for name in ("max_gm_wm_t1_ratio", "max_t2lv_fraction_of_brain"):
             _require(getattr(self, name) > 0, n, name, getattr(self, name), "> 0")
         _require(0 < self.flair_z_grow_threshold <= self.flair_z_threshold, n,
                  "flair_z_grow_threshold", self.flair_z_grow_threshold,

@@ -1480,22 +1480,15 @@ def check_plausible(qc: dict[str, Any], brain_ml: float, params: SegmentationPar
                     label: str) -> None:
     """Refuse a segmentation whose tissue model or result cannot be a measurement.
 
-    A T1 without grey/white contrast (or with it inverted), a FLAIR whose CSF is not dark (a
-    T2-weighted or unsuppressed image given as FLAIR) and a T2 lesion volume that is a large
-    share of the brain (normal tissue called lesion) are refused with the numbers, so they
-    never reach the endpoints as if measured.
+    A T1 without grey/white contrast (or with it inverted, as when T1w and FLAIR are swapped)
+    and a T2 lesion volume that is a large share of the brain (normal tissue called lesion) are
+    refused with the numbers, so they never reach the endpoints as if measured.
     """
     gm_wm = float(qc["gm_t1_norm"])
     if not gm_wm < params.max_gm_wm_t1_ratio:
         raise InputError(f"{label}: T1w grey/white contrast implausible (GM/WM T1 ratio "
                          f"{gm_wm:.2f}, limit {params.max_gm_wm_t1_ratio}); check that the T1w "
                          "is T1-weighted and its brain mask holds the brain")
-    csf_flair = float(qc["tissue_flair_norm_median"]["csf"])
-    if not csf_flair < params.max_csf_wm_flair_ratio:
-        raise InputError(f"{label}: CSF is not dark on the FLAIR (CSF/NAWM FLAIR {csf_flair:.2f}, "
-                         f"limit {params.max_csf_wm_flair_ratio}); a T2-weighted or "
-                         "non-fluid-suppressed image was given as FLAIR, or T1w and FLAIR are "
-                         "swapped")
     t2lv = float(qc["t2lv_ml"])
     if t2lv > params.max_t2lv_fraction_of_brain * brain_ml:
         raise InputError(f"{label}: T2 lesion volume {t2lv:.1f} mL is "

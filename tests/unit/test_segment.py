@@ -476,10 +476,9 @@ def test_implausible_segmentations_are_refused_with_the_numbers():
     from pipeline.segment import check_plausible
 
     params = SegmentationParams()
-    good = {"gm_t1_norm": 0.68, "tissue_flair_norm_median": {"csf": 0.3}, "t2lv_ml": 12.0}
+    good = {"gm_t1_norm": 0.68, "t2lv_ml": 12.0}
     check_plausible(good, 1400.0, params, "sub-01 ses-m06")
     for change, words in (({"gm_t1_norm": 0.99}, "grey/white contrast"),
-                          ({"tissue_flair_norm_median": {"csf": 1.4}}, "CSF is not dark"),
                           ({"t2lv_ml": 300.0}, "21 % of the 1400 mL brain")):
         with pytest.raises(InputError, match=words) as info:
             check_plausible({**good, **change}, 1400.0, params, "sub-01 ses-m06")
