@@ -73,31 +73,26 @@ def score_cohort(bids: Path, truth: Path, family: str, cohort: str,
         data = np.maximum(np.asarray(img.get_fdata(), dtype=np.float32), 0)
         truth_mask = np.asarray(nib.load(str(mask_path)).dataobj) > 0
         voxel_ml = float(np.prod(img.header.get_zooms()[:3])) / 1000.0
-        if peers_python is not None and cohort == "whole_head" and "ses-baseline" in rel.parts:
-            mask, seconds = robex_mask_file(t1_path, peers_python)
-            inter = float((mask & truth_mask).sum())
+        def row(variant: str, mask: np.ndarray, stripped: str, cpu: float) -> dict:
+            volume_ml = float(mask.sum()) * voxel_ml
             truth_ml = float(truth_mask.sum()) * voxel_ml
-            rows.append({
-                "family": family, "cohort": cohort, "image": t1_path.name, "variant": "robex",
-                "voxel_mm": float(img.header.get_zooms()[0]), "skull_stripped_detected": "n/a",
-                "dice": 2 * inter / float(mask.sum() + truth_mask.sum()),
-                "volume_ml": float(mask.sum()) * voxel_ml, "truth_volume_ml": truth_ml,
-                "volume_error_pct": 100 * (float(mask.sum()) * voxel_ml - truth_ml) / truth_ml,
-                "cpu_seconds": seconds})
+            return {"family": family, "cohort": cohort, "image": t1_path.name,
+                    "variant": variant, "voxel_mm": float(img.header.get_zooms()[0]),
+                    "skull_stripped_detected": stripped,
+                    "dice": 2 * float((mask & truth_mask).sum())
+                    / float(mask.sum() + truth_mask.sum()),
+                    "volume_ml": volume_ml, "truth_volume_ml": truth_ml,
+                    "volume_error_pct": 100 * (volume_ml - truth_ml) / truth_ml,
+                    "cpu_seconds": cpu}
+
+        if peers_python is not None and cohort == "whole_head" and "ses-baseline" in rel.parts:
+            mask, cpu = robex_mask_file(t1_path, peers_python)
+            rows.append(row("robex", mask, "n/a", cpu))
         for name, overrides in VARIANTS.items():
             start = time.process_time()
             mask, info = brain_mask(data, img.affine, BrainMaskParams(**overrides))
             cpu = time.process_time() - start
-            inter = float((mask & truth_mask).sum())
-            truth_ml = float(truth_mask.sum()) * voxel_ml
-            rows.append({
-                "family": family, "cohort": cohort, "image": t1_path.name, "variant": name,
-                "voxel_mm": float(img.header.get_zooms()[0]),
-                "skull_stripped_detected": "yes" if info["skull_stripped"] else "no",
-                "dice": 2 * inter / float(mask.sum() + truth_mask.sum()),
-                "volume_ml": info["brain_volume_ml"], "truth_volume_ml": truth_ml,
-                "volume_error_pct": 100 * (info["brain_volume_ml"] - truth_ml) / truth_ml,
-                "cpu_seconds": cpu})
+            rows.append(row(name, mask, "yes" if info["skull_stripped"] else "no", cpu))
     return rows
 
 

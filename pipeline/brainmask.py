@@ -138,7 +138,7 @@ def stripped_brain_mask(data: np.ndarray, params: BrainMaskParams | None = None)
 
 
 def brain_core(candidates: np.ndarray, voxel_mm: np.ndarray,
-               params: BrainMaskParams) -> tuple[np.ndarray, float]:
+               params: BrainMaskParams) -> np.ndarray:
     """A region certainly inside the brain: the candidates eroded past every bridge.
 
     Bridges between brain and scalp, face or neck (thin bone in partial volume, the cord, the
@@ -150,7 +150,7 @@ def brain_core(candidates: np.ndarray, voxel_mm: np.ndarray,
     ones; the smallest radius whose brain no larger radius shrinks by more than
     ``erosion_stable_fraction`` is kept. A radius that loses more than
     ``erosion_split_fraction`` of the previous one's brain has split the brain itself, and it
-    and larger radii are not considered. Returns the kept core and its radius (mm).
+    and larger radii are not considered. Returns the kept core.
     """
     dist = ndimage.distance_transform_edt(np.pad(candidates, 1),
                                           sampling=voxel_mm)[1:-1, 1:-1, 1:-1]
@@ -162,7 +162,7 @@ def brain_core(candidates: np.ndarray, voxel_mm: np.ndarray,
         volume = float(_largest_component(_dilate(core, radius, voxel_mm) & candidates).sum())
         if volumes and volume < (1.0 - params.erosion_split_fraction) * volumes[-1]:
             break  # the erosion split the brain itself (hemispheres, cerebellum): go no further
-        cores.append((core, radius))
+        cores.append(core)
         volumes.append(volume)
     if not cores:
         raise InputError(f"brain extraction found no tissue after a "
@@ -227,7 +227,7 @@ def whole_head_brain_mask(data: np.ndarray, affine: np.ndarray,
     depth = ndimage.distance_transform_edt(np.pad(head, 1), sampling=voxel_mm)[1:-1, 1:-1, 1:-1]
     wm_level = float(np.percentile(values[depth >= 0.6 * depth.max()], 75))
     candidates = head & (values > params.tissue_fraction_of_wm * wm_level)
-    core, _ = brain_core(candidates, voxel_mm, params)
+    core = brain_core(candidates, voxel_mm, params)
     brain = watershed_brain(values, head, core, candidates, voxel_mm,
                             params.air_marker_depth_mm)
     if params.closing_mm > 0:

@@ -284,11 +284,11 @@ def pure_tissue_posterior(post: np.ndarray, wanted: float) -> float:
     class has fewer than ``_MIN_PURE_VOXELS`` voxels above it. Blurred or low-contrast T1
     (averaged anatomy, 1.5 T SPGR, thick partial-volumed cortex) overlaps the classes so much
     that few voxels reach 0.9, and the WM statistics would rest on a handful of voxels."""
-    for threshold in (wanted, 0.75, 0.6, 0.5):
-        threshold = min(threshold, wanted)
+    thresholds = [wanted] + [t for t in (0.75, 0.6, 0.5) if t < wanted]
+    for threshold in thresholds:
         if (post[:, 1:] >= threshold).sum(axis=0).min() >= _MIN_PURE_VOXELS:
             return threshold
-    return min(0.5, wanted)
+    return thresholds[-1]
 
 
 @dataclass

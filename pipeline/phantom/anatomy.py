@@ -189,7 +189,9 @@ class Anatomy:
         return centre_mm - near.center_mm
 
 
-def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], sigma_vox: float) -> np.ndarray:
+def smooth_unit_field(rng: np.random.Generator, shape: tuple[int, ...],
+                      sigma_vox: float) -> np.ndarray:
+    """A smooth Gaussian random field (sigma in voxels), zero mean and unit SD."""
     f = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma_vox,
                                 mode="wrap")
     return (f - f.mean()) / max(float(f.std()), 1e-12)
@@ -216,14 +218,15 @@ def make_anatomy(rng: np.random.Generator, params: PhantomParams) -> Anatomy:
     half = axes * 1.1 + p.outer_csf_mm + p.skull_mm + p.scalp_mm + 15.0
     shape = tuple(int(np.ceil(2 * x / h)) + 1 for x in half)
     # Clipped at 2 SD so the hull stays within a known distance of the ellipsoid.
-    deform = np.clip(_smooth_field(rng, shape, 20.0 / h), -2.0, 2.0) * p.brain_shape_deform_mm
-    fold = _smooth_field(rng, shape, p.fold_sigma_mm / h)
+    deform = (np.clip(smooth_unit_field(rng, shape, 20.0 / h), -2.0, 2.0)
+              * p.brain_shape_deform_mm)
+    fold = smooth_unit_field(rng, shape, p.fold_sigma_mm / h)
     grad = np.gradient(fold, h)
     gmag = np.sqrt(sum(g * g for g in grad))
     # Signed distance to the zero level set (the sulcal mid-surface), first order.
     sheet = np.clip(fold / np.maximum(gmag, 1e-6), -30.0, 30.0)
-    depth = np.clip(1.0 + 0.25 * _smooth_field(rng, shape, 10.0 / h), 0.4, 1.6)
-    texture = _smooth_field(rng, shape, p.texture_sigma_mm / h)
+    depth = np.clip(1.0 + 0.25 * smooth_unit_field(rng, shape, 10.0 / h), 0.4, 1.6)
+    texture = smooth_unit_field(rng, shape, p.texture_sigma_mm / h)
     fields = np.stack([deform, sheet, depth, texture]).astype(np.float32)
     return Anatomy(axes, vent, fields, -half, h, p)
 
@@ -237,7 +240,7 @@ def _sample_fields(anat: Anatomy, points_mm: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ramp(d: np.ndarray, edge_mm: float) -> np.ndarray:
+def ramp(d: np.ndarray, edge_mm: float) -> np.ndarray:
     """Partial-volume fraction of a half-space at signed distance ``d`` (box of width edge)."""
     return np.clip(0.5 + d / np.float32(edge_mm), 0.0, 1.0)
 
@@ -329,10 +332,10 @@ def tissue_fractions(anat: Anatomy, points_mm: np.ndarray, t_years: float,
         s0 = np.maximum(s0, np.maximum(d_cb0, d_st0))
         d_cb, d_st = d_cb0 - shrink, d_st0 - shrink
     s = s0 - shrink
-    head = _ramp(s0 + np.float32(p.outer_csf_mm + p.skull_mm + p.scalp_mm), e)
-    in_outer_skull = _ramp(s0 + np.float32(p.outer_csf_mm + p.skull_mm), e)
-    intracranial = _ramp(s0 + np.float32(p.outer_csf_mm), e)
-    brain = _ramp(s, e)
+    head = ramp(s0 + np.float32(p.outer_csf_mm + p.skull_mm + p.scalp_mm), e)
+    in_outer_skull = ramp(s0 + np.float32(p.outer_csf_mm + p.skull_mm), e)
+    intracranial = ramp(s0 + np.float32(p.outer_csf_mm), e)
+    brain = ramp(s, e)
     hw = np.float32(p.sulcus_half_width_mm)
     cortex = np.float32(p.cortex_mm)
     sulc_depth = np.float32(p.sulcus_depth_mm) * depth_f
@@ -348,13 +351,13 @@ def tissue_fractions(anat: Anatomy, points_mm: np.ndarray, t_years: float,
                                                  s_cer - sulc_depth - cortex))
     d_wm = np.minimum(d_wm, np.maximum(abs_x - hw - cortex, -fiss_region - cortex))
     # Outside the cerebral hull but inside the brain (around the hindbrain): cisterns.
-    csf_in = np.maximum(np.maximum(_ramp(d_sulc, e), _ramp(d_fiss, e)), _ramp(-s_cer, e))
+    csf_in = np.maximum(np.maximum(ramp(d_sulc, e), ramp(d_fiss, e)), ramp(-s_cer, e))
     if p.hindbrain:
         # Tentorium/cisterns: a CSF sheet on the cerebellar surface, lined by cortex above it.
-        tent = _ramp(np.minimum(hw - np.abs(d_cb), s_cer), e)
+        tent = ramp(np.minimum(hw - np.abs(d_cb), s_cer), e)
         csf_in = np.maximum(csf_in, tent)
         d_wm = np.minimum(d_wm, -d_cb - hw - cortex)
-    wm_raw = _ramp(d_wm, e)
+    wm_raw = ramp(d_wm, e)
     deep = np.zeros_like(x)
     # Ventricles and nuclei: evaluate only in the central box that holds them all.
     structs_v = anat.ventricles(t_years)
@@ -367,16 +370,16 @@ def tissue_fractions(anat: Anatomy, points_mm: np.ndarray, t_years: float,
         sub = pts[:, box]
         d_v = np.max([ellipsoid_depth_mm(sub, st) for st in structs_v], 0)
         d_d = np.max([ellipsoid_depth_mm(sub, st) for st in structs_d], 0)
-        csf_in[box] = np.maximum(csf_in[box], _ramp(d_v, e))
-        deep[box] = _ramp(d_d, e)
+        csf_in[box] = np.maximum(csf_in[box], ramp(d_v, e))
+        deep[box] = ramp(d_d, e)
     rem = 1.0 - csf_in
     cer = {"csf": csf_in, "deep_gm": rem * deep, "wm": rem * (1.0 - deep) * wm_raw,
            "gm": rem * (1.0 - deep) * (1.0 - wm_raw)}
     w_cer = np.ones_like(x)
     parts = [(w_cer, cer)]
     if p.hindbrain:
-        w_cb = _ramp(d_cb, e)
-        w_st = _ramp(d_st, e) * (1.0 - w_cb)
+        w_cb = ramp(d_cb, e)
+        w_st = ramp(d_st, e) * (1.0 - w_cb)
         w_cer = np.clip(1.0 - w_cb - w_st, 0.0, 1.0)
         hind = np.flatnonzero(w_cb > 0)
         cb_csf = np.zeros_like(x)
@@ -386,8 +389,8 @@ def tissue_fractions(anat: Anatomy, points_mm: np.ndarray, t_years: float,
             sub = pts[:, hind]
             folia = np.abs(_sample_fields(anat, 2.0 * sub)[1]) / 2.0
             d_fol = np.minimum(np.float32(0.5) - folia, np.float32(16.0) - d_cb[hind])
-            cb_csf[hind] = np.maximum(_ramp(d_fol, e), tent[hind])
-            cb_wm[hind] = _ramp(ellipsoid_depth_mm(sub, core), e) * (1.0 - cb_csf[hind])
+            cb_csf[hind] = np.maximum(ramp(d_fol, e), tent[hind])
+            cb_wm[hind] = ramp(ellipsoid_depth_mm(sub, core), e) * (1.0 - cb_csf[hind])
         cbl = {"csf": cb_csf, "deep_gm": np.zeros_like(x), "wm": cb_wm,
                "gm": 1.0 - cb_csf - cb_wm}
         stem_t = {"csf": np.zeros_like(x), "deep_gm": np.zeros_like(x), "wm": np.ones_like(x),

@@ -34,6 +34,7 @@ import numpy as np
 from scipy import ndimage
 
 from pipeline.errors import InputError
+from pipeline.phantom.anatomy import ramp, smooth_unit_field
 from pipeline.phantom.config import PhantomParams
 
 #: Files of the template inside nilearn's package data.
@@ -134,12 +135,6 @@ def load_template() -> _Template:
     return _Template(maps, outside, origin, centre, (hi - lo) / 2.0)
 
 
-def _unit_field(rng: np.random.Generator, shape: tuple[int, ...], sigma_vox: float) -> np.ndarray:
-    f = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma_vox,
-                                mode="wrap")
-    return (f - f.mean()) / max(float(f.std()), 1e-12)
-
-
 @lru_cache(maxsize=4)
 def _blurred_maps(edge_mm: float) -> dict[str, np.ndarray]:
     """The template maps box-blurred to a voxel of ``edge_mm`` (partial volume of a coarser
@@ -149,10 +144,6 @@ def _blurred_maps(edge_mm: float) -> dict[str, np.ndarray]:
     if sigma < 0.2:
         return t.maps
     return {k: ndimage.gaussian_filter(v, sigma) for k, v in t.maps.items()}
-
-
-def _ramp(d: np.ndarray, edge_mm: float) -> np.ndarray:
-    return np.clip(0.5 + d / np.float32(edge_mm), 0.0, 1.0)
 
 
 @dataclass
@@ -211,7 +202,6 @@ class TemplateAnatomy:
         head, plus ``muscle``); ``t_years`` is ignored (no atrophy on the template)."""
         del t_years
         t = load_template()
-        p = self.params
         pts = np.asarray(points_mm, np.float32)
         fld = self._sample_fields(pts)
         q = self._template_coords(pts, fld)
@@ -223,8 +213,8 @@ class TemplateAnatomy:
             self.scale.mean())
         skull_mm, scalp_mm = fld[3], fld[4]
         e = float(edge_mm)
-        in_outer_skull = _ramp(skull_mm - d, e)
-        in_head = _ramp(skull_mm + scalp_mm - d, e)
+        in_outer_skull = ramp(skull_mm - d, e)
+        in_head = ramp(skull_mm + scalp_mm - d, e)
         intracranial = np.clip(s["gm"] + s["wm"] + s["csf"], 0.0, 1.0)
         body = np.clip(s["muscle"] + s["cord"], 0.0, 1.0) * (1.0 - in_outer_skull)
         skull = np.clip(in_outer_skull - intracranial, 0.0, 1.0)
@@ -278,16 +268,17 @@ def make_template_anatomy(rng: np.random.Generator, params: PhantomParams) -> Te
     scale = size * (1.0 + p.brain_axis_sd * np.clip(rng.standard_normal(3), -2, 2))
     half = (np.asarray(t.outside_mm.shape) / 2.0 + 20.0) * scale.max()
     shape = tuple(int(np.ceil(2 * h / _FIELD_MM)) + 1 for h in half)
-    disp = [np.clip(_unit_field(rng, shape, 20.0 / _FIELD_MM), -2.0, 2.0) * p.template_deform_mm
+    disp = [np.clip(smooth_unit_field(rng, shape, 20.0 / _FIELD_MM), -2.0, 2.0)
+            * p.template_deform_mm
             for _ in range(3)]
 
     def between(lo_hi: tuple[float, float], sigma_mm: float) -> np.ndarray:
-        u = 0.5 + 0.5 * np.tanh(_unit_field(rng, shape, sigma_mm / _FIELD_MM))
+        u = 0.5 + 0.5 * np.tanh(smooth_unit_field(rng, shape, sigma_mm / _FIELD_MM))
         return lo_hi[0] + (lo_hi[1] - lo_hi[0]) * u
 
     skull = between(p.template_skull_mm, 30.0)
     scalp = between(p.template_scalp_mm, 30.0)
     marrow = between((0.0, 0.6), 25.0)
-    texture = _unit_field(rng, shape, p.texture_sigma_mm / _FIELD_MM)
+    texture = smooth_unit_field(rng, shape, p.texture_sigma_mm / _FIELD_MM)
     fields = np.stack(disp + [skull, scalp, marrow, texture]).astype(np.float32)
     return TemplateAnatomy(scale.astype(np.float64), fields, -half, p)
