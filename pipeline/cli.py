@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "register": ("pipeline.registration", "per subject: all sessions into one unbiased space"),
     "segment": ("pipeline.segment", "per session: T2/FLAIR lesion and T1-hypointense masks"),
     "longitudinal": ("pipeline.longitudinal", "per subject: lesion matching and interval endpoints"),
+    "excluded": ("pipeline.outcome", "list what is missing from the cohort tables, and why"),
     "cohort": ("pipeline.cohort", "join subject endpoints with participants.tsv"),
     "stats": ("pipeline.stats", "compare arms: NB/Poisson, rank tests, Fisher, linear models"),
     "qc": ("pipeline.qc", "per subject: registration and lesion QC figures"),

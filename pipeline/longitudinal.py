@@ -76,7 +76,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +88,7 @@ from scipy.sparse.csgraph import connected_components
 
 from pipeline import io
 from pipeline.errors import InputError
+from pipeline.outcome import add_sources_argument, run_step
 from pipeline.params import LesionParams
 from pipeline.paths import bids_path, interval_label
 from pipeline.segment import dilate_labels, face_distance_footprint
@@ -765,16 +765,18 @@ def main(argv: list[str] | None = None) -> int:
                          "annualised enlarging rule use them (without: months n/a)")
     ap.add_argument("--params", default=None,
                     help='JSON file {"LesionParams": {field: value}} of overrides')
+    add_sources_argument(ap)
     args = ap.parse_args(argv)
-    try:
-        from pipeline.settings import load_params
 
-        params = load_params(args.params)["LesionParams"]
-        written = longitudinal_files(args.out, args.subject, args.sessions, args.intervals,
-                                     params, _parse_months(args.sessions_months) or None)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 1
+    def work(params: dict) -> dict:
+        return longitudinal_files(args.out, args.subject, args.sessions, args.intervals,
+                                  params["LesionParams"],
+                                  _parse_months(args.sessions_months) or None)
+
+    code, written = run_step("longitudinal", args.out, args.subject, None, args.sources,
+                             args.params, work)
+    if code:
+        return code
     for path in written.values():
         print(path)
     return 0

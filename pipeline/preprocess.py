@@ -23,7 +23,6 @@ per step; the seconds are the only values that differ between two runs on the sa
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,6 @@ import SimpleITK as sitk
 from pipeline import io
 from pipeline.brainmask import brain_mask
 from pipeline.checks import add_input_arguments, check_overlap, load_checked, session_inputs
-from pipeline.errors import InputError, RegistrationError
 from pipeline.intensity import n4_correct_image
 from pipeline.params import BrainMaskParams, InputCheckParams, RegistrationParams
 from pipeline.paths import bids_path
@@ -50,7 +48,7 @@ from pipeline.registration import (
     sitk_to_nifti,
     write_transform,
 )
-from pipeline.settings import load_params
+from pipeline.outcome import run_step
 
 
 @dataclass
@@ -218,18 +216,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="SimpleITK threads (default 1: bit-reproducible outputs)")
     args = parser.parse_args(argv)
-    try:
-        params = load_params(args.params)
-        check_params = params["InputCheckParams"]
-        reg_params = params["RegistrationParams"]
-        mask_params = params["BrainMaskParams"]
+
+    def work(params: dict) -> dict:
         set_threads(args.threads)
-        out = preprocess_session_files(args.bids, args.subject, args.session, args.out,
-                                       check_params, reg_params, mask_params, args.t1w,
-                                       args.flair)
-    except (InputError, RegistrationError) as exc:
-        print(f"preprocess: {exc}", file=sys.stderr)
-        return 1
+        return preprocess_session_files(args.bids, args.subject, args.session, args.out,
+                                        params["InputCheckParams"], params["RegistrationParams"],
+                                        params["BrainMaskParams"], args.t1w, args.flair)
+
+    sources = [p for p in (args.t1w, args.flair) if p]
+    code, out = run_step("preprocess", args.out, args.subject, args.session, sources,
+                         args.params, work)
+    if code:
+        return code
     qc = out["qc"]
     print(f"preprocess sub-{args.subject} ses-{args.session}: brain {qc['brain_volume_ml']:.0f} "
           f"mL, skull-stripped {qc['skull_stripped']}, FLAIR->T1 "

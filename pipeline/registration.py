@@ -59,7 +59,6 @@ segmentation challenge using a data management and processing infrastructure.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,9 +70,9 @@ import SimpleITK as sitk
 
 from pipeline import io
 from pipeline.errors import InputError, RegistrationError
+from pipeline.outcome import add_sources_argument, run_step
 from pipeline.params import RegistrationParams
 from pipeline.paths import bids_path
-from pipeline.settings import load_params
 
 #: RAS <-> LPS: negate x and y (its own inverse).
 _FLIP = np.diag([-1.0, -1.0, 1.0])
@@ -1058,14 +1057,18 @@ def main(argv: list[str] | None = None) -> int:
                         "written by 'python -m pipeline settings'); uses RegistrationParams")
     parser.add_argument("--threads", type=int, default=1,
                         help="SimpleITK threads (default 1: bit-reproducible transforms)")
+    add_sources_argument(parser)
     args = parser.parse_args(argv)
-    try:
-        params = load_params(args.params)["RegistrationParams"]
+
+    def work(params: dict) -> dict:
         set_threads(args.threads)
-        written = register_subject_files(args.out, args.subject, args.sessions, params)
-    except (InputError, RegistrationError) as exc:
-        print(f"register: {exc}", file=sys.stderr)
-        return 1
+        return register_subject_files(args.out, args.subject, args.sessions,
+                                      params["RegistrationParams"])
+
+    code, written = run_step("register", args.out, args.subject, None, args.sources,
+                             args.params, work)
+    if code:
+        return code
     print(f"register sub-{args.subject}: wrote {written['template']} and {written['qc']} "
           f"({', '.join(f'{k} {v:.1f} s' for k, v in written['seconds'].items())})")
     return 0

@@ -25,10 +25,8 @@ import html
 import io
 import json
 import math
-import platform
 import sys
 from collections.abc import Mapping, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +35,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
-from pipeline import __version__
 from pipeline.cohort import ENDPOINT_COLUMNS
 from pipeline.errors import InputError
 from pipeline.io import atomic_path, read_tsv
 from pipeline.params import StatsParams
+from pipeline.provenance import software_versions
 from pipeline.stats import COUNT_ENDPOINTS, VOLUME_ENDPOINT
 
 #: Display names of the endpoints (rows of the cohort table), in the table's order.
@@ -57,9 +55,6 @@ PRIMARY_MODELS = {"count": ("negbin", "poisson", "poisson_exact"), "volume": ("o
 ADJUSTED_MODELS = {"count": ("negbin_adjusted", "poisson_adjusted"), "volume": ("ols_adjusted",),
                    "relapse": ("poisson_adjusted",)}
 #: Packages whose versions the report lists.
-SOFTWARE = ("numpy", "scipy", "pandas", "statsmodels", "matplotlib", "nibabel", "SimpleITK",
-            "scikit-image", "snakemake")
-
 CSS = """
 body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:24px auto;
 max-width:1320px;color:#1d232a;line-height:1.4;padding:0 16px}
@@ -77,6 +72,8 @@ pre{background:#f6f8fa;border:1px solid #d0d7de;padding:10px;font-size:.82em;ove
 details{margin:6px 0;border:1px solid #d0d7de;border-radius:4px;padding:4px 10px}
 summary{cursor:pointer;font-weight:600}
 nav a{margin-right:14px}
+.banner{background:#fff8c5;border:1px solid #d4a72c;border-radius:4px;padding:8px 12px;
+margin:10px 0}.banner td{white-space:normal;text-align:left}
 """
 
 
@@ -313,17 +310,6 @@ def endpoint_plots(endpoints: pd.DataFrame, stats: pd.DataFrame, arm_column: str
 
 # --------------------------------------------------------------------------- report
 
-def software_versions() -> dict[str, str]:
-    """Python, rebound-mri and the scientific packages' versions."""
-    versions = {"python": platform.python_version(), "rebound-mri": __version__}
-    for name in SOFTWARE:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
 def _figure_order(path: Path) -> tuple[int, str, str]:
     """Registration first, then lesions, then the per-interval figures, each by name."""
     rank = 0 if "desc-registration" in path.name else 1 if "desc-lesion" in path.name else 2
@@ -344,7 +330,8 @@ Figures = Mapping[str, Sequence[tuple[str, bytes]]]
 def render_report(endpoints: pd.DataFrame, stats: pd.DataFrame, arm_column: str,
                   arms: Sequence[str], notes: pd.DataFrame | None = None, config: Any = None,
                   figures: Figures | None = None, skipped: pd.DataFrame | None = None,
-                  params: StatsParams | None = None, title: str = "rebound-mri report") -> str:
+                  params: StatsParams | None = None, title: str = "rebound-mri report",
+                  excluded: pd.DataFrame | None = None) -> str:
     """The report as one HTML string (see the module docstring for its sections).
 
     Parameters
@@ -358,6 +345,8 @@ def render_report(endpoints: pd.DataFrame, stats: pd.DataFrame, arm_column: str,
     skipped : intervals not run (participant_id, interval, reason, ...)
     params : StatsParams (CI level, plot jitter seed)
     title : page title
+    excluded : excluded.tsv (participant_id, session, step, file, reason, fix): what these
+        tables do not include; named in a banner at the top when not empty
 
     Returns
     -------
@@ -379,6 +368,13 @@ def render_report(endpoints: pd.DataFrame, stats: pd.DataFrame, arm_column: str,
                  + ", ".join(f"{a}: {n}" for a, n in counts.items())
                  + f"), {endpoints['interval'].nunique()} interval(s), {len(endpoints)} "
                    "participant-interval rows.</p>")
+    if excluded is not None and len(excluded):
+        who = sorted(excluded["participant_id"].astype(str).unique())
+        parts.append(f"<div class=\"banner\"><strong>Not in these tables:</strong> "
+                     f"{len(excluded)} session(s) or subject(s) of {len(who)} participant(s) "
+                     f"({html.escape(', '.join(who))}) were refused, excluded or missing "
+                     "(excluded.tsv):" + _table(_plain(excluded), left=tuple(excluded.columns))
+                     + "</div>")
 
     # 1. results
     table, significant = cohort_table(endpoints, stats, arm_column, arms, params.alpha)
@@ -461,7 +457,8 @@ def report_files(out: str | Path, endpoints_path: str | Path, stats_path: str | 
                  notes_path: str | Path | None = None, config_path: str | Path | None = None,
                  figure_paths: Sequence[str | Path] | None = None,
                  skipped_path: str | Path | None = None,
-                 params: StatsParams | None = None) -> Path:
+                 params: StatsParams | None = None,
+                 excluded_path: str | Path | None = None) -> Path:
     """Read the cohort outputs and write the report.
 
     QC figures: ``figure_paths`` plus every PNG under ``out/sub-*/figures/`` (so the lesion and
@@ -473,6 +470,7 @@ def report_files(out: str | Path, endpoints_path: str | Path, stats_path: str | 
     stats = read_tsv(stats_path, dtype={"interval": str, "model": str})
     notes = _read_optional(Path(notes_path) if notes_path else None)
     skipped = _read_optional(Path(skipped_path) if skipped_path else None)
+    excluded = _read_optional(Path(excluded_path) if excluded_path else None)
     config = None
     if config_path is not None:
         try:
@@ -491,7 +489,7 @@ def report_files(out: str | Path, endpoints_path: str | Path, stats_path: str | 
         if subject is not None:
             figures.setdefault(subject, []).append((path.name, compact_png(path.read_bytes())))
     text = render_report(endpoints, stats, arm_column, arms, notes, config, figures, skipped,
-                         params)
+                         params, excluded=excluded)
     with atomic_path(html_path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(html_path)
@@ -508,6 +506,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--figures", nargs="*", type=Path, default=[])
     ap.add_argument("--skipped", type=Path, default=None,
                     help="intervals not run (e.g. the discovery intervals.tsv)")
+    ap.add_argument("--excluded", type=Path, default=None,
+                    help="excluded.tsv: what the tables leave out and why (a banner)")
     ap.add_argument("--arm-column", default="arm")
     ap.add_argument("--arms", nargs=2, required=True, metavar=("FIRST", "REFERENCE"))
     ap.add_argument("--html", required=True, type=Path)
@@ -522,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
             params = load_params(args.params)["StatsParams"]
         report_files(args.out, args.endpoints, args.group_stats, args.html, args.arm_column,
                      args.arms, args.notes, args.config_json, args.figures, args.skipped,
-                     params)
+                     params, args.excluded)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -115,7 +115,6 @@ which requires a FLAIR rise.
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,6 +126,7 @@ from scipy import ndimage
 
 from pipeline import io
 from pipeline.errors import InputError
+from pipeline.outcome import add_sources_argument, run_step
 from pipeline.params import SegmentationParams
 from pipeline.paths import bids_path
 
@@ -1291,13 +1291,6 @@ def lesion_table(labels: np.ndarray, flair_norm: np.ndarray, t1hypo: np.ndarray,
     })
 
 
-def _load_params(path: str | Path | None) -> SegmentationParams:
-    """SegmentationParams from a params JSON ``{"SegmentationParams": {field: value}, ...}``."""
-    from pipeline.settings import load_params
-
-    return load_params(path)["SegmentationParams"]
-
-
 def voxel_sizes(affine: np.ndarray) -> np.ndarray:
     """Voxel size (mm) along each array axis from a 4x4 affine."""
     return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
@@ -1523,14 +1516,18 @@ def main(argv: list[str] | None = None) -> int:
                          "segmenting; one per session")
     ap.add_argument("--params", default=None,
                     help='JSON file {"SegmentationParams": {field: value}} of overrides')
+    add_sources_argument(ap)
     args = ap.parse_args(argv)
-    try:
-        params = _load_params(args.params)
-        written = segment_subject_files(args.out, args.subject, args.sessions,
-                                        _parse_masks(args.lesion_masks), params)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 1
+
+    def work(params: dict) -> dict:
+        return segment_subject_files(args.out, args.subject, args.sessions,
+                                     _parse_masks(args.lesion_masks),
+                                     params["SegmentationParams"])
+
+    code, written = run_step("segment", args.out, args.subject, None, args.sources,
+                             args.params, work)
+    if code:
+        return code
     for paths in written["sessions"].values():
         for path in paths.values():
             print(path)

@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline import params as P
 from pipeline.errors import InputError
-from pipeline.io import write_json
+from pipeline.io import json_text, write_json, write_text
 
 #: Every parameter class a config may override, by class name.
 PARAM_CLASSES: dict[str, type] = {
@@ -54,6 +54,14 @@ def resolve(overrides: dict[str, dict[str, Any]] | None, source: str = "params")
     return out
 
 
+def resolved_text(overrides: dict[str, dict[str, Any]] | None,
+                  source: str = "config.yaml: params") -> str:
+    """The parameter file's exact text: every class resolved, as ``settings`` writes it (its
+    sha256 is the parameters' fingerprint in refusal records)."""
+    resolved = resolve(overrides, source=source)
+    return json_text({name: asdict(obj) for name, obj in resolved.items()})
+
+
 def load_params(path: str | Path | None) -> dict[str, Any]:
     """Read a params JSON written by ``python -m pipeline settings`` (or None: all defaults)."""
     if path is None:
@@ -80,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.out, json.loads(args.record))
         return 0
     try:
-        resolved = resolve(json.loads(args.json), source="config.yaml: params")
+        text = resolved_text(json.loads(args.json))
     except (InputError, json.JSONDecodeError) as exc:
         ap.exit(1, f"error: {exc}\n")
-    write_json(args.out, {name: asdict(obj) for name, obj in resolved.items()})
+    write_text(args.out, text)
     return 0

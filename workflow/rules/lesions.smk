@@ -21,6 +21,7 @@ rule segment:
             "--lesion-masks " + " ".join(f"{s}={m}" for s, m in zip(sessions_of(wc),
                                                                      input.user_masks))
             if input.user_masks else ""),
+        sources=subject_sources,
     log:
         log("segment"),
     benchmark:
@@ -32,4 +33,5 @@ rule segment:
         mem_mb=3000,
     shell:
         "python -m pipeline segment --out {params.out} --subject {wildcards.subject}"
-        " --sessions {params.sessions} {params.user_masks} --params {input.params} > {log} 2>&1"
+        " --sessions {params.sessions} {params.user_masks} --params {input.params}"
+        " --sources {params.sources} > {log} 2>&1"

@@ -18,6 +18,7 @@ rule longitudinal:
         sessions=lambda wc: " ".join(sessions_of(wc)),
         intervals=lambda wc: " ".join(intervals_of(wc)),
         months=visit_months,
+        sources=subject_sources,
     log:
         log("longitudinal"),
     benchmark:
@@ -30,7 +31,8 @@ rule longitudinal:
     shell:
         "python -m pipeline longitudinal --out {params.out} --subject {wildcards.subject}"
         " --sessions {params.sessions} --intervals {params.intervals}"
-        " --sessions-months {params.months} --params {input.params} > {log} 2>&1"
+        " --sessions-months {params.months} --params {input.params} --sources {params.sources}"
+        " > {log} 2>&1"
 
 
 rule qc_figures:

@@ -6,6 +6,8 @@ rule settings:
         str(PARAMS_JSON),
     params:
         overrides=lambda wildcards: json.dumps(config["params"], sort_keys=True),
+        # the resolved parameters' fingerprint: new defaults in the code rewrite the file
+        fingerprint=PARAMS_SHA256,
     log:
         str(LOGS / "settings" / "settings.log"),
     conda:

@@ -17,6 +17,7 @@ rule register:
     params:
         out=lambda wildcards: str(OUT),
         sessions=lambda wc: " ".join(sessions_of(wc)),
+        sources=subject_sources,
     log:
         log("register"),
     benchmark:
@@ -28,4 +29,5 @@ rule register:
         mem_mb=3000,
     shell:
         "python -m pipeline register --out {params.out} --subject {wildcards.subject}"
-        " --sessions {params.sessions} --params {input.params} --threads {threads} > {log} 2>&1"
+        " --sessions {params.sessions} --params {input.params} --threads {threads}"
+        " --sources {params.sources} > {log} 2>&1"
