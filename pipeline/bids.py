@@ -28,6 +28,15 @@ gives every present configured session a time, either an ISO 8601 date/datetime 
 (``acq_time``; months = days / 30.4375) or a numeric months column; months are counted from the
 subject's first timed session, placed at its nominal months (0 for baseline). Otherwise the
 nominal months of config ``sessions``; the ``months_source`` column says which.
+
+No folder name stops discovery. Subject and session folders are ``sub-<label>`` and
+``ses-<label>`` with a label of letters and digits only (the workflow's wildcard constraints):
+anything else named like one (``sub-001_old``, ``sub-a b``, ``sub-``, ``ses-m06 (copy)``, a
+hidden ``.sub-03``, a file ``sub-02``, undecodable bytes) is skipped and noted, and the other
+subjects go on. The notes table (:data:`NOTE_COLUMNS`, kinds :data:`NOTE_KINDS`) also names
+participants of ``participants.tsv`` without images, subjects with images but no
+``participants.tsv`` row, and session folders not in config ``sessions``. Only a dataset that
+cannot be read at all (no root folder, an unreadable root or ``participants.tsv``) raises.
 """
 
 from __future__ import annotations
@@ -44,7 +53,7 @@ from typing import Any, Iterable, Mapping, NamedTuple
 import pandas as pd
 
 from pipeline.errors import InputError
-from pipeline.io import write_tsv
+from pipeline.io import read_tsv, write_tsv
 from pipeline.paths import raw_image
 
 #: Entities of an anatomical file name, in the order the BIDS specification requires.
@@ -64,10 +73,24 @@ SESSION_COLUMNS = ["participant_id", "session", "months", "months_source", "stat
                    "t1w", "flair", "t1w_candidates", "flair_candidates", "choice"]
 INTERVAL_COLUMNS = ["participant_id", "interval", "ses_start", "ses_end", "months", "status",
                     "reason"]
+#: Discovery notes: what in the dataset was skipped or does not match the config or the
+#: participants sheet. ``participant_id`` and ``session`` are None (``n/a``) where they do not
+#: apply; ``path`` is the folder or file the note is about.
+NOTE_COLUMNS = ["participant_id", "session", "path", "kind", "reason"]
+#: ``kind`` of a note: a folder named like a subject or session folder whose name is not
+#: ``sub-<label>``/``ses-<label>`` (letters and digits only), or hidden; a file where such a
+#: folder is expected; a session folder not in config ``sessions``; a participants.tsv row with
+#: no subject folder; a subject folder with no participants.tsv row.
+NOTE_KINDS = ("skipped_folder", "not_a_folder", "session_not_configured",
+              "participant_without_images", "subject_not_in_participants")
 
 _ORDER = {e: i for i, e in enumerate(ENTITY_ORDER)}
 _LABEL = re.compile(r"[A-Za-z0-9]+")
 _INDEX = re.compile(r"[0-9]+")
+#: Folder names read as meant for a subject or session: any case, ``-`` or ``_``, hidden or not.
+_FOLDER_LIKE = {"sub": re.compile(r"\.*sub[-_]", re.IGNORECASE),
+                "ses": re.compile(r"\.*ses[-_]", re.IGNORECASE)}
+_FOLDER_OF = {"sub": "subject", "ses": "session"}
 
 
 class BidsName(NamedTuple):
@@ -231,9 +254,12 @@ def _read_sessions_tsv(path: Path) -> list[dict[str, str]] | None:
     """Rows of a BIDS sessions.tsv as dicts of text (a plain reader: pandas costs ~1 ms per file,
     a second over 1000 subjects); None when absent."""
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot be read ({exc}); save it as UTF-8 tab-separated text "
+                         "or move it out of the dataset") from None
     rows = [line.split("\t") for line in lines if line.strip()]
     if not rows:
         return []
@@ -317,10 +343,14 @@ class Discovery:
         ``choice`` how the files were chosen; ``months`` the visit time.
     intervals : DataFrame, one row per subject x configured interval, ``INTERVAL_COLUMNS``;
         ``status`` is ``run`` or ``skipped``; ``months`` the interval's real length.
+    notes : DataFrame, ``NOTE_COLUMNS``, one row per thing skipped or not matching (``kind`` one
+        of :data:`NOTE_KINDS`), sorted; None where a column does not apply (``n/a`` in the
+        file); empty for a clean dataset and for the planned phantom.
     """
 
     sessions: pd.DataFrame
     intervals: pd.DataFrame
+    notes: pd.DataFrame = field(default_factory=lambda: _note_table([]))
     _index: dict = field(default_factory=dict, repr=False, compare=False)
 
     def _lookup(self) -> dict:
@@ -361,6 +391,10 @@ class Discovery:
         """Visit months of ``subject``'s needed sessions (real where sessions.tsv gives them)."""
         files = self._lookup()["files"]
         return {s: files[(subject, s)][2] for s in self.sessions_of(subject)}
+
+    def note_lines(self) -> list[str]:
+        """One line per note, ``<kind> <path>: <reason>``, in the notes' order (for logs)."""
+        return [f"{n.kind} {n.path}: {n.reason}" for n in self.notes.itertuples(index=False)]
 
 
 def parse_intervals(intervals: list[str], sessions_months: dict[str, float]) -> list[tuple[str, str]]:
@@ -421,11 +455,131 @@ def planned_discovery(bids_dir: str | Path, layout: Iterable[tuple[str, list[str
                      pd.DataFrame(int_rows, columns=INTERVAL_COLUMNS))
 
 
-def _listdir(folder: Path) -> list[str] | None:
+def _printable(name: str) -> str:
+    r"""A file name as text that can be written to a table and a log line: undecodable bytes as
+    ``\xNN``, control characters (a tab or newline would split a TSV row) as escapes."""
+    if name.isprintable():
+        return name
+    try:  # os.scandir hands undecodable bytes over as lone surrogates
+        text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        text = name.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
+
+
+def _listdir(folder: Path) -> list[tuple[str, str]]:
+    """``(printable name, "dir" | "file" | "other")`` of each entry of ``folder``, sorted.
+
+    Raises OSError (FileNotFoundError, NotADirectoryError, PermissionError) when ``folder``
+    cannot be listed; an entry that cannot be examined (a broken link) is ``"other"``.
+    """
+    entries = []
+    with os.scandir(folder) as it:
+        for entry in it:
+            try:
+                kind = "dir" if entry.is_dir() else "file" if entry.is_file() else "other"
+            except OSError:
+                kind = "other"
+            entries.append((_printable(entry.name), kind))
+    return sorted(entries)
+
+
+def _contents(folder: Path) -> str:
+    """The first names in ``folder``, for a message."""
     try:
-        return [e.name for e in os.scandir(folder) if e.is_file()]
-    except (FileNotFoundError, NotADirectoryError):
+        names = [name for name, _ in _listdir(folder)]
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror}"
+    return ", ".join(names[:6]) or "nothing"
+
+
+def _folder_labels(entries: Iterable[tuple[str, str]], entity: str
+                   ) -> tuple[list[str], list[tuple[str, str, str]]]:
+    """The labels of the ``<entity>-<label>`` folders among ``entries`` (from :func:`_listdir`),
+    and ``(name, kind, reason)`` of every entry named like such a folder that is not one.
+
+    ``entity`` is ``sub`` or ``ses``. Other names (``derivatives``, ``participants.tsv``,
+    ``sub-01_sessions.tsv``) are neither.
+    """
+    what = _FOLDER_OF[entity]
+    labels, odd = [], []
+    for name, kind in entries:
+        if kind != "dir":
+            if name.startswith(f"{entity}-"):
+                found = "a file" if kind == "file" else "not a folder (a broken link?)"
+                odd.append((name, "not_a_folder",
+                            f"{found} where a {what} folder {entity}-<label>/ is expected; "
+                            "move it out of the dataset"))
+            continue
+        if not _FOLDER_LIKE[entity].match(name):
+            continue
+        if name.startswith("."):
+            why = ("hidden folder (its name starts with a dot), not read; rename it without the "
+                   "dot to process it, or move it out of the dataset")
+        elif not name.startswith(f"{entity}-"):
+            why = (f"not a BIDS name: a {what} folder is named {entity}-<label>, lower case "
+                   "with a hyphen; rename the folder or move it out of the dataset")
+        elif not _LABEL.fullmatch(name[len(entity) + 1:]):
+            why = (f"not a BIDS label: only letters and digits may follow {entity}-; rename the "
+                   "folder or move it out of the dataset")
+        else:
+            labels.append(name[len(entity) + 1:])
+            continue
+        odd.append((name, "skipped_folder", why))
+    return labels, odd
+
+
+def _participant_ids(path: Path) -> list[str] | None:
+    """``participant_id`` values of a participants.tsv (``sub-`` added where left out, blanks
+    dropped); None when the file is absent.
+
+    Raises :class:`InputError` naming the file when it cannot be read or has no
+    ``participant_id`` column.
+    """
+    if not path.exists():
         return None
+    try:
+        table = read_tsv(path, dtype=str)
+    except (OSError, ValueError) as exc:  # unreadable, undecodable, not a table
+        raise InputError(f"{path}: cannot be read as a tab-separated table ({exc}); save it as "
+                         "UTF-8 text, tab-separated, with a header row") from None
+    if "participant_id" not in table.columns:
+        raise InputError(f"{path}: no column 'participant_id' (columns: {list(table.columns)}); "
+                         "BIDS names the subjects in a first column participant_id")
+    ids = (str(v).strip() for v in table["participant_id"].dropna())
+    return [v if v.startswith("sub-") else f"sub-{v}" for v in ids if v]
+
+
+def _note_table(rows: list[list[str | None]]) -> pd.DataFrame:
+    """The notes, sorted; text columns of Python objects so that a value that does not apply
+    stays None (pandas' string type would make it NaN, which is truthy)."""
+    rows = sorted(rows, key=lambda row: tuple(v or "" for v in row))
+    return pd.DataFrame(rows, columns=NOTE_COLUMNS, dtype=object)
+
+
+def _participant_notes(bids_dir: Path, participants: list[str], subjects: Iterable[str],
+                       exclude: Mapping[str, str], every_subject: bool) -> list[list[str | None]]:
+    """Notes comparing participants.tsv with the subject folders ``subjects`` (labels);
+    participants without a folder only when ``every_subject`` was asked for."""
+    notes: list[list[str | None]] = []
+    listed = set(participants)
+    have = {f"sub-{s}" for s in subjects}
+    without_folder = sorted(listed - have) if every_subject else []
+    for pid in without_folder:
+        shown = _printable(pid)
+        why = (f"listed in participants.tsv but the dataset has no {shown}/ folder"
+               if _LABEL.fullmatch(pid.removeprefix("sub-")) else
+               f"listed in participants.tsv, but {shown} is not a BIDS label (only letters and "
+               "digits may follow sub-), so no folder of it is read")
+        notes.append([shown, None, str(bids_dir / shown), "participant_without_images",
+                      f"{why}; not processed"])
+    for pid in sorted(have - listed - set(exclude)):
+        notes.append([pid, None, str(bids_dir / pid), "subject_not_in_participants",
+                      f"has a folder but no row in {bids_dir / 'participants.tsv'}, so the "
+                      "cohort step will refuse it; add its row (participant_id and arm) or "
+                      "exclude it (config exclude_subjects)"])
+    return notes
 
 
 def discover(bids_dir: str | Path, sessions_months: dict[str, float], intervals: list[str],
@@ -446,6 +600,20 @@ def discover(bids_dir: str | Path, sessions_months: dict[str, float], intervals:
         :data:`DEFAULT_FILTERS` (config ``inputs``); a role not given takes its default
     multiple_runs : ``last``, ``first`` or ``refuse`` (config ``inputs.multiple_runs``)
     visit_times : ``{"column": ..., "format": ...}`` (config ``visit_times``); None: nominal
+
+    Returns
+    -------
+    Discovery
+        Its ``notes`` name every folder skipped for its name, every session folder not in
+        ``sessions_months`` (of the subjects read), and, where ``participants.tsv`` exists,
+        subjects without a row and (when ``subjects`` is None) rows without a subject folder.
+
+    Raises
+    ------
+    InputError
+        The dataset root is missing or unreadable, or holds no usable ``sub-<label>`` folder;
+        ``participants.tsv`` or a ``sessions.tsv`` cannot be read; the config names unknown
+        subjects, sessions, intervals or entities. Never for the name of a folder or file.
     """
     bids_dir = Path(bids_dir)
     if not bids_dir.is_dir():
@@ -459,37 +627,68 @@ def discover(bids_dir: str | Path, sessions_months: dict[str, float], intervals:
             raise InputError(f"config 'inputs.{role}': unknown BIDS entities {unknown}; use "
                              f"{list(ENTITY_ORDER[2:])}")
     exclude = {k if k.startswith("sub-") else f"sub-{k}": v for k, v in (exclude or {}).items()}
-    found = sorted(e.name.removeprefix("sub-") for e in os.scandir(bids_dir)
-                   if e.name.startswith("sub-") and e.is_dir())
+    try:
+        root = _listdir(bids_dir)
+    except OSError as exc:
+        raise InputError(f"{bids_dir}: the BIDS directory cannot be listed ({exc.strerror}); "
+                         "check its permissions") from None
+    found, odd = _folder_labels(root, "sub")
+    notes: list[list[str | None]] = [[None, None, str(bids_dir / name), kind, why]
+                                     for name, kind, why in odd]
     if subjects:
         asked = [s.removeprefix("sub-") for s in subjects]
+        bad = [s for s in asked if not _LABEL.fullmatch(s)]
+        if bad:
+            raise InputError(f"config 'subjects': {bad} are not BIDS labels (only letters and "
+                             "digits follow sub-); fix the list")
         missing = sorted(set(asked) - set(found))
         if missing:
             raise InputError(f"{bids_dir}: config 'subjects' lists {missing}, which have no "
                              "sub-<label> folder; fix the list or the dataset")
         found = [s for s in found if s in asked]
     if not found:
-        raise InputError(f"{bids_dir}: no sub-<label> folders found; is this a BIDS dataset root?")
+        skipped = f" (skipped: {', '.join(n for n, _, _ in odd[:6])})" if odd else ""
+        raise InputError(f"{bids_dir}: no sub-<label> folders found{skipped}; is this a BIDS "
+                         "dataset root?")
+    participants = _participant_ids(bids_dir / "participants.tsv")
+    if participants is not None:
+        notes += _participant_notes(bids_dir, participants, found, exclude, not subjects)
 
     ses_rows, int_rows = [], []
     for sub in found:
         pid = f"sub-{sub}"
+        sub_dir = bids_dir / pid
+        try:
+            entries, unreadable = _listdir(sub_dir), ""
+        except OSError as exc:
+            entries, unreadable = [], f"{sub_dir} cannot be read ({exc.strerror})"
+        present, odd = _folder_labels(entries, "ses")
+        notes += [[pid, None, str(sub_dir / name), kind, why] for name, kind, why in odd]
+        notes += [[pid, ses, str(sub_dir / f"ses-{ses}"), "session_not_configured",
+                   f"ses-{ses} is not in config sessions ({', '.join(sessions_months)}), so "
+                   f"not processed; to use it, add it to config sessions ({ses}: <months>) "
+                   "and to an interval"]
+                  for ses in present if ses not in sessions_months]
         usable: dict[str, tuple[str, str]] = {}
         rows: dict[str, list[Any]] = {}
         for ses in sessions_months:
-            anat = bids_dir / pid / f"ses-{ses}" / "anat"
-            names = _listdir(anat)
+            ses_dir = sub_dir / f"ses-{ses}"
+            anat = ses_dir / "anat"
+            names, why_none = None, unreadable or f"no ses-{ses} folder"
+            if ses in present:
+                try:
+                    names = [name for name, kind in _listdir(anat) if kind == "file"]
+                except (FileNotFoundError, NotADirectoryError):
+                    why_none = f"no anat/ folder in {ses_dir} (found: {_contents(ses_dir)})"
+                except OSError as exc:
+                    why_none = f"{anat} cannot be read ({exc.strerror})"
             choices = [choose_file(names or [], sub, ses, role, wanted[role], multiple_runs)
                        for role in ROLES]
             t1w, flair = (str(anat / c.chosen) if c.chosen else "" for c in choices)
             if pid in exclude:
                 status, reason = "excluded", f"excluded in config: {exclude[pid]}"
             elif names is None:
-                ses_dir = anat.parent
-                status = "missing"
-                reason = (f"no ses-{ses} folder" if not ses_dir.is_dir()
-                          else f"no anat/ folder in {ses_dir} (found: "
-                               f"{', '.join(sorted(os.listdir(ses_dir))[:6]) or 'nothing'})")
+                status, reason = "missing", why_none
             elif any(c.refused for c in choices):
                 status = "refused"
                 reason = "; ".join(c.why for c in choices if c.refused) + f" (in {anat})"
@@ -510,7 +709,7 @@ def discover(bids_dir: str | Path, sessions_months: dict[str, float], intervals:
             ses_rows.append(row)
         int_rows += _interval_rows(pid, pairs, usable, months)
     return Discovery(pd.DataFrame(ses_rows, columns=SESSION_COLUMNS),
-                     pd.DataFrame(int_rows, columns=INTERVAL_COLUMNS))
+                     pd.DataFrame(int_rows, columns=INTERVAL_COLUMNS), _note_table(notes))
 
 
 def _key_value(items: list[str]) -> dict[str, float]:
@@ -538,6 +737,10 @@ def main(argv: list[str] | None = None) -> int:
                     help='config visit_times, e.g. {"column": "acq_time", "format": "datetime"}')
     ap.add_argument("--sessions-out", required=True, type=Path)
     ap.add_argument("--intervals-out", required=True, type=Path)
+    ap.add_argument("--notes-out", default=None, type=Path,
+                    help="discovery notes (folders skipped for their name, participants without "
+                         "images, sessions not configured, ...); columns: "
+                         + ", ".join(NOTE_COLUMNS))
     args = ap.parse_args(argv)
     try:
         exclude = dict(item.partition("=")[::2] for item in args.exclude)
@@ -550,10 +753,14 @@ def main(argv: list[str] | None = None) -> int:
         ap.exit(1, f"error: {exc}\n")
     write_tsv(args.sessions_out, found.sessions)
     write_tsv(args.intervals_out, found.intervals)
+    if args.notes_out is not None:
+        write_tsv(args.notes_out, found.notes)
     for row in found.sessions[found.sessions.status == "ok"].itertuples():
         print(f"{row.participant_id} ses-{row.session}: {row.choice}; {row.months:.2f} months, "
               f"{row.months_source}")
     skipped = found.intervals[found.intervals.status == "skipped"]
     for row in skipped.itertuples():
         print(f"{row.participant_id} {row.interval}: skipped ({row.reason})")
+    for line in found.note_lines():
+        print(line)
     return 0

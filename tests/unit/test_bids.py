@@ -1,17 +1,22 @@
 """BIDS discovery: file names parsed by entities, the T1w/FLAIR chosen by filters and run rule,
 visit times from sessions.tsv, sessions present, missing, incomplete or refused; intervals run or
-skipped."""
+skipped; folders whose names are not BIDS labels skipped and noted, never an error."""
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import date
+from pathlib import Path
 
 import pytest
 
-from pipeline.bids import DEFAULT_FILTERS, choose_file, discover, parse_intervals, parse_name
+from pipeline.bids import (DEFAULT_FILTERS, NOTE_COLUMNS, NOTE_KINDS, choose_file, discover, main,
+                           parse_intervals, parse_name, planned_discovery)
 from pipeline.errors import InputError
-from tests.workflow.skeleton import make_real_names_skeleton, make_skeleton
+from pipeline.io import read_tsv
+from tests.workflow.skeleton import (add_entry, add_odd_names, make_real_names_skeleton,
+                                     make_skeleton)
 
 MONTHS = {"baseline": 0.0, "m06": 6.0, "m12": 12.0}
 INTERVALS = ["baseline-m06", "m06-m12", "baseline-m12"]
@@ -240,3 +245,191 @@ def test_discovery_of_1000_subjects_is_fast(tmp_path):
     seconds = time.perf_counter() - start
     assert len(found.subjects()) == 1000 and (found.sessions.status == "ok").all()
     assert seconds < 2.0, f"discovery of 1000 subjects x 3 sessions took {seconds:.2f} s"
+
+
+# ---- names that are not BIDS labels: skipped and noted -------------------------------------
+
+NOT_A_LABEL = "not a BIDS label: only letters and digits may follow {}-; rename the folder or " \
+              "move it out of the dataset"
+SUBJECT_FOLDER = NOT_A_LABEL.format("sub")
+SESSION_FOLDER = NOT_A_LABEL.format("ses")
+
+
+@pytest.mark.parametrize(("name", "folder", "shown", "kind", "reason"), [
+    ("sub-001_old", True, "sub-001_old", "skipped_folder", SUBJECT_FOLDER),
+    ("sub-a b", True, "sub-a b", "skipped_folder", SUBJECT_FOLDER),
+    ("sub-a;b", True, "sub-a;b", "skipped_folder", SUBJECT_FOLDER),
+    ("sub-", True, "sub-", "skipped_folder", SUBJECT_FOLDER),
+    ("sub-01.bak", True, "sub-01.bak", "skipped_folder", SUBJECT_FOLDER),
+    ("sub-a\tb", True, "sub-a\\tb", "skipped_folder", SUBJECT_FOLDER),  # a tab, escaped
+    (b"sub-caf\xe9", True, "sub-caf\\xe9", "skipped_folder", SUBJECT_FOLDER),  # not UTF-8
+    ("sub-caf\u00e9", True, "sub-caf\u00e9", "skipped_folder", SUBJECT_FOLDER),  # UTF-8, not ASCII
+    (".sub-03", True, ".sub-03", "skipped_folder", "hidden folder (its name starts with a dot)"),
+    ("Sub-04", True, "Sub-04", "skipped_folder",
+     "not a BIDS name: a subject folder is named sub-<label>, lower case with a hyphen"),
+    ("sub_04", True, "sub_04", "skipped_folder", "not a BIDS name: a subject folder is named"),
+    ("sub-02", False, "sub-02", "not_a_folder", "a file where a subject folder sub-<label>/ is "
+     "expected; move it out of the dataset"),
+])
+def test_odd_subject_folder_is_skipped_with_its_reason(tmp_path, name, folder, shown, kind,
+                                                       reason):
+    bids = make_skeleton(tmp_path, {"01": "IDG", "05": "TG"})
+    add_entry(bids, name, folder)
+    found = discover(bids, MONTHS, INTERVALS)
+    assert found.subjects() == ["01", "05"]
+    assert (found.intervals.status == "run").all()
+    assert list(found.notes.columns) == NOTE_COLUMNS
+    assert len(found.notes) == 1, found.notes
+    note = found.notes.iloc[0]
+    assert note.path == str(bids / shown) and note.kind == kind and reason in note.reason
+    assert note.participant_id is None and note.session is None
+    assert found.note_lines() == [f"{kind} {bids / shown}: {note.reason}"]
+
+
+@pytest.mark.parametrize(("name", "folder", "kind", "reason"), [
+    ("ses-m06 (copy)", True, "skipped_folder", SESSION_FOLDER),
+    ("ses-m06.bak", True, "skipped_folder", SESSION_FOLDER),
+    (".ses-m06", True, "skipped_folder", "hidden folder"),
+    ("ses-m24", True, "session_not_configured",
+     "ses-m24 is not in config sessions (baseline, m06, m12), so not processed; to use it, add "
+     "it to config sessions (m24: <months>) and to an interval"),
+    ("ses-m12.zip", False, "not_a_folder", "a file where a session folder ses-<label>/ is"),
+])
+def test_odd_session_folder_is_skipped_with_its_reason(tmp_path, name, folder, kind, reason):
+    bids = make_skeleton(tmp_path, {"01": "IDG", "05": "TG"})
+    add_entry(bids / "sub-01", name, folder)
+    found = discover(bids, MONTHS, INTERVALS)
+    assert found.subjects() == ["01", "05"] and (found.intervals.status == "run").all()
+    assert len(found.notes) == 1, found.notes
+    note = found.notes.iloc[0]
+    assert note.participant_id == "sub-01" and note.kind == kind and reason in note.reason
+    assert note.path == str(bids / "sub-01" / name)
+    assert note.session == ("m24" if kind == "session_not_configured" else None)
+
+
+def test_a_session_folder_that_is_a_file_is_missing_and_noted(tmp_path):
+    bids = make_skeleton(tmp_path, {"01": "IDG", "05": "TG"})
+    ses = bids / "sub-01" / "ses-m12"
+    for f in (ses / "anat").iterdir():
+        f.unlink()
+    (ses / "anat").rmdir()
+    ses.rmdir()
+    ses.touch()
+    found = discover(bids, MONTHS, INTERVALS)
+    reasons = found.sessions.set_index(["participant_id", "session"]).reason
+    assert reasons[("sub-01", "m12")] == "no ses-m12 folder"
+    assert found.intervals_of("01") == ["baseline-m06"]
+    assert list(found.notes.kind) == ["not_a_folder"]
+
+
+def test_participants_and_folders_are_compared_both_ways(tmp_path):
+    bids = make_skeleton(tmp_path, {"01": "IDG", "05": "TG", "06": "TG"})
+    (bids / "participants.tsv").write_text("participant_id\tarm\nsub-01\tIDG\n05\tTG\n"
+                                           "sub-07\tIDG\nsub-08_old\tTG\n")
+    found = discover(bids, MONTHS, INTERVALS)
+    assert found.subjects() == ["01", "05", "06"]  # a missing row does not stop discovery
+    notes = found.notes.set_index("participant_id")
+    assert notes.kind.to_dict() == {"sub-06": "subject_not_in_participants",
+                                    "sub-07": "participant_without_images",
+                                    "sub-08_old": "participant_without_images"}
+    assert notes.path["sub-07"] == str(bids / "sub-07")
+    assert notes.reason["sub-07"] == ("listed in participants.tsv but the dataset has no sub-07/ "
+                                      "folder; not processed")
+    assert "sub-08_old is not a BIDS label" in notes.reason["sub-08_old"]
+    assert "no row in" in notes.reason["sub-06"] and "cohort step will refuse" in \
+        notes.reason["sub-06"]
+    # Excluded or not asked for: no note about the row.
+    found = discover(bids, MONTHS, INTERVALS, exclude={"06": "motion"})
+    assert "subject_not_in_participants" not in set(found.notes.kind)
+    found = discover(bids, MONTHS, INTERVALS, subjects=["01"])
+    assert found.notes.empty and list(found.notes.columns) == NOTE_COLUMNS
+    # No participants.tsv: nothing to compare.
+    (bids / "participants.tsv").unlink()
+    assert discover(bids, MONTHS, INTERVALS).notes.empty
+
+
+def test_every_odd_name_together_sorted_and_labels_fit_the_wildcards(tmp_path, repo):
+    bids = add_odd_names(make_skeleton(tmp_path, {"01": "IDG", "05": "TG"}))
+    found = discover(bids, MONTHS, INTERVALS)
+    assert found.subjects() == ["01", "05"]
+    assert found.sessions_of("01") == ["baseline", "m06", "m12"]
+    notes = found.notes
+    assert set(notes.kind) <= set(NOTE_KINDS)
+    assert notes.kind.value_counts().to_dict() == {"skipped_folder": 10, "not_a_folder": 2,
+                                                   "session_not_configured": 1,
+                                                   "participant_without_images": 1}
+    key = [tuple(v or "" for v in row) for row in notes.itertuples(index=False)]
+    assert key == sorted(key)
+    assert notes.equals(discover(bids, MONTHS, INTERVALS).notes)
+    # Only labels the workflow's wildcard constraints accept reach it.
+    common = (repo / "workflow" / "rules" / "common.smk").read_text()
+    block = common.split("wildcard_constraints:")[1].split("\n\n")[0]
+    patterns = set(re.findall(r'="([^"]+)"', block))
+    assert patterns == {"[A-Za-z0-9]+"}
+    labels = found.subjects() + [s for sub in found.subjects() for s in found.sessions_of(sub)]
+    assert all(re.fullmatch("[A-Za-z0-9]+", label) for label in labels)
+
+
+def test_only_odd_folders_is_no_dataset_and_says_what_was_skipped(tmp_path):
+    add_entry(tmp_path, "sub-001_old", True)
+    add_entry(tmp_path, "sub-a b", True)
+    with pytest.raises(InputError, match=r"no sub-<label> folders found \(skipped: sub-001_old, "
+                                         r"sub-a b\)"):
+        discover(tmp_path, MONTHS, INTERVALS)
+
+
+def test_subjects_config_with_a_name_that_is_not_a_label(tmp_path):
+    bids = make_skeleton(tmp_path, {"01": "IDG"})
+    add_entry(bids, "sub-001_old", True)
+    with pytest.raises(InputError, match=r"config 'subjects': \['001_old'\] are not BIDS labels"):
+        discover(bids, MONTHS, INTERVALS, subjects=["01", "sub-001_old"])
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"participant_id\tarm\nsub-01\t\xff\xfe\n", "cannot be read as a tab-separated table"),
+    (b"subject\tarm\nsub-01\tIDG\n", "no column 'participant_id'"),
+    (None, "cannot be read as a tab-separated table"),  # a folder named participants.tsv
+])
+def test_unreadable_participants_tsv_is_an_input_error(tmp_path, content, message):
+    bids = make_skeleton(tmp_path, {"01": "IDG"})
+    (bids / "participants.tsv").unlink()
+    if content is None:
+        (bids / "participants.tsv").mkdir()
+    else:
+        (bids / "participants.tsv").write_bytes(content)
+    with pytest.raises(InputError, match=re.escape(f"{bids / 'participants.tsv'}: ") + message):
+        discover(bids, MONTHS, INTERVALS)
+
+
+def test_undecodable_sessions_tsv_is_an_input_error(tmp_path):
+    bids = make_skeleton(tmp_path, {"01": "IDG"})
+    (bids / "sub-01" / "sub-01_sessions.tsv").write_bytes(b"session_id\tacq_time\n\xff\n")
+    with pytest.raises(InputError, match="sub-01_sessions.tsv: cannot be read"):
+        discover(bids, MONTHS, INTERVALS, visit_times={"column": "acq_time"})
+
+
+def test_planned_discovery_has_an_empty_notes_table(tmp_path):
+    found = planned_discovery(tmp_path, [("01", ["baseline", "m06", "m12"])], MONTHS, INTERVALS)
+    assert found.notes.empty and list(found.notes.columns) == NOTE_COLUMNS
+    assert found.note_lines() == []
+
+
+def test_cli_writes_the_notes_table(tmp_path, capsys):
+    bids = add_odd_names(make_skeleton(tmp_path / "bids", {"01": "IDG", "05": "TG"}))
+    out = tmp_path / "discovery"
+    assert main(["--bids", str(bids), "--sessions", "baseline=0", "m06=6", "m12=12",
+                 "--intervals", *INTERVALS, "--sessions-out", str(out / "sessions.tsv"),
+                 "--intervals-out", str(out / "intervals.tsv"),
+                 "--notes-out", str(out / "notes.tsv")]) == 0
+    table = read_tsv(out / "notes.tsv", dtype=str)
+    assert list(table.columns) == NOTE_COLUMNS and len(table) == 14
+    assert str(bids / "sub-caf\\xe9") in set(table.path)
+    assert table.participant_id.isna().sum() == 10  # the root's odd names belong to nobody
+    printed = capsys.readouterr().out
+    assert f"participant_without_images {bids / 'sub-07'}: listed in participants.tsv" in printed
+    # --notes-out is optional: callers that write only the two tables go on working.
+    other = tmp_path / "other"
+    assert main(["--bids", str(bids), "--sessions", "baseline=0", "m06=6", "m12=12",
+                 "--intervals", *INTERVALS, "--sessions-out", str(other / "sessions.tsv"),
+                 "--intervals-out", str(other / "intervals.tsv")]) == 0
+    assert sorted(p.name for p in other.iterdir()) == ["intervals.tsv", "sessions.tsv"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 SESSIONS = ("baseline", "m06", "m12")
@@ -64,4 +65,44 @@ def make_real_names_skeleton(root: Path, names: dict[tuple[str, str], tuple[str,
     rows = ["participant_id\tarm"] + [f"sub-{s}\t{a}" for s, a in zip(subjects, arms)]
     (root / "participants.tsv").write_text("\n".join(rows) + "\n")
     (root / "dataset_description.json").write_text('{"Name": "skeleton", "BIDSVersion": "1.9.0"}\n')
+    return root
+
+
+#: Entries of a dataset root named like subject folders that are not ones: name -> whether it is
+#: a folder (a bytes name is not UTF-8).
+ODD_SUBJECT_ENTRIES: dict[str | bytes, bool] = {
+    "sub-001_old": True, "sub-a b": True, "sub-a;b": True, "sub-": True, "sub-01.bak": True,
+    "sub-02": False, ".sub-03": True, "Sub-04": True, "sub-a\tb": True, b"sub-caf\xe9": True,
+}
+#: Entries of a subject folder: a copied session, a session not in the config, a zipped session.
+ODD_SESSION_ENTRIES: dict[str | bytes, bool] = {"ses-m06 (copy)": True, "ses-m24": True,
+                                                "ses-m12.zip": False}
+
+
+def add_entry(parent: Path, name: str | bytes, folder: bool) -> bytes:
+    """Create ``parent/name``: a folder holding an ``anat/`` T1w and FLAIR (empty files), or an
+    empty file. Returns the path as bytes (``name`` may not be UTF-8)."""
+    path = os.path.join(os.fsencode(parent), os.fsencode(name))
+    if not folder:
+        with open(path, "wb"):
+            pass
+        return path
+    anat = os.path.join(path, b"anat")
+    os.makedirs(anat)
+    for suffix in (b"T1w", b"FLAIR"):
+        with open(os.path.join(anat, b"img_" + suffix + b".nii.gz"), "wb"):
+            pass
+    return path
+
+
+def add_odd_names(root: Path, subject: str = "01", without_images: str = "07") -> Path:
+    """Add :data:`ODD_SUBJECT_ENTRIES` to a skeleton's root, :data:`ODD_SESSION_ENTRIES` to
+    ``sub-<subject>/``, and a participants.tsv row for ``sub-<without_images>``, which has no
+    folder."""
+    for name, folder in ODD_SUBJECT_ENTRIES.items():
+        add_entry(root, name, folder)
+    for name, folder in ODD_SESSION_ENTRIES.items():
+        add_entry(root / f"sub-{subject}", name, folder)
+    with open(root / "participants.tsv", "a") as fh:
+        fh.write(f"sub-{without_images}\tIDG\n")
     return root

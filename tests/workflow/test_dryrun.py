@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.io import read_tsv
-from tests.workflow.skeleton import make_real_names_skeleton, make_skeleton
+from tests.workflow.skeleton import (ODD_SESSION_ENTRIES, ODD_SUBJECT_ENTRIES, add_odd_names,
+                                     make_real_names_skeleton, make_skeleton)
 
 pytestmark = pytest.mark.workflow
 
@@ -107,6 +108,49 @@ def test_real_file_names_runs_ce_and_visit_times(repo, tool_env, tmp_path):
     assert res.returncode == 0, res.stderr
     assert "set inputs.FLAIR.acq to one of 2D, 3D" in res.stdout + res.stderr
     assert job_counts(res.stdout)["preprocess"] == 5
+
+
+def test_odd_names_are_skipped_and_noted_and_the_others_run(repo, tool_env, tmp_path):
+    # Folders named like subjects or sessions that are not BIDS labels (sub-001_old, sub-a b,
+    # sub-, sub-01.bak, .sub-03, ses-m06 (copy), a name that is not UTF-8, ...), files where
+    # folders belong, a participants.tsv row without images and a session folder not in the
+    # config (ses-m24): the run starts, sub-01 and sub-05 run, each case is a warning and a
+    # row of discovery/notes.tsv.
+    bids = add_odd_names(make_skeleton(tmp_path / "bids", {"01": "IDG", "05": "TG"}),
+                         subject="01", without_images="07")
+    out = tmp_path / "out"
+    config = ["--config", f"bids_dir={bids}", f"out_dir={out}"]
+    res = snakemake(repo, tool_env, "-n", "-p", *config)
+    assert res.returncode == 0, res.stderr + res.stdout
+    counts = job_counts(res.stdout)
+    assert counts["preprocess"] == 6 and counts["register"] == counts["longitudinal"] == 2
+    commands = "\n".join(line for line in res.stdout.splitlines()
+                          if "python -m pipeline" in line and "pipeline discover" not in line)
+    for sub in ("01", "05"):
+        for ses in ("baseline", "m06", "m12"):
+            assert f"sub-{sub}_ses-{ses}_FLAIR.nii.gz" in commands
+    for other in ("m24", "001_old", "sub-a", "sub-07", ".bak", "(copy)"):
+        assert other not in commands
+    log = res.stdout + res.stderr
+    assert f"skipped_folder {bids / 'sub-a b'}: not a BIDS label: only letters and digits may " \
+        "follow sub-; rename the folder or move it out of the dataset" in log
+    assert f"session_not_configured {bids / 'sub-01' / 'ses-m24'}: " in log
+    assert f"participant_without_images {bids / 'sub-07'}: " in log
+    res = snakemake(repo, tool_env, str(out / "discovery" / "notes.tsv"), *config)
+    assert res.returncode == 0, res.stderr + res.stdout
+    notes = read_tsv(out / "discovery" / "notes.tsv", dtype=str)
+    assert list(notes.columns) == ["participant_id", "session", "path", "kind", "reason"]
+    kinds = notes.set_index("path").kind
+    for name, folder in ODD_SUBJECT_ENTRIES.items():
+        if isinstance(name, str) and name.isprintable():
+            assert kinds[str(bids / name)] == ("skipped_folder" if folder else "not_a_folder")
+    assert kinds[str(bids / "sub-caf\\xe9")] == "skipped_folder"  # shown as \xe9
+    for name, folder in ODD_SESSION_ENTRIES.items():
+        assert kinds[str(bids / "sub-01" / name)] == (
+            "not_a_folder" if not folder else
+            "session_not_configured" if name == "ses-m24" else "skipped_folder")
+    assert kinds[str(bids / "sub-07")] == "participant_without_images"
+    assert len(notes) == len(ODD_SUBJECT_ENTRIES) + len(ODD_SESSION_ENTRIES) + 1
 
 
 def test_custom_sessions_and_intervals(repo, tool_env, skeleton, tmp_path):

@@ -7,6 +7,7 @@ rule discovery:
     output:
         sessions=str(OUT / "discovery" / "sessions.tsv"),
         intervals=str(OUT / "discovery" / "intervals.tsv"),
+        notes=str(OUT / "discovery" / "notes.tsv"),
     params:
         bids=lambda wildcards: str(BIDS),
         sessions=" ".join(f"{k}={v:g}" for k, v in SESSIONS_MONTHS.items()),
@@ -24,7 +25,8 @@ rule discovery:
         "python -m pipeline discover --bids {params.bids} --sessions {params.sessions}"
         " --intervals {params.intervals} {params.subjects} {params.exclude}"
         " --inputs {params.inputs:q} --visit-times {params.visit_times:q}"
-        " --sessions-out {output.sessions} --intervals-out {output.intervals} > {log} 2>&1"
+        " --sessions-out {output.sessions} --intervals-out {output.intervals}"
+        " --notes-out {output.notes} > {log} 2>&1"
 
 
 rule cohort:

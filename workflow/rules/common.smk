@@ -60,6 +60,10 @@ def _discover():
 
 
 DISCOVERY = _discover()
+# Folders skipped for their names, participants without images, sessions not configured, ...
+# (also in OUT/discovery/notes.tsv, written by the discovery rule).
+for _line in DISCOVERY.note_lines():
+    logger.warning(_line)
 SUBJECTS = DISCOVERY.subjects()
 if not SUBJECTS:
     raise WorkflowError(f"{BIDS}: no subject has both sessions of any configured interval "
