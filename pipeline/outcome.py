@@ -81,7 +81,8 @@ def split_message(message: str) -> tuple[str, str, str]:
     file = match.group(1) if match else ""
     body = message
     if file and message.startswith(file):
-        body = message[len(file):].lstrip(": ")
+        # "<file> (FLAIR): found ..." -> "FLAIR: found ..."
+        body = re.sub(r"^\s*\((\w+)\):\s*", r"\1: ", message[len(file):]).lstrip(": ")
     reason, sep, fix = body.rpartition("; ")
     return (file, reason, fix) if sep else (file, body, "")
 
@@ -174,8 +175,12 @@ def run_step(step: str, out: str | Path, subject: str, session: str | None,
         result = work(params)
     except (InputError, RegistrationError) as exc:
         where = f"sub-{subject}" + (f" ses-{session}" if session else "")
-        print(f"{step} {where}: refused: {exc}", file=sys.stderr, flush=True)
-        write_refusal(out, step, subject, session, str(exc), sources, params_path)
+        message = str(exc)
+        if not any(Path(s).name in message for s in sources):
+            # a check on derived data (a brain mask, a segmentation): name the scans it came from
+            message = f"{where} ({', '.join(Path(s).name for s in sources)}): {message}"
+        print(f"{step} {where}: refused: {message}", file=sys.stderr, flush=True)
+        write_refusal(out, step, subject, session, message, sources, params_path)
         return REFUSED_EXIT, None
     print(f"{step}: {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
     return 0, result
@@ -254,16 +259,21 @@ def excluded_files(out_path: str | Path, discovery_sessions: str | Path,
 
 
 def move_stale_products(out: str | Path, run_start: float) -> list[Path]:
-    """Move the cohort products older than ``run_start`` into ``<out>/stale/``.
+    """Move the cohort products the failed run did not rebuild into ``<out>/stale/``.
 
-    Called when a run fails: whatever the run did not rebuild no longer describes the dataset.
-    Returns the new paths.
+    Called when a run fails: whatever the run did not rebuild (older than ``run_start``; every
+    cohort product when ``endpoints.tsv`` itself was not rebuilt) no longer describes the
+    dataset. Returns the new paths.
     """
     out = Path(out)
+    endpoints = out / COHORT_PRODUCTS[0]
+    # Without a cohort table of this run, even tables this run wrote (excluded.tsv) describe a
+    # cohort that does not exist.
+    rebuilt = endpoints.is_file() and endpoints.stat().st_mtime >= run_start
     moved = []
     for name in COHORT_PRODUCTS:
         path = out / name
-        if path.is_file() and path.stat().st_mtime < run_start:
+        if path.is_file() and (not rebuilt or path.stat().st_mtime < run_start):
             target = out / "stale" / name
             target.parent.mkdir(parents=True, exist_ok=True)
             path.replace(target)

@@ -49,6 +49,7 @@ from pipeline.registration import (
     write_transform,
 )
 from pipeline.outcome import run_step
+from pipeline.provenance import write_sidecars
 
 
 @dataclass
@@ -228,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                          args.params, work)
     if code:
         return code
+    write_sidecars(out["paths"].values(), [out["qc"]["t1w"], out["qc"]["flair"]])
     qc = out["qc"]
     print(f"preprocess sub-{args.subject} ses-{args.session}: brain {qc['brain_volume_ml']:.0f} "
           f"mL, skull-stripped {qc['skull_stripped']}, FLAIR->T1 "

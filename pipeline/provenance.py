@@ -10,6 +10,7 @@ of the raw files they derive from, ``bids:raw:<path>``).
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import socket
@@ -61,13 +62,24 @@ def code_commit() -> str | None:
     return head + ("+dirty" if dirty else "") if head else None
 
 
-def raw_uri(bids_dir: str | Path, path: str | Path) -> str:
-    """``bids:raw:<path relative to the raw dataset>`` (a BIDS URI into ``SourceDatasets``)."""
+def raw_uri(path: str | Path) -> str:
+    """``bids:raw:sub-<s>/...`` for a file of the raw dataset (a BIDS URI into the
+    ``DatasetLinks`` entry ``raw``); a file outside any ``sub-<s>`` folder gets a file URI."""
+    parts = Path(path).resolve().parts
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i].startswith("sub-") and i < len(parts) - 1:
+            return "bids:raw:" + "/".join(parts[i:])
+    return Path(path).resolve().as_uri()
+
+
+def raw_version(bids_dir: str | Path) -> str:
+    """The raw dataset's version as its dataset_description.json gives it (``DatasetDOI``,
+    else ``BIDSVersion``), or ``unknown``."""
     try:
-        rel = Path(path).resolve().relative_to(Path(bids_dir).resolve())
-    except ValueError:
-        return Path(path).resolve().as_uri()  # outside the dataset (a user mask elsewhere)
-    return f"bids:raw:{rel.as_posix()}"
+        raw = json.loads((Path(bids_dir) / "dataset_description.json").read_text())
+    except (OSError, ValueError):
+        return "unknown"
+    return str(raw.get("DatasetDOI") or raw.get("BIDSVersion") or "unknown")
 
 
 def dataset_description(bids_dir: str | Path | None = None,
@@ -83,19 +95,27 @@ def dataset_description(bids_dir: str | Path | None = None,
                                    "DatasetType": "derivative", "GeneratedBy": [generated]}
     if bids_dir is not None:
         uri = Path(bids_dir).resolve().as_uri()
-        description["SourceDatasets"] = [{"URL": uri}]
+        description["SourceDatasets"] = [{"URL": uri, "Version": raw_version(bids_dir)}]
         description["DatasetLinks"] = {"raw": uri}
     return description
 
 
-def write_sidecar(image_path: str | Path, bids_dir: str | Path | None,
-                  sources: Iterable[str | Path], **fields: Any) -> Path:
-    """Write ``<image>.json`` beside a derivative image with its ``Sources``."""
+def sidecar_path(image_path: str | Path) -> Path:
     image_path = Path(image_path)
-    stem = image_path.name.removesuffix(".gz").removesuffix(".nii")
-    uris = sorted(raw_uri(bids_dir, s) if bids_dir is not None else Path(s).resolve().as_uri()
-                  for s in sources)
-    return write_json(image_path.with_name(stem + ".json"), {"Sources": uris, **fields})
+    return image_path.with_name(image_path.name.removesuffix(".gz").removesuffix(".nii")
+                                + ".json")
+
+
+def write_sidecars(images: Iterable[str | Path], sources: Iterable[str | Path],
+                   session: str | None = None) -> list[Path]:
+    """Write ``<image>.json`` beside each derivative NIfTI with its ``Sources``: the raw files
+    it derives from (those of ``session`` when given, found by their ``ses-<label>`` folder)."""
+    sources = [Path(s) for s in sources]
+    if session is not None:
+        sources = [s for s in sources if f"ses-{session}" in s.parts]
+    uris = sorted({raw_uri(s) for s in sources})
+    return [write_json(sidecar_path(p), {"Sources": uris}) for p in images
+            if str(p).endswith((".nii", ".nii.gz"))]
 
 
 def checksums(paths: Iterable[str | Path], cache_path: str | Path) -> dict[str, str]:

@@ -71,6 +71,7 @@ import SimpleITK as sitk
 from pipeline import io
 from pipeline.errors import InputError, RegistrationError
 from pipeline.outcome import add_sources_argument, run_step
+from pipeline.provenance import write_sidecars
 from pipeline.params import RegistrationParams
 from pipeline.paths import bids_path
 
@@ -1069,6 +1070,7 @@ def main(argv: list[str] | None = None) -> int:
                              args.params, work)
     if code:
         return code
+    write_sidecars([written["template"]], args.sources)
     print(f"register sub-{args.subject}: wrote {written['template']} and {written['qc']} "
           f"({', '.join(f'{k} {v:.1f} s' for k, v in written['seconds'].items())})")
     return 0

@@ -127,6 +127,7 @@ from scipy import ndimage
 from pipeline import io
 from pipeline.errors import InputError
 from pipeline.outcome import add_sources_argument, run_step
+from pipeline.provenance import write_sidecars
 from pipeline.params import SegmentationParams
 from pipeline.paths import bids_path
 
@@ -1528,6 +1529,8 @@ def main(argv: list[str] | None = None) -> int:
                              args.params, work)
     if code:
         return code
+    for session, paths in written["sessions"].items():
+        write_sidecars(paths.values(), args.sources, session)
     for paths in written["sessions"].values():
         for path in paths.values():
             print(path)

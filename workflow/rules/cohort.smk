@@ -76,3 +76,19 @@ rule stats:
         " --arms {params.arms} --sessions-months {params.sessions} {params.covariates}"
         " {params.relapses} --params {input.params} --out {output.stats} --notes {output.notes}"
         " > {log} 2>&1"
+
+
+rule excluded:
+    # Every session or subject missing from the cohort tables, and why (pipeline.outcome).
+    input:
+        sessions=str(OUT / "discovery" / "sessions.tsv"),
+        refusals=refusal_records(),
+    output:
+        excluded=str(OUT / "excluded.tsv"),
+    log:
+        str(LOGS / "excluded" / "excluded.log"),
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline excluded --sessions {input.sessions} --refusals {input.refusals}"
+        " --out {output.excluded} > {log} 2>&1"

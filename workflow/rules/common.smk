@@ -1,15 +1,26 @@
 # Configuration, BIDS discovery, path patterns and input functions shared by every rule.
 import json
+import shlex
+import shutil
+import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from snakemake.utils import validate
 
 from pipeline.bids import ROLES, discover, parse_intervals, planned_discovery
 from pipeline.errors import InputError
+from pipeline.outcome import (move_stale_products, params_fingerprint, read_refusals,
+                              refusal_path, refusal_summary, standing_refusals, without_refused)
+from pipeline.provenance import write_provenance
+from pipeline.settings import resolved_text
 from pipeline.paths import bids_path
 
 
 validate(config, schema="../schemas/config.schema.yaml")
+
+RUN_START = time.time()  # cohort tables older than this are stale if the run fails
 
 OUT = Path(config["out_dir"])
 SESSIONS_MONTHS = {str(k): float(v) for k, v in config["sessions"].items()}
@@ -64,6 +75,29 @@ DISCOVERY = _discover()
 # (also in OUT/discovery/notes.tsv, written by the discovery rule).
 for _line in DISCOVERY.note_lines():
     logger.warning(_line)
+
+
+# ---- outcomes of earlier runs (pipeline.outcome): a standing refusal is the subject's result ----
+def _standing_refusals():
+    try:
+        params_sha256 = params_fingerprint(resolved_text(config["params"]))
+    except InputError as exc:
+        raise WorkflowError(str(exc)) from None
+    known = set(DISCOVERY.sessions.participant_id)
+    return params_sha256, [r for r in standing_refusals(OUT, params_sha256)
+                           if f"sub-{r.subject}" in known]
+
+
+PARAMS_SHA256, REFUSALS = _standing_refusals()
+if REFUSALS and config["strict"]:
+    raise WorkflowError("strict: true, and these inputs were refused (the records are in "
+                        f"{OUT / 'logs' / 'refusals'}):\n{refusal_summary(REFUSALS)}\nFix or "
+                        "replace the files (a changed file is tried again), or list the subjects "
+                        "in exclude_subjects with the reason")
+if REFUSALS:
+    logger.warning("Refused in an earlier run, inputs unchanged, so left out and listed in "
+                   f"excluded.tsv:\n{refusal_summary(REFUSALS)}")
+DISCOVERY = without_refused(DISCOVERY, REFUSALS)
 SUBJECTS = DISCOVERY.subjects()
 if not SUBJECTS:
     raise WorkflowError(f"{BIDS}: no subject has both sessions of any configured interval "
@@ -118,6 +152,18 @@ def raw_inputs(wildcards):
     return files
 
 
+def subject_sources(wildcards):
+    """The raw files a subject step derives from, shell-quoted for ``--sources``: every needed
+    session's T1w and FLAIR (the fingerprint of a refusal; the derivatives' ``Sources``)."""
+    files = [f for s in sessions_of(wildcards) for f in DISCOVERY.files_of(wildcards.subject, s)]
+    return " ".join(shlex.quote(f) for f in files + user_lesion_masks(wildcards))
+
+
+def refusal_records():
+    """Records of the standing refusals (the excluded table lists them)."""
+    return [str(refusal_path(OUT, r.step, r.subject, r.session)) for r in REFUSALS]
+
+
 def user_lesion_masks(wildcards):
     """The subject's user-supplied lesion masks, one per session in sessions_of order."""
     if config["segmentation"]["source"] != "masks":
@@ -140,3 +186,35 @@ def final_targets():
     if PHANTOM:
         targets.append(str(OUT / "evaluation" / "scores.tsv"))
     return targets
+
+
+# ---- the end of a run ------------------------------------------------------------------------
+
+def input_files_used():
+    """Every input file the run's outputs derive from (provenance checksums)."""
+    files = [BIDS / "participants.tsv"]
+    for sub in SUBJECTS:
+        files.append(BIDS / f"sub-{sub}" / f"sub-{sub}_sessions.tsv")
+        for ses in DISCOVERY.sessions_of(sub):
+            files += DISCOVERY.files_of(sub, ses)
+        if config["segmentation"]["source"] == "masks":
+            files += user_lesion_masks(SimpleNamespace(subject=sub))
+    return [f for f in map(Path, files) if f.is_file()]
+
+
+def report_failed_run():
+    """A failed run: keep older cohort tables from looking current, and say what was refused."""
+    moved = move_stale_products(OUT, RUN_START)
+    refused = [r for r in read_refusals(OUT)
+               if refusal_path(OUT, r.step, r.subject, r.session).stat().st_mtime >= RUN_START]
+    if refused:
+        logger.error(f"{len(refused)} input(s) refused in this run (records in "
+                     f"{OUT / 'logs' / 'refusals'}):\n{refusal_summary(refused)}")
+    if moved:
+        logger.error(f"The cohort tables were not rebuilt; the older ones were moved to "
+                     f"{OUT / 'stale'} so they cannot be taken for current.")
+    if refused:
+        logger.error("Run the same command again to build the cohort tables without them (they "
+                     "are listed in excluded.tsv and the report), or fix the files: a replaced "
+                     "file is tried again" + ("; strict: true will stop instead"
+                                              if not config["strict"] else ""))

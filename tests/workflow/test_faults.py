@@ -1,0 +1,267 @@
+"""Bad input and faults at core-lab scale, through the whole workflow.
+
+One BIDS dataset holds the `ci` phantom's good subjects and, beside them, one subject per bad
+case: a copy of a good subject (baseline and m06) with one defect. The plain command (no
+``--keep-going``: the workflow's default profile keeps going) runs it once: every bad subject
+is refused with a message naming the file, the check, what was found and the fix; every good
+subject finishes. The run fails (it could not build the cohort), and a second run builds the
+cohort tables of the subjects that passed, with ``excluded.tsv`` and the report's banner naming
+every one that did not.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from pipeline.io import read_tsv
+
+pytestmark = pytest.mark.workflow
+
+SEED = 43  # never used while developing any method
+GOOD = ["001", "002", "003", "004"]
+
+
+def snakemake(repo: Path, env: dict, *config: str, extra: tuple[str, ...] = (),
+              timeout: int = 1800) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--snakefile",
+           str(repo / "workflow" / "Snakefile"), *extra, "--config", *config]
+    return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+# ------------------------------------------------------------------ the defects, one per subject
+
+def _image(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    img = nib.load(path)
+    return np.asanyarray(img.dataobj).astype(np.float32), img.affine
+
+
+def _save(path: Path, data: np.ndarray, affine: np.ndarray, **header: object) -> None:
+    img = nib.Nifti1Image(data.astype(np.float32), affine)
+    img.set_sform(affine, code=1)
+    img.set_qform(affine, code=1)
+    for key, value in header.items():
+        img.header[key] = value
+    nib.save(img, path)
+
+
+def truncated_gzip(p: Path) -> None:
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
+def not_nifti(p: Path) -> None:
+    p.write_bytes(gzip.compress(b"this is a DICOM export log, not an image\n" * 50))
+
+
+def empty_file(p: Path) -> None:
+    p.write_bytes(b"")
+
+
+def four_d(p: Path) -> None:
+    data, affine = _image(p)
+    _save(p, np.stack([data, data], axis=-1), affine)
+
+
+def two_d(p: Path) -> None:
+    data, affine = _image(p)
+    _save(p, data[:, :, data.shape[2] // 2], affine)
+
+
+def all_zero(p: Path) -> None:
+    data, affine = _image(p)
+    _save(p, np.zeros_like(data), affine)
+
+
+def with_nan(p: Path) -> None:
+    data, affine = _image(p)
+    data[10:12, 10:12, 10:12] = np.nan
+    _save(p, data, affine)
+
+
+def with_inf(p: Path) -> None:
+    data, affine = _image(p)
+    data[10:12, 10:12, 10:12] = np.inf
+    _save(p, data, affine)
+
+
+def singular_affine(p: Path) -> None:
+    data, affine = _image(p)
+    bad = affine.copy()
+    bad[:3, 2] = 0.0
+    img = nib.Nifti1Image(data, affine)
+    img.set_qform(affine, code=0)
+    img.set_sform(bad, code=1)
+    nib.save(img, p)
+
+
+def sform_qform_apart(p: Path) -> None:
+    data, affine = _image(p)
+    moved = affine.copy()
+    moved[0, 3] += 20.0
+    img = nib.Nifti1Image(data, affine)
+    img.set_sform(affine, code=1)
+    img.set_qform(moved, code=1)
+    nib.save(img, p)
+
+
+def far_from_t1w(p: Path) -> None:
+    data, affine = _image(p)
+    moved = affine.copy()
+    moved[2, 3] += 200.0
+    _save(p, data, moved)
+
+
+def zero_voxel_size(p: Path) -> None:
+    data, affine = _image(p)
+    img = nib.Nifti1Image(data, affine)
+    img.set_sform(affine, code=1)
+    img.set_qform(affine, code=1)
+    pixdim = img.header["pixdim"].copy()
+    pixdim[1] = 0.0
+    img.header["pixdim"] = pixdim
+    nib.save(img, p)
+
+
+def _claim_size(p: Path, n: int) -> None:
+    """An uncompressed .nii.gz whose header claims n^3 voxels of float32 (the data are not)."""
+    data, affine = _image(p)
+    _save(p, data, affine)
+    raw = bytearray(gzip.decompress(p.read_bytes()))
+    hdr = nib.Nifti1Header.from_fileobj(__import__("io").BytesIO(bytes(raw[:348])))
+    hdr.set_data_shape((n, n, n))
+    raw[:348] = hdr.binaryblock
+    p.write_bytes(gzip.compress(bytes(raw)))
+
+
+def claims_1000_cubed(p: Path) -> None:
+    _claim_size(p, 1000)
+
+
+def claims_4000_cubed(p: Path) -> None:
+    _claim_size(p, 4000)
+
+
+def phase_image(p: Path) -> None:
+    data, affine = _image(p)
+    rng = np.random.default_rng(0)
+    _save(p, rng.uniform(-3.14, 3.14, data.shape) * (data > 0), affine)
+
+
+def pure_noise(p: Path) -> None:
+    data, affine = _image(p)
+    rng = np.random.default_rng(1)
+    _save(p, np.abs(rng.normal(100.0, 30.0, data.shape)), affine)
+
+
+#: label -> (session, role, defect, words the refusal must contain)
+CASES = {
+    "truncgz": ("m06", "FLAIR", truncated_gzip, ["not a readable NIfTI image"]),
+    "notnifti": ("m06", "T1w", not_nifti, ["not a readable NIfTI image"]),
+    "empty": ("m06", "FLAIR", empty_file, ["empty file"]),
+    "fourd": ("m06", "FLAIR", four_d, ["(90, 108, 90, 2)", "expected 3-D"]),
+    "twod": ("m06", "T1w", two_d, ["(90, 108)", "expected 3-D"]),
+    "zeros": ("m06", "FLAIR", all_zero, ["every voxel equals 0"]),
+    "nan": ("m06", "FLAIR", with_nan, ["8 voxels are NaN", "re-export the scan"]),
+    "inf": ("m06", "T1w", with_inf, ["8 are infinite"]),
+    "singular": ("m06", "FLAIR", singular_affine, ["singular"]),
+    "sqapart": ("m06", "T1w", sform_qform_apart, ["sform and qform", "20.00 mm apart"]),
+    "far": ("m06", "FLAIR", far_from_t1w, ["overlap check failed", "covers 0 %"]),
+    "zerovox": ("m06", "FLAIR", zero_voxel_size, ["voxel size (pixdim)", "is zero"]),
+    "huge": ("m06", "T1w", claims_1000_cubed, ["1000 x 1000 x 1000", "image size check"]),
+    "giant": ("m06", "FLAIR", claims_4000_cubed, ["4000 x 4000 x 4000", "image size check"]),
+    "phase": ("m06", "FLAIR", phase_image, ["negative values check failed"]),
+    "noise": ("m06", "T1w", pure_noise, ["brain mask of", "outside the plausible"]),
+}
+
+
+@pytest.fixture(scope="module")
+def fault_bed(repo, tool_env, tmp_path_factory):
+    """The dataset, the first (failing) run and the second (cohort) run."""
+    root = tmp_path_factory.mktemp("faults")
+    bids, out = root / "bids", root / "out"
+    res = subprocess.run([sys.executable, "-m", "pipeline", "phantom", "--preset", "ci",
+                          "--seed", str(SEED), "--out", str(bids), "--truth-dir",
+                          str(root / "truth")], cwd=repo, env=tool_env, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    participants = (bids / "participants.tsv").read_text().splitlines()
+    template = next(r for r in participants if r.startswith("sub-001\t")).split("\t")
+    for label, (session, role, defect, _) in CASES.items():
+        for ses in ("baseline", "m06"):
+            src = bids / "sub-001" / f"ses-{ses}" / "anat"
+            dst = bids / f"sub-{label}" / f"ses-{ses}" / "anat"
+            dst.mkdir(parents=True)
+            for f in src.iterdir():
+                shutil.copy(f, dst / f.name.replace("sub-001", f"sub-{label}"))
+        defect(bids / f"sub-{label}" / f"ses-{session}" / "anat"
+               / f"sub-{label}_ses-{session}_{role}.nii.gz")
+        participants.append("\t".join([f"sub-{label}", *template[1:]]))
+    (bids / "participants.tsv").write_text("\n".join(participants) + "\n")
+    before = {p: p.read_bytes() for p in sorted(bids.rglob("*")) if p.is_file()}
+    first = snakemake(repo, tool_env, f"bids_dir={bids}", f"out_dir={out}")
+    excluded_after_first = (out / "excluded.tsv").exists()
+    second = snakemake(repo, tool_env, f"bids_dir={bids}", f"out_dir={out}")
+    after = {p: p.read_bytes() for p in sorted(bids.rglob("*")) if p.is_file()}
+    return {"bids": bids, "out": out, "first": first, "second": second,
+            "unchanged": before == after, "excluded_after_first": excluded_after_first}
+
+
+def _refusal(out: Path, label: str) -> dict:
+    records = sorted((out / "logs" / "refusals").glob(f"sub-{label}_*.json"))
+    assert records, f"sub-{label}: no refusal record"
+    return json.loads(records[0].read_text())
+
+
+@pytest.mark.parametrize("label", sorted(CASES))
+def test_each_bad_scan_is_refused_with_file_check_and_fix(fault_bed, label):
+    session, role, _, words = CASES[label]
+    record = _refusal(fault_bed["out"], label)
+    message = record["message"]
+    assert f"sub-{label}_ses-{session}_{role}.nii.gz" in message, message
+    for word in words:
+        assert word.lower() in message.lower(), message
+    assert record["sources"] and all(len(h) == 64 for h in record["sources"].values())
+    # nothing that looks like a result: no endpoints for the refused subject
+    assert not (fault_bed["out"] / f"sub-{label}" / "anat" / f"sub-{label}_endpoints.tsv").exists()
+
+
+def test_first_run_fails_but_every_good_subject_finishes(fault_bed):
+    first, out = fault_bed["first"], fault_bed["out"]
+    assert first.returncode != 0
+    for sub in GOOD:
+        assert (out / f"sub-{sub}" / "anat" / f"sub-{sub}_endpoints.tsv").exists(), sub
+    assert "refused in this run" in first.stderr
+    assert not (out / "endpoints.tsv").exists() and not fault_bed["excluded_after_first"]
+
+
+def test_second_run_builds_the_cohort_of_those_that_passed(fault_bed):
+    second, out = fault_bed["second"], fault_bed["out"]
+    assert second.returncode == 0, second.stderr[-4000:]
+    endpoints = read_tsv(out / "endpoints.tsv", dtype={"participant_id": str})
+    assert sorted(endpoints.participant_id.unique()) == [f"sub-{s}" for s in GOOD]
+    excluded = read_tsv(out / "excluded.tsv", dtype=str)
+    assert list(excluded.columns) == ["participant_id", "session", "step", "file", "reason", "fix"]
+    assert set(excluded.participant_id) == {f"sub-{label}" for label in CASES}
+    html = (out / "report.html").read_text()
+    assert "Not in these tables" in html
+    for label in CASES:
+        assert f"sub-{label}" in html
+
+
+def test_the_bids_tree_is_unchanged(fault_bed):
+    assert fault_bed["unchanged"]
+
+
+def test_nothing_partial_is_left(fault_bed):
+    out = fault_bed["out"]
+    assert not list(out.rglob(".*.nii.gz")) and not list(out.rglob(".*.tsv"))
+    assert not list(out.rglob("*.tmp"))

@@ -1,0 +1,108 @@
+"""Interrupted and repeated runs give the tables of an uninterrupted run, byte for byte.
+
+A `ci` phantom of two subjects is run once as the reference. Then: the same inputs with one
+job slot and with two (the scheduler's order differs), two runs with two registration threads,
+and two runs killed with SIGKILL - during a subject's segmentation and during the cohort join -
+then unlocked and rerun as a user would.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.workflow
+
+SEED = 47  # never used while developing any method
+TABLES = ("endpoints.tsv", "group_stats.tsv", "group_stats_notes.tsv", "excluded.tsv")
+MASK = "sub-001/ses-m06/anat/sub-001_ses-m06_space-subject_desc-lesion_mask.nii.gz"
+
+
+def command(repo: Path, bids: Path, out: Path, *config: str, cores: int = 2) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "--cores", str(cores), "--snakefile",
+            str(repo / "workflow" / "Snakefile"), "--config", f"bids_dir={bids}",
+            f"out_dir={out}", *config]
+
+
+def run(repo, env, bids, out, *config, cores=2, extra=()):
+    res = subprocess.run(command(repo, bids, out, *config, cores=cores) + list(extra), cwd=repo,
+                         env=env, capture_output=True, text=True, timeout=1800)
+    assert res.returncode == 0, res.stderr[-4000:]
+    return res
+
+
+def same_outputs(a: Path, b: Path) -> None:
+    for name in (*TABLES, MASK):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+@pytest.fixture(scope="module")
+def reference(repo, tool_env, tmp_path_factory):
+    root = tmp_path_factory.mktemp("interrupt")
+    bids = root / "bids"
+    res = subprocess.run([sys.executable, "-m", "pipeline", "phantom", "--preset", "ci",
+                          "--seed", str(SEED), "--subjects", "2", "--out", str(bids),
+                          "--truth-dir", str(root / "truth")], cwd=repo, env=tool_env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    out = root / "reference"
+    run(repo, tool_env, bids, out)
+    return bids, out
+
+
+def test_one_job_slot_gives_the_same_tables(repo, tool_env, reference, tmp_path):
+    bids, ref = reference
+    run(repo, tool_env, bids, tmp_path / "serial", cores=1)
+    same_outputs(ref, tmp_path / "serial")
+
+
+def test_two_registration_threads_reproduce_themselves(repo, tool_env, reference, tmp_path):
+    bids, ref = reference
+    for name in ("a", "b"):
+        run(repo, tool_env, bids, tmp_path / name, "threads_register=2")
+    same_outputs(tmp_path / "a", tmp_path / "b")
+
+
+def _kill_when(repo, env, bids, out, started: Path, delay_s: float) -> None:
+    """Start the workflow, SIGKILL its whole process group once ``started`` exists."""
+    proc = subprocess.Popen(command(repo, bids, out), cwd=repo, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 600
+    while not started.exists():
+        assert proc.poll() is None, "the workflow ended before the step to interrupt began"
+        assert time.monotonic() < deadline, f"{started} never appeared"
+        time.sleep(0.05)
+    time.sleep(delay_s)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+
+
+@pytest.mark.parametrize("moment", ["subject step", "cohort step"])
+def test_kill_then_rerun_gives_the_uninterrupted_tables(repo, tool_env, reference, tmp_path,
+                                                         moment):
+    bids, ref = reference
+    out = tmp_path / "out"
+    shutil.copytree(ref, out)  # keeps the time stamps: only what is made stale reruns
+    if moment == "subject step":
+        # sub-001's segmentation (and everything after it) must be redone
+        (out / "sub-001" / "anat" / "sub-001_desc-lesion_qc.tsv").unlink()
+        started = out / "logs" / "segment" / "sub-001.log"
+        delay_s = 2.0
+    else:
+        # a newer subject table: the cohort join reruns
+        os.utime(out / "sub-002" / "anat" / "sub-002_endpoints.tsv")
+        started = out / "logs" / "cohort" / "cohort.log"
+        delay_s = 0.0
+    started.unlink(missing_ok=True)
+    _kill_when(repo, tool_env, bids, out, started, delay_s)
+    run(repo, tool_env, bids, out, extra=("--unlock",))
+    run(repo, tool_env, bids, out)
+    same_outputs(ref, out)
