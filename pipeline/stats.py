@@ -40,8 +40,23 @@ relapse columns    one row set per configured column (interval ``0-<months>m``),
                    ``mann_whitney``.
 =================  =========================================================================
 
-Why a model fell back, which covariates were absent, which rows were dropped for missing values:
-all go to a separate notes table (endpoint, interval, model, note), never to extra columns.
+Covariate types: each covariate is numeric unless declared categorical (config
+``covariate_types``, else the dataset's participants.json: ``Levels`` categorical, ``Units``
+numeric; the config wins, a disagreement is noted); relapse columns are non-negative integers. A
+cell of the wrong kind is refused, not turned into a level (:mod:`pipeline.participants`).
+
+Missing values, complete cases per model: every model uses the participants with each value it
+needs present (the endpoint; for ``_adjusted`` models also every covariate, and T2-LV at the
+interval start for ``ols_adjusted``). The unadjusted models need no covariate, so a missing
+covariate never removes anyone from them. A covariate without any value in the cohort is not
+adjusted for (as if absent); in one model's complete cases, a categorical covariate with one level
+is dropped from that model like a constant term. An adjusted model left without any covariate
+term, or with fewer than ``min_subjects_per_arm`` complete participants in an arm, is a NaN row
+with the reason in the notes, not a crash.
+
+Why a model fell back, which covariates were absent, how many participants each model left out
+for missing values and which columns caused it: all go to a separate notes table (endpoint,
+interval, model, note), never to extra columns.
 
 Hodges-Lehmann CI (Hollander & Wolfe 1999, Nonparametric Statistical Methods, 2nd ed., sec. 4.3):
 the closed interval between the k-th smallest and k-th largest of the n_a x n_b pairwise
@@ -77,6 +92,13 @@ from statsmodels.discrete.discrete_model import NegativeBinomial
 from pipeline.errors import InputError
 from pipeline.io import read_tsv, write_tsv
 from pipeline.params import StatsParams
+from pipeline.participants import (
+    ColumnType,
+    column_types,
+    parse_covariate_types,
+    read_sidecar,
+    type_columns,
+)
 
 #: Lesion-count endpoints of endpoints.tsv.
 COUNT_ENDPOINTS: tuple[str, ...] = ("new_t2", "enlarging_t2", "new_t1hypo")
@@ -118,29 +140,46 @@ def _quiet(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, list
 # --------------------------------------------------------------------------- design matrices
 
 def design_matrix(table: pd.DataFrame, arm_column: str, arms: Sequence[str],
-                  covariates: Sequence[str] = ()) -> tuple[pd.DataFrame, list[str]]:
-    """Design matrix: intercept, first-arm indicator, covariates.
+                  covariates: Sequence[str] = (),
+                  kinds: Mapping[str, str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Design matrix: intercept, first-arm indicator, covariates, over the complete cases.
 
     Parameters
     ----------
-    table : rows to model (each row's ``arm_column`` is one of ``arms``)
+    table : rows to model, one per participant (each row's ``arm_column`` is one of ``arms``)
     arm_column, arms : the indicator ``arm`` is 1 for ``arms[0]``, 0 for ``arms[1]`` (reference)
     covariates : columns of ``table`` (present ones); numeric ones centred and scaled to unit SD,
-        others treatment-coded (levels sorted, the first is the reference)
+        categorical ones treatment-coded (levels sorted as text, the first is the reference)
+    kinds : covariate -> ``numeric`` | ``categorical``; a covariate not in it is numeric when its
+        dtype is numeric or boolean, categorical otherwise
 
     Returns
     -------
-    X : DataFrame indexed like ``table``, columns ``const``, ``arm``, covariate terms; rows with a
-        missing covariate are dropped; constant or collinear covariate terms are dropped
-    notes : what was dropped and why
+    X : DataFrame indexed like the rows kept, columns ``const``, ``arm``, covariate terms. Rows
+        with any covariate missing are left out (complete cases); a categorical covariate with one
+        level in the rows kept, and constant or collinear terms, are dropped
+    notes : what was left out or dropped and why (the number of participants left out and the
+        columns that caused it)
     """
     notes: list[str] = []
+    kinds = kinds or {}
+    missing = pd.DataFrame({cov: table[cov].isna() for cov in covariates}, index=table.index)
+    left_out = missing.any(axis=1)
+    if left_out.any():
+        causes = ", ".join(f"{cov} ({int(n)})" for cov, n in missing.sum().items() if n)
+        notes.append(f"complete cases: {int(left_out.sum())} of {len(table)} participant(s) "
+                     f"left out for n/a in {causes}")
+    rows = table[~left_out]
     X = pd.DataFrame({"const": 1.0,
-                      "arm": (table[arm_column].astype(str) == str(arms[0])).astype(float)},
-                     index=table.index)
+                      "arm": (rows[arm_column].astype(str) == str(arms[0])).astype(float)},
+                     index=rows.index)
     for cov in covariates:
-        col = table[cov]
-        if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
+        col = rows[cov]
+        numeric = pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col)
+        if kinds.get(cov, "numeric" if numeric else "categorical") == "numeric":
+            if not numeric:
+                raise InputError(f"covariate {cov}: declared numeric but holds text; read the "
+                                 "table with pipeline.participants.type_columns")
             # Centred and scaled: the arm coefficient is unchanged, but the optimiser sees
             # terms of unit size (washout_days spans 30-180) and converges.
             values = col.astype(float)
@@ -148,14 +187,15 @@ def design_matrix(table: pd.DataFrame, arm_column: str, arms: Sequence[str],
             X[cov] = (values - values.mean()) / (sd if sd > 0 else 1.0)
         else:
             text = col.astype("string")
-            levels = sorted(text.dropna().unique())
+            levels = sorted(text.unique())
+            if len(levels) == 1:
+                notes.append(f"{cov}: one level ({levels[0]!r}) in the {len(rows)} "
+                             "participant(s) modelled, not adjusted for")
             for level in levels[1:]:
-                X[f"{cov}[{level}]"] = np.where(text.isna(), np.nan, (text == level).astype(float))
-    missing = X.isna().any(axis=1)
-    if missing.any():
-        notes.append(f"{int(missing.sum())} row(s) dropped for missing covariate values")
-        X = X[~missing]
+                X[f"{cov}[{level}]"] = (text == level).astype(float)
     kept = ["const", "arm"]
+    if len(X) == 0:
+        return X[kept], notes
     for term in X.columns[2:]:
         values = X[term].to_numpy()
         if np.ptp(values) == 0:
@@ -473,25 +513,45 @@ def _too_few(out: _Collector, endpoint: str, interval: str, models: Sequence[str
     return True
 
 
+@dataclass(frozen=True)
+class _Adjustment:
+    """The covariates of the ``_adjusted`` models, decided once per run."""
+
+    configured: tuple[str, ...]  # as given; any: the count and relapse models get _adjusted rows
+    usable: tuple[str, ...]  # configured minus those without any value (absent ones stay: noted)
+    kinds: Mapping[str, str]  # covariate -> numeric | categorical
+    notes: tuple[str, ...] = ()  # on every adjusted row (covariates without any value)
+
+
 def _adjusted(out: _Collector, endpoint: str, interval: str, model: str, table: pd.DataFrame,
-              response: str, arm_column: str, arms: Sequence[str], covariates: Sequence[str],
-              fit_fn: Callable[[pd.DataFrame, pd.DataFrame], Fit], params: StatsParams) -> None:
-    """One adjusted-model row: design with covariates, fit, notes (absent, dropped terms)."""
+              response: str, arm_column: str, arms: Sequence[str], adjust: _Adjustment,
+              fit_fn: Callable[[pd.DataFrame, pd.DataFrame], Fit], params: StatsParams,
+              extra: Sequence[str] = ()) -> None:
+    """One adjusted-model row: design with the covariates (and ``extra`` terms) over the complete
+    cases, fit, notes (absent covariates, participants left out, dropped terms)."""
+    covariates = list(adjust.usable) + list(extra)
     present = [c for c in covariates if c in table.columns]
     absent = [c for c in covariates if c not in table.columns]
-    absent_notes = [f"covariate(s) {absent} absent from endpoints.tsv: not adjusted for"] \
-        if absent else []
+    design_notes = list(adjust.notes) + (
+        [f"covariate(s) {absent} absent from endpoints.tsv: not adjusted for"] if absent else [])
     if not present:
-        out.note(endpoint, interval, model, "no covariate present: adjusted model not fitted")
+        out.add(endpoint, interval, Fit(model, notes=design_notes + [
+            "no covariate with values present: adjusted model not fitted"]),
+            _split(table, response, arm_column, arms))
         return
-    X, design_notes = design_matrix(table, arm_column, arms, present)
-    design_notes = absent_notes + design_notes
+    X, more_notes = design_matrix(table, arm_column, arms, present, adjust.kinds)
+    design_notes += more_notes
     used = table.loc[X.index]
     values = _split(used, response, arm_column, arms)
-    if len(X.columns) == 2:
-        fit = Fit(model, notes=["no usable covariate term: adjusted model not fitted"])
-    elif min(len(v) for v in values) == 0:
+    small = [f"{arm} ({len(v)})" for arm, v in zip(arms, values)
+             if len(v) < params.min_subjects_per_arm]
+    if min(len(v) for v in values) == 0:
         fit = Fit(model, notes=["an arm has no complete row: not fitted"])
+    elif small:
+        fit = Fit(model, notes=[f"fewer than min_subjects_per_arm={params.min_subjects_per_arm} "
+                                f"complete participants in {', '.join(small)}: not fitted"])
+    elif len(X.columns) == 2:
+        fit = Fit(model, notes=["no usable covariate term: adjusted model not fitted"])
     elif len(X) - X.shape[1] < params.min_residual_df:
         fit = Fit(model, notes=[f"{len(X)} rows for {X.shape[1]} terms: fewer than "
                                 f"min_residual_df={params.min_residual_df} residual degrees of "
@@ -505,7 +565,10 @@ def _adjusted(out: _Collector, endpoint: str, interval: str, model: str, table: 
 def compare_arms(endpoints: pd.DataFrame, arm_column: str, arms: Sequence[str],
                  sessions_months: Mapping[str, float], covariates: Sequence[str] = (),
                  relapse_columns: Mapping[str, float] | None = None,
-                 params: StatsParams | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                 params: StatsParams | None = None,
+                 covariate_types: Mapping[str, str] | None = None,
+                 sidecar: Mapping[str, Mapping[str, Any]] | None = None,
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """All group comparisons of a cohort (see the module docstring for the models).
 
     Parameters
@@ -517,8 +580,14 @@ def compare_arms(endpoints: pd.DataFrame, arm_column: str, arms: Sequence[str],
     sessions_months : session label -> months since baseline (interval length = end - start;
         the exposure of rows without a ``months`` value, and the order of the intervals)
     covariates : participants columns for the ``_adjusted`` models (absent ones: a note)
-    relapse_columns : relapse-count column -> months it covers
+    relapse_columns : relapse-count column -> months it covers (non-negative integers)
     params : thresholds (alpha, min_subjects_per_arm, ...)
+    covariate_types : covariate -> ``numeric`` | ``categorical`` (config ``covariate_types``);
+        undeclared covariates follow ``sidecar``, else are numeric, and a cell of the wrong kind
+        is refused (:mod:`pipeline.participants`). None: types not declared, each covariate the
+        sidecar does not declare is typed by its dtype as given (numeric dtype: numeric), as
+        before the schema existed; a note says so
+    sidecar : the dataset's participants.json (``Levels``: categorical, ``Units``: numeric)
 
     Returns
     -------
@@ -533,10 +602,13 @@ def compare_arms(endpoints: pd.DataFrame, arm_column: str, arms: Sequence[str],
         raise InputError(f"endpoints.tsv: no arm column {arm_column!r}; run the cohort step with "
                          "the same --arm-column")
     out = _Collector(arms)
-    table = endpoints[endpoints[arm_column].astype(str).isin(arms)].copy()
-    if len(table) < len(endpoints):
+    table, adjust = _typed_cohort(out, endpoints, arm_column, covariates, covariate_types,
+                                  relapse_columns or {}, sidecar)
+    all_rows = len(table)
+    table = table[table[arm_column].astype(str).isin(arms)].copy()
+    if len(table) < all_rows:
         out.note(arm_column, math.nan, math.nan,
-                 f"{len(endpoints) - len(table)} row(s) with an arm not in {arms} left out")
+                 f"{all_rows - len(table)} row(s) with an arm not in {arms} left out")
 
     intervals = _interval_months(table, sessions_months) if len(table) else {}
     if "months" in table.columns and len(table):
@@ -545,9 +617,8 @@ def compare_arms(endpoints: pd.DataFrame, arm_column: str, arms: Sequence[str],
                  f"count-model offsets use each row's months (real interval length; "
                  f"{int(real.isna().sum())} of {len(table)} row(s) without it use "
                  "--sessions-months)")
-    for cov in covariates:  # once per run, not on every adjusted row
-        if cov in table.columns and not (pd.api.types.is_bool_dtype(table[cov])
-                                         or pd.api.types.is_numeric_dtype(table[cov])):
+    for cov in adjust.usable:  # once per run, not on every adjusted row
+        if cov in table.columns and adjust.kinds[cov] == "categorical":
             levels = sorted(table[cov].astype("string").dropna().unique())
             out.note(cov, math.nan, math.nan,
                      f"categorical covariate, treatment-coded: levels {levels}, reference "
@@ -558,20 +629,66 @@ def compare_arms(endpoints: pd.DataFrame, arm_column: str, arms: Sequence[str],
             continue
         for interval, months in intervals.items():
             _count_endpoint(out, table[table["interval"] == interval], endpoint, interval,
-                            months, arm_column, arms, covariates, params)
+                            months, arm_column, arms, adjust, params)
     if VOLUME_ENDPOINT not in table.columns:
         out.note(VOLUME_ENDPOINT, math.nan, math.nan, "column absent from endpoints.tsv: skipped")
     else:
         for interval in intervals:
             _volume_endpoint(out, table[table["interval"] == interval], interval, arm_column,
-                             arms, covariates, params)
+                             arms, adjust, params)
     for column, months in (relapse_columns or {}).items():
-        _relapse_endpoint(out, table, column, float(months), arm_column, arms, covariates,
+        _relapse_endpoint(out, table, column, float(months), arm_column, arms, adjust,
                           params)
 
     stats = pd.DataFrame(out.rows, columns=stats_columns(arms))
     notes = pd.DataFrame(out.notes, columns=list(NOTE_COLUMNS))
     return stats, notes
+
+
+def _typed_cohort(out: _Collector, endpoints: pd.DataFrame, arm_column: str,
+                  covariates: Sequence[str], covariate_types: Mapping[str, str] | None,
+                  relapse_columns: Mapping[str, float],
+                  sidecar: Mapping[str, Mapping[str, Any]] | None,
+                  ) -> tuple[pd.DataFrame, _Adjustment]:
+    """Covariate and relapse columns read by the participants schema, and the run's covariates.
+
+    Notes (once per run): how undeclared types were decided, config and sidecar disagreeing,
+    covariates without any value (then not adjusted for, as if absent).
+    """
+    types, schema_notes = column_types(arm_column, covariates, covariate_types or {},
+                                       relapse_columns, sidecar)
+    for column, text in schema_notes:
+        out.note(column, math.nan, math.nan, text)
+    inferred = []
+    for cov in covariates:
+        ctype = types[cov]
+        if ctype.source == "participants.json":
+            out.note(cov, math.nan, math.nan, f"read as {ctype.kind}: participants.json gives "
+                     f"{'Levels' if ctype.kind == 'categorical' else 'Units'}")
+        elif ctype.source == "default" and covariate_types is None and cov in endpoints.columns:
+            col = endpoints[cov]
+            numeric = pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col)
+            types[cov] = ColumnType("numeric" if numeric else "categorical", "dtype")
+            inferred.append(f"{cov} {types[cov].kind}")
+    if inferred:
+        out.note("covariate_types", math.nan, math.nan,
+                 f"not declared: {', '.join(inferred)}, as the values were read; declare "
+                 "covariate_types (--covariate-types) so that text in a numeric covariate is "
+                 "refused")
+    present = {c: t for c, t in types.items() if c != arm_column and c in endpoints.columns}
+    table = type_columns(endpoints, present, "endpoints.tsv")
+    for column, ctype in present.items():
+        if ctype.kind == "count":  # float for the models; missing stays NaN
+            table[column] = table[column].astype("float64")
+    empty = [c for c in covariates if c in table.columns and table[c].isna().all()]
+    for cov in empty:
+        out.note(cov, math.nan, math.nan, "no value in endpoints.tsv (every cell blank or n/a): "
+                                          "not adjusted for")
+    notes = (f"covariate(s) {empty} without any value in endpoints.tsv: not adjusted for",) \
+        if empty else ()
+    adjust = _Adjustment(tuple(covariates), tuple(c for c in covariates if c not in empty),
+                         {c: types[c].kind for c in covariates}, notes)
+    return table, adjust
 
 
 def _interval_months(table: pd.DataFrame, sessions_months: Mapping[str, float]) -> dict[str, float]:
@@ -613,13 +730,13 @@ def _exposure_months(rows: pd.DataFrame, months: float) -> np.ndarray:
 
 def _count_endpoint(out: _Collector, rows: pd.DataFrame, endpoint: str, interval: str,
                     months: float, arm_column: str, arms: Sequence[str],
-                    covariates: Sequence[str], params: StatsParams) -> None:
+                    adjust: _Adjustment, params: StatsParams) -> None:
     missing = rows[endpoint].isna()
     if missing.any():
         out.note(endpoint, interval, math.nan, f"{int(missing.sum())} row(s) with n/a left out")
     rows = rows[~missing]
     values = _split(rows, endpoint, arm_column, arms)
-    models = ["negbin"] + (["negbin_adjusted"] if covariates else []) + \
+    models = ["negbin"] + (["negbin_adjusted"] if adjust.configured else []) + \
         ["mann_whitney", "fisher_any"]
     if _too_few(out, endpoint, interval, models, values, params):
         return
@@ -630,9 +747,9 @@ def _count_endpoint(out: _Collector, rows: pd.DataFrame, endpoint: str, interval
     exposure = _exposure_months(rows, months)
     X, _ = design_matrix(rows, arm_column, arms)
     out.add(endpoint, interval, rate_ratio(counts, X, exposure, params), values)
-    if covariates:
+    if adjust.configured:
         _adjusted(out, endpoint, interval, "negbin_adjusted", rows, endpoint, arm_column, arms,
-                  covariates,
+                  adjust,
                   lambda used, Xa: rate_ratio(used[endpoint].to_numpy(dtype=float), Xa,
                                               _exposure_months(used, months), params,
                                               adjusted=True), params)
@@ -642,8 +759,7 @@ def _count_endpoint(out: _Collector, rows: pd.DataFrame, endpoint: str, interval
 
 
 def _volume_endpoint(out: _Collector, rows: pd.DataFrame, interval: str, arm_column: str,
-                     arms: Sequence[str], covariates: Sequence[str],
-                     params: StatsParams) -> None:
+                     arms: Sequence[str], adjust: _Adjustment, params: StatsParams) -> None:
     endpoint = VOLUME_ENDPOINT
     missing = rows[endpoint].isna()
     if missing.any():
@@ -656,14 +772,14 @@ def _volume_endpoint(out: _Collector, rows: pd.DataFrame, interval: str, arm_col
     X, _ = design_matrix(rows, arm_column, arms)
     out.add(endpoint, interval, ols_difference(rows[endpoint].to_numpy(dtype=float), X,
                                                params.alpha), values)
-    adjust = list(covariates) + ["t2lv_start_ml"]
     _adjusted(out, endpoint, interval, "ols_adjusted", rows, endpoint, arm_column, arms, adjust,
               lambda used, Xa: ols_difference(used[endpoint].to_numpy(dtype=float), Xa,
-                                              params.alpha, "ols_adjusted"), params)
+                                              params.alpha, "ols_adjusted"), params,
+              extra=["t2lv_start_ml"])
 
 
 def _relapse_endpoint(out: _Collector, table: pd.DataFrame, column: str, months: float,
-                      arm_column: str, arms: Sequence[str], covariates: Sequence[str],
+                      arm_column: str, arms: Sequence[str], adjust: _Adjustment,
                       params: StatsParams) -> None:
     interval = f"0-{months:g}m"
     if column not in table.columns:
@@ -680,7 +796,7 @@ def _relapse_endpoint(out: _Collector, table: pd.DataFrame, column: str, months:
                                              "left out")
     rows = rows[~missing]
     values = _split(rows, column, arm_column, arms)
-    models = ["poisson"] + (["poisson_adjusted"] if covariates else []) + \
+    models = ["poisson"] + (["poisson_adjusted"] if adjust.configured else []) + \
         ["negbin", "mann_whitney"]
     if _too_few(out, column, interval, models, values, params):
         return
@@ -697,9 +813,9 @@ def _relapse_endpoint(out: _Collector, table: pd.DataFrame, column: str, months:
         out.add(column, interval, rate_ratio(counts, X, exposure, params), values)
     else:
         out.add(column, interval, poisson_rate_ratio(counts, X, exposure, params), values)
-    if covariates:
+    if adjust.configured:
         _adjusted(out, column, interval, "poisson_adjusted", rows, column, arm_column, arms,
-                  covariates,
+                  adjust,
                   lambda used, Xa: Fit("poisson_adjusted", notes=[degenerate]) if degenerate
                   else poisson_rate_ratio(used[column].to_numpy(dtype=float), Xa,
                                           np.full(len(used), months), params,
@@ -718,13 +834,23 @@ def stats_files(endpoints_path: str | Path, out_path: str | Path, arm_column: st
                 arms: Sequence[str], sessions_months: Mapping[str, float],
                 covariates: Sequence[str] = (), relapse_columns: Mapping[str, float] | None = None,
                 notes_path: str | Path | None = None,
-                params: StatsParams | None = None) -> tuple[Path, Path | None]:
-    """Read endpoints.tsv, write group_stats.tsv (and the notes TSV when asked)."""
-    endpoints = read_tsv(endpoints_path, dtype={"participant_id": str, "interval": str,
-                                                "ses_start": str, "ses_end": str,
-                                                arm_column: str})
+                params: StatsParams | None = None,
+                covariate_types: Mapping[str, str] | None = None,
+                sidecar_path: str | Path | None = None) -> tuple[Path, Path | None]:
+    """Read endpoints.tsv, write group_stats.tsv (and the notes TSV when asked).
+
+    ``covariate_types`` and ``sidecar_path`` (participants.json) as in :func:`compare_arms`:
+    with declared types the covariate and relapse columns are read as written and typed by the
+    participants schema; with ``covariate_types=None`` as pandas guesses them (as before).
+    """
+    dtype = {"participant_id": str, "interval": str, "ses_start": str, "ses_end": str,
+             arm_column: str}
+    if covariate_types is not None:
+        dtype.update({c: str for c in [*covariates, *(relapse_columns or {})]})
+    endpoints = read_tsv(endpoints_path, dtype=dtype)
+    sidecar = read_sidecar(sidecar_path) if sidecar_path is not None else None
     stats, notes = compare_arms(endpoints, arm_column, arms, sessions_months, covariates,
-                                relapse_columns, params)
+                                relapse_columns, params, covariate_types, sidecar)
     write_tsv(out_path, stats)
     if notes_path is not None:
         write_tsv(notes_path, notes)
@@ -742,6 +868,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sessions-months", nargs="+", required=True, metavar="SES=MONTHS",
                     help="e.g. baseline=0 m06=6 m12=12")
     ap.add_argument("--covariates", nargs="*", default=[], help="e.g. washout_days next_dmt")
+    ap.add_argument("--covariate-types", nargs="*", default=None, metavar="COLUMN=TYPE",
+                    help="numeric or categorical, e.g. washout_days=numeric next_dmt=categorical; "
+                         "undeclared covariates follow --participants-json, else are numeric. "
+                         "Without this option the types follow the values as read (a note says "
+                         "so)")
+    ap.add_argument("--participants-json", type=Path, default=None,
+                    help="the dataset's participants.json (Levels: categorical, Units: numeric)")
     ap.add_argument("--relapse-columns", nargs="*", default=[], metavar="COLUMN=MONTHS",
                     help="e.g. relapses_0_3m=3 relapses_0_12m=12")
     ap.add_argument("--out", required=True, type=Path, help="group_stats.tsv")
@@ -754,9 +887,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.params is not None:
             from pipeline.settings import load_params
             params = load_params(args.params)["StatsParams"]
+        covariate_types = None if args.covariate_types is None else \
+            parse_covariate_types(args.covariate_types)
         stats_files(args.endpoints, args.out, args.arm_column, args.arms,
                     parse_sessions_months(args.sessions_months), args.covariates,
-                    parse_sessions_months(args.relapse_columns), args.notes, params)
+                    parse_sessions_months(args.relapse_columns), args.notes, params,
+                    covariate_types, args.participants_json)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -308,3 +308,147 @@ def test_quasi_separation_in_an_adjusted_model_is_a_note_not_a_crash():
     assert why.str.contains("quasi-separation").any()
     unadjusted = table[(table.endpoint == "new_t2") & (table.model == "negbin")]
     assert unadjusted.estimate.iloc[0] == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------- typed covariates
+
+COVARIATES = ["washout_days", "next_dmt"]
+TYPES = {"washout_days": "numeric", "next_dmt": "categorical"}
+RELAPSES = {"relapses_0_3m": 3}
+
+
+def adjusted_notes(notes: pd.DataFrame, endpoint: str, interval: str) -> list[str]:
+    rows = notes[(notes.endpoint == endpoint) & (notes.interval == interval)
+                 & notes.model.astype(str).str.endswith("_adjusted")]
+    return rows.note.tolist()
+
+
+def test_blank_covariate_cells_are_missing_and_left_out_of_the_adjusted_models_only():
+    table = cohort(np.random.default_rng(21), n=12)
+    table["washout_days"] = table["washout_days"].astype(str)  # as read from a file: text
+    table.loc[table.participant_id.isin(["sub-001", "sub-013"]), "washout_days"] = ""
+    table.loc[table.participant_id == "sub-002", "washout_days"] = "n/a"
+    stats, notes = compare_arms(table, "arm", ARMS, MONTHS, COVARIATES, RELAPSES,
+                                covariate_types=TYPES)
+    left_out = "complete cases: 3 of 24 participant(s) left out for n/a in washout_days (3)"
+    for endpoint, interval in (("new_t2", "baseline-m12"), ("t2lv_change_ml", "m06-m12"),
+                               ("relapses_0_3m", "0-3m")):
+        assert left_out in adjusted_notes(notes, endpoint, interval)
+        rows = stats[(stats.endpoint == endpoint) & (stats.interval == interval)]
+        adjusted = rows[rows.model.str.endswith("_adjusted")].iloc[0]
+        assert (adjusted.n_IDG, adjusted.n_TG) == (10, 11) and np.isfinite(adjusted.estimate)
+        # The unadjusted models keep every participant.
+        assert (rows[~rows.model.str.endswith("_adjusted")][["n_IDG", "n_TG"]] == 12).all().all()
+    # washout_days stayed a numeric covariate: one term, not a dummy per value.
+    assert not notes.note.str.contains(r"washout_days\[", regex=True).any()
+    assert not (notes.endpoint == "washout_days").any()
+
+
+def test_text_in_a_numeric_covariate_or_a_fractional_relapse_count_is_refused():
+    table = cohort(np.random.default_rng(22), n=4).astype({"washout_days": str})
+    table.loc[table.participant_id == "sub-005", "washout_days"] = "about ten weeks"
+    with pytest.raises(InputError, match=r"endpoints\.tsv: sub-005 has washout_days='about ten "
+                                         r"weeks', not a number; write the number of days or n/a"):
+        compare_arms(table, "arm", ARMS, MONTHS, COVARIATES, covariate_types=TYPES)
+    table = cohort(np.random.default_rng(22), n=4).astype({"relapses_0_3m": float})
+    table.loc[table.participant_id == "sub-002", "relapses_0_3m"] = 1.5
+    with pytest.raises(InputError, match=r"sub-002 has relapses_0_3m='1.5', not a count"):
+        compare_arms(table, "arm", ARMS, MONTHS, COVARIATES, RELAPSES, covariate_types=TYPES)
+
+
+def test_a_covariate_without_any_value_gives_notes_not_a_crash():
+    table = cohort(np.random.default_rng(23), n=10).assign(washout_days="n/a")
+    stats, notes = compare_arms(table, "arm", ARMS, MONTHS, COVARIATES, RELAPSES,
+                                covariate_types=TYPES)
+    assert "not adjusted for" in notes[notes.endpoint == "washout_days"].note.iloc[0]
+    # Still adjusted for next_dmt, with a note on every adjusted row.
+    adjusted = stats[stats.model.str.endswith("_adjusted")]
+    assert adjusted.estimate.notna().any()
+    assert ("covariate(s) ['washout_days'] without any value in endpoints.tsv: not adjusted for"
+            in adjusted_notes(notes, "new_t2", "baseline-m06"))
+    # The only covariate: every adjusted count model is a NaN row with the reason (ols_adjusted
+    # still has T2-LV at the interval start).
+    stats, notes = compare_arms(table, "arm", ARMS, MONTHS, ["washout_days"], RELAPSES,
+                                covariate_types=TYPES)
+    adjusted = stats[stats.model.str.endswith("_adjusted")]
+    counts = adjusted[adjusted.endpoint != "t2lv_change_ml"]
+    assert len(counts) == 3 * 3 + 1 and counts.estimate.isna().all()
+    assert adjusted[adjusted.endpoint == "t2lv_change_ml"].estimate.notna().all()
+    assert ("no covariate with values present: adjusted model not fitted"
+            in adjusted_notes(notes, "relapses_0_3m", "0-3m"))
+    # The unadjusted models are those of a run without covariates.
+    plain, _ = compare_arms(table, "arm", ARMS, MONTHS, [], RELAPSES)
+
+    def unadjusted(frame):
+        return frame[~frame.model.str.endswith("_adjusted")].reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(unadjusted(stats), unadjusted(plain))
+
+
+def test_one_categorical_level_left_after_complete_cases_is_a_note_not_a_fit():
+    table = cohort(np.random.default_rng(24), n=20)
+    table["washout_days"] = table["washout_days"].where(table.next_dmt == "fingolimod")
+    stats, notes = compare_arms(table, "arm", ARMS, MONTHS, COVARIATES, RELAPSES,
+                                covariate_types=TYPES)
+    why = adjusted_notes(notes, "t2lv_change_ml", "baseline-m06")
+    n_kept = int((table[table.interval == "baseline-m06"].next_dmt == "fingolimod").sum())
+    assert why[:2] == [
+        f"complete cases: {40 - n_kept} of 40 participant(s) left out for n/a in washout_days "
+        f"({40 - n_kept})",
+        f"next_dmt: one level ('fingolimod') in the {n_kept} participant(s) modelled, not "
+        "adjusted for"]
+    adjusted = stats[(stats.endpoint == "t2lv_change_ml") & (stats.model == "ols_adjusted")]
+    assert len(adjusted) == 3 and adjusted.estimate.notna().all()  # washout, baseline T2-LV
+    # With next_dmt the only covariate, no term is left: not fitted.
+    one = table.assign(next_dmt=table.next_dmt.where(table.next_dmt == "fingolimod", "n/a"))
+    stats, notes = compare_arms(one, "arm", ARMS, MONTHS, ["next_dmt"], RELAPSES,
+                                covariate_types=TYPES)
+    adjusted = stats[stats.model.str.endswith("_adjusted") & (stats.endpoint != "t2lv_change_ml")]
+    assert len(adjusted) == 3 * 3 + 1 and adjusted.estimate.isna().all()
+    assert "no usable covariate term: adjusted model not fitted" in adjusted_notes(
+        notes, "relapses_0_3m", "0-3m")
+
+
+def test_sidecar_types_an_undeclared_covariate_and_the_config_wins_a_conflict():
+    table = cohort(np.random.default_rng(25), n=10)
+    table["next_dmt"] = table["next_dmt"].map({"interferon": "1", "glatiramer": "2",
+                                               "fingolimod": "3"})
+    sidecar = {"next_dmt": {"Levels": {"1": "interferon", "2": "glatiramer", "3": "fingolimod"}},
+               "washout_days": {"Levels": {"30": "one month"}}}
+    _, notes = compare_arms(table, "arm", ARMS, MONTHS, COVARIATES, covariate_types={
+        "washout_days": "numeric"}, sidecar=sidecar)
+    by_column = notes[notes.interval.isna()].groupby("endpoint").note.apply(list)
+    assert by_column["next_dmt"] == [
+        "read as categorical: participants.json gives Levels",
+        "categorical covariate, treatment-coded: levels ['1', '2', '3'], reference '1'"]
+    assert by_column["washout_days"] == [
+        "config covariate_types says numeric, participants.json says categorical (it gives "
+        "Levels): read as numeric, the config wins"]
+    # Without either declaration next_dmt "1"/"2"/"3" would be numeric: no coding note.
+    _, plain = compare_arms(table, "arm", ARMS, MONTHS, COVARIATES, covariate_types={})
+    assert not (plain.endpoint == "next_dmt").any()
+
+
+def test_cli_types_endpoints_by_the_declared_types(tmp_path, capsys):
+    table = cohort(np.random.default_rng(26), n=8)
+    table["next_dmt"] = table["next_dmt"].map({"interferon": "1", "glatiramer": "2",
+                                               "fingolimod": "3"})
+    table["washout_days"] = table["washout_days"].astype(str)
+    table.loc[table.participant_id == "sub-001", "washout_days"] = ""
+    path = tmp_path / "endpoints.tsv"
+    table.to_csv(path, sep="\t", index=False)
+    base = ["--endpoints", str(path), "--arms", "IDG", "TG", "--sessions-months", "baseline=0",
+            "m06=6", "m12=12", "--covariates", *COVARIATES, "--relapse-columns",
+            "relapses_0_3m=3", "--notes", str(tmp_path / "notes.tsv"), "--out",
+            str(tmp_path / "stats.tsv")]
+    assert main(base + ["--covariate-types", "washout_days=numeric",
+                        "next_dmt=categorical"]) == 0
+    notes = pd.read_csv(tmp_path / "notes.tsv", sep="\t")
+    assert notes.note.str.contains("left out for n/a in washout_days (1)", regex=False).any()
+    assert notes.note.str.contains("levels ['1', '2', '3']", regex=False).any()
+    # Without --covariate-types (the earlier invocation) it still runs, and says how it typed.
+    assert main(base) == 0
+    notes = pd.read_csv(tmp_path / "notes.tsv", sep="\t")
+    assert notes[notes.endpoint == "covariate_types"].note.str.startswith("not declared").all()
+    assert main(base + ["--covariate-types", "next_dmt=ordinal"]) == 1
+    assert "COLUMN=TYPE" in capsys.readouterr().err
