@@ -4,6 +4,14 @@ Each check refuses data that would otherwise give meaningless numbers after an h
 processing, with an :class:`~pipeline.errors.InputError` whose message names the file, the
 check and the fix. Limits live in :class:`pipeline.params.InputCheckParams`.
 
+Checks per file on the header alone, before any voxel is read (:func:`check_header`): 3-D
+(or 4-D with one volume), every dimension positive, a datatype nibabel reads, the memory the
+voxels would take within ``max_image_bytes``, an uncompressed file long enough for them,
+finite positive voxel sizes (pixdim) and a qform that is a rotation when one is in use, so a
+corrupt header is refused with what it claims rather than by a failed allocation or a
+misleading later check (a zero pixdim, which nibabel reads as 1 mm, would otherwise be
+reported as an sform/qform mismatch).
+
 Checks per image (:func:`check_image`): 3-D (a 4-D image with a single volume is squeezed),
 finite voxels, not empty or constant, negative values no more than noise and ringing (a
 magnitude image's negatives are small; a phase or difference image's are as large as its
@@ -26,6 +34,7 @@ from typing import NamedTuple
 
 import nibabel as nib
 import numpy as np
+from nibabel.volumeutils import apply_read_scaling
 
 from pipeline import io
 from pipeline.errors import InputError
@@ -77,6 +86,144 @@ def negative_values(values: np.ndarray) -> dict:
 
 def _fail(path: str | Path, role: str, check: str, detail: str, fix: str) -> InputError:
     return InputError(f"{path} ({role}): {check} check failed: {detail}; {fix}")
+
+
+def _not_nifti(path: str | Path, role: str) -> InputError:
+    return _fail(path, role, "orientation", "the header carries no sform or qform (not a "
+                 "NIfTI-1/2 file)", "convert to NIfTI with dcm2niix")
+
+
+#: Suffixes nibabel decompresses while reading: the file size says nothing of the voxels.
+_COMPRESSED = (".gz", ".bz2", ".zst")
+
+
+def check_header(header: nib.Nifti1Header, path: str | Path, role: str,
+                 params: InputCheckParams | None = None,
+                 data_file: str | Path | None = None) -> None:
+    """Check an image's header before any voxel is read.
+
+    Dimensions (3-D, or 4-D with one volume, as :func:`check_image` accepts), every size
+    positive, a datatype nibabel reads, the memory the voxels would take (voxels x bytes per
+    voxel of the array nibabel returns, float64 when scl_slope/scl_inter scale the stored
+    values) within ``params.max_image_bytes`` (1 GiB: a 0.5 mm whole-head scan in float64 is
+    800 MiB, see :class:`~pipeline.params.InputCheckParams`), an uncompressed ``data_file`` at
+    least ``vox_offset`` + the stored voxels long, finite positive voxel sizes (pixdim[1:4]),
+    and with qform_code > 0 a qform quaternion that is a rotation.
+
+    Parameters
+    ----------
+    header : nibabel.Nifti1Header or Nifti2Header
+        As stored in the file (:func:`pipeline.io.read_header`): nibabel's loader replaces a
+        zero pixdim by 1, which this check must see.
+    path : path
+        The file, named in error messages.
+    role : str
+        ``"T1w"`` or ``"FLAIR"``, named in error messages.
+    params : InputCheckParams
+    data_file : path, optional
+        The file holding the voxels, for the truncation check (skipped when None or
+        compressed).
+
+    Raises
+    ------
+    InputError
+        The first failed check, naming the file, what the header says, the check and the fix.
+    """
+    params = params or InputCheckParams()
+    if not isinstance(header, nib.Nifti1Header):  # Nifti2Header is a subclass
+        raise _not_nifti(path, role)
+    dim = [int(d) for d in header["dim"]]
+    ndim = dim[0]
+    if not 1 <= ndim <= 7:
+        raise _fail(path, role, "dimensions", f"header dim[0] (the number of dimensions) is "
+                    f"{ndim}, not 1-7 (dim = {dim})", f"the header is corrupt; {_REEXPORT}")
+    shape = tuple(dim[1:ndim + 1])
+    if min(shape) < 1:
+        raise _fail(path, role, "dimensions", f"the header declares shape {shape}, with a size "
+                    "below 1", f"the header is corrupt; {_REEXPORT}")
+    if not (ndim == 3 or (ndim == 4 and shape[3] == 1)):
+        raise _fail(path, role, "dimensions", f"the header declares shape {shape}, expected "
+                    "3-D", "give one 3-D volume per file (split multi-echo/multi-volume series, "
+                    "e.g. with fslsplit or nibabel)")
+    code = int(header["datatype"])
+    try:
+        dtype = header.get_data_dtype()
+    except KeyError:  # an unknown code: nibabel's code table has no entry
+        dtype = None
+    if dtype is None or dtype.itemsize == 0:
+        name = nib.nifti1.data_type_codes.label.get(code, "not a NIfTI datatype code")
+        raise _fail(path, role, "data type", f"header datatype code {code} ({name}) is not "
+                    "one nibabel can read", f"store magnitude images as integers or floats; "
+                    f"{_REEXPORT}")
+    n_voxels = int(np.prod(shape, dtype=object))
+    read_dtype = _read_dtype(header, dtype)
+    n_bytes = n_voxels * read_dtype.itemsize
+    if n_bytes > params.max_image_bytes:
+        scaled = "" if read_dtype == dtype else f", read as {read_dtype} (scl_slope/scl_inter)"
+        raise _fail(path, role, "image size", f"the header claims {' x '.join(map(str, shape))}"
+                    f" voxels of {dtype}{scaled}: {n_bytes:,} bytes "
+                    f"({n_bytes / 2**30:.2f} GiB) in memory, above the limit of "
+                    f"{params.max_image_bytes:,} bytes ({params.max_image_bytes / 2**30:.2f} "
+                    "GiB, max_image_bytes)", "a corrupt header (dim) or an image far beyond a "
+                    f"0.5 mm whole-head scan; {_REEXPORT}, or raise "
+                    "InputCheckParams.max_image_bytes if the image is real")
+    if data_file is not None and not str(data_file).lower().endswith(_COMPRESSED):
+        offset = int(header.get_data_offset())
+        needed = offset + n_voxels * dtype.itemsize
+        size = Path(data_file).stat().st_size
+        if size < needed:
+            raise _fail(path, role, "file size", f"{Path(data_file).name} holds {size:,} "
+                        f"bytes, but its header needs {needed:,} (vox_offset {offset} + "
+                        f"{' x '.join(map(str, shape))} voxels x {dtype.itemsize} bytes of "
+                        f"{dtype}): the file is truncated", "the file was cut short (an "
+                        "interrupted copy, download or export); copy or export it again")
+    _check_pixdim(header, path, role)
+    _check_qform(header, path, role)
+
+
+def _read_dtype(header: nib.Nifti1Header, dtype: np.dtype) -> np.dtype:
+    """The type nibabel returns the voxels in: ``dtype``, or wider when scl_slope/scl_inter
+    scale them (nibabel's own rule, applied to one voxel)."""
+    try:
+        slope, inter = header.get_slope_inter()
+        return np.asarray(apply_read_scaling(np.zeros(1, dtype), slope, inter)).dtype
+    except Exception:  # invalid scaling (nibabel's reader refuses it) or a structured type
+        return np.dtype(np.float64) if dtype.itemsize < 8 else dtype
+
+
+def _check_pixdim(header: nib.Nifti1Header, path: str | Path, role: str) -> None:
+    """Header voxel sizes (pixdim[1:4]) finite and positive: nibabel reads a zero as 1 and a
+    negative as its absolute value, other readers differently, so neither is a voxel size."""
+    pixdim = np.asarray(header["pixdim"][1:4], dtype=float)
+    shown = [float(v) for v in pixdim]
+    for bad, what in ((~np.isfinite(pixdim), "not finite"), (pixdim == 0, "zero"),
+                      (pixdim < 0, "negative")):
+        if bad.any():
+            axes = ", ".join(str(i) for i in np.nonzero(bad)[0])
+            raise _fail(path, role, "voxel size", f"voxel size (pixdim) {shown} is {what} "
+                        f"along axis {axes}", "the conversion lost the voxel size; re-convert "
+                        "the scan with dcm2niix, or set the true voxel size in the header "
+                        "(nibabel header.set_zooms) and check its affine")
+
+
+def _check_qform(header: nib.Nifti1Header, path: str | Path, role: str) -> None:
+    """A qform in use (qform_code > 0) is a rotation: finite quaternion and offsets, and
+    b^2 + c^2 + d^2 <= 1 (nibabel's rule), else it places the image nowhere."""
+    if int(header["qform_code"]) <= 0:
+        return
+    bcd = [float(header[k]) for k in ("quatern_b", "quatern_c", "quatern_d")]
+    offset = [float(header[k]) for k in ("qoffset_x", "qoffset_y", "qoffset_z")]
+    if np.all(np.isfinite(bcd + offset)):
+        try:
+            header.get_qform_quaternion()
+            return
+        except ValueError:  # b^2 + c^2 + d^2 > 1: no rotation has that quaternion
+            pass
+    raise _fail(path, role, "orientation", f"qform_code is {int(header['qform_code'])} but the "
+                f"qform quaternion (b, c, d) = {bcd} with offsets {offset} mm is not a finite "
+                f"rotation (b^2 + c^2 + d^2 = {float(np.dot(bcd, bcd)):.3g}, at most 1)",
+                "the header was edited or corrupted; set the qform from the sform (nibabel "
+                "set_qform) or re-convert the scan")
 
 
 def _fov_corners(shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
@@ -131,12 +278,17 @@ def check_image(data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header |
     if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
         raise _fail(path, role, "data type", f"voxel type {data.dtype} is not real-valued",
                     "store magnitude images as integers or floats")
-    values = data.astype(np.float32, copy=False)
+    # Values beyond float32 become inf and signalling NaNs quiet NaNs: counted below.
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = data.astype(np.float32, copy=False)
     n_nan = int(np.isnan(values).sum())
     n_inf = int(np.isinf(values).sum())
     if n_nan or n_inf:
+        n_beyond = n_inf - int(np.isinf(data).sum()) if values is not data else 0
+        beyond = (f" ({n_beyond} of them finite in the file but beyond the float32 range, "
+                  f"|value| > {np.finfo(np.float32).max:.3g})" if n_beyond else "")
         raise _fail(path, role, "finite values", f"{n_nan} voxels are NaN and {n_inf} are "
-                    "infinite", _REEXPORT)
+                    f"infinite{beyond}", _REEXPORT)
     lo, hi = float(values.min()), float(values.max())
     if hi == lo:
         raise _fail(path, role, "non-empty", f"every voxel equals {lo:g}",
@@ -199,14 +351,15 @@ def check_image(data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header |
 def _check_header(header: nib.Nifti1Header, shape: tuple[int, ...], affine: np.ndarray,
                   voxel_mm: np.ndarray, path: str | Path, role: str,
                   params: InputCheckParams) -> None:
-    """sform/qform presence and consistency; header voxel sizes equal the affine's."""
-    try:
-        sform, sform_code = header.get_sform(coded=True)
-        qform, qform_code = header.get_qform(coded=True)
-    except AttributeError:
+    """Header voxel sizes and qform valid, sform/qform presence and consistency; header voxel
+    sizes equal the affine's."""
+    if not isinstance(header, nib.Nifti1Header):  # Nifti2Header is a subclass
         # Not a NIfTI header (e.g. Analyze): nibabel's affine then comes from pixdims only.
-        raise _fail(path, role, "orientation", "the header carries no sform or qform "
-                    "(not a NIfTI-1/2 file)", "convert to NIfTI with dcm2niix") from None
+        raise _not_nifti(path, role)
+    _check_pixdim(header, path, role)
+    _check_qform(header, path, role)
+    sform, sform_code = header.get_sform(coded=True)
+    qform, qform_code = header.get_qform(coded=True)
     if not sform_code and not qform_code:
         raise _fail(path, role, "orientation", "sform_code and qform_code are both 0, so the "
                     "position and orientation in the scanner are unknown",
@@ -262,8 +415,11 @@ def check_overlap(t1_shape: tuple[int, ...], t1_affine: np.ndarray,
 
 def load_checked(path: str | Path, role: str, params: InputCheckParams | None = None
                  ) -> CheckedImage:
-    """Read a raw image and run :func:`check_image`: float32 data (I, J, K), RAS affine and
-    what was done with its negative voxels."""
+    """Check a raw image's header (:func:`check_header`), then read it and run
+    :func:`check_image`: float32 data (I, J, K), RAS affine and what was done with its negative
+    voxels."""
+    header, data_file = io.read_header(path)
+    check_header(header, path, role, params, data_file)
     data, affine, header = io.load_nifti(path)
     values, negatives = check_image(data, affine, header, path, role, params,
                                     return_negatives=True)

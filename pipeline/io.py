@@ -14,6 +14,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from nibabel.filebasedimages import ImageFileError
+from nibabel.imageclasses import all_image_classes
 
 from pipeline.errors import InputError
 
@@ -41,6 +43,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def _missing(path: Path) -> InputError:
+    return InputError(f"{path}: file not found; check the BIDS dataset path and file names")
+
+
+def _unreadable(path: Path, exc: BaseException) -> InputError:
+    # A MemoryError carries no message; name the exception then.
+    reason = str(exc) or type(exc).__name__
+    return InputError(f"{path}: not a readable NIfTI image ({reason}); re-export or re-convert "
+                      "the scan (e.g. dcm2niix)")
+
+
 def load_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Header]:
     """Read a NIfTI image as (data float64 or integer array, 4x4 affine, header).
 
@@ -48,14 +61,54 @@ def load_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Head
     """
     path = Path(path)
     if not path.exists():
-        raise InputError(f"{path}: file not found; check the BIDS dataset path and file names")
+        raise _missing(path)
     try:
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
     except Exception as exc:  # nibabel raises several types for corrupt files
-        raise InputError(f"{path}: not a readable NIfTI image ({exc}); re-export or re-convert "
-                         "the scan (e.g. dcm2niix)") from exc
+        raise _unreadable(path, exc) from exc
     return data, img.affine.copy(), img.header
+
+
+def read_header(path: str | Path) -> tuple[nib.Nifti1Header, Path]:
+    """Read an image's header alone, as stored in the file: no voxel is read.
+
+    nibabel picks the format as :func:`nibabel.load` does, but the header is read unchecked
+    (``check=False``): :func:`nibabel.load` repairs some fields on the way in (a zero pixdim
+    becomes 1, a negative one its absolute value) and refuses others (an unknown datatype code)
+    with its own message, and the input checks must see what the file says.
+
+    Returns
+    -------
+    header : nibabel header (``Nifti1Header`` or ``Nifti2Header`` for NIfTI files)
+    data_file : Path
+        The file holding the voxels: ``path`` itself, or the ``.img`` of a ``.hdr/.img`` pair.
+
+    Raises :class:`InputError` naming the file when no header can be read from it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise _missing(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageFileError("empty file")
+        sniff = None
+        for klass in all_image_classes:
+            is_valid, sniff = klass.path_maybe_image(str(path), sniff)
+            if is_valid:
+                break
+        else:
+            raise ImageFileError("cannot work out the file type")
+        file_map = klass.filespec_to_file_map(str(path))
+        # A single-file format (.nii) keeps its header in the image file.
+        with file_map.get("header", file_map["image"]).get_prepare_fileobj(mode="rb") as fobj:
+            header = klass.header_class.from_fileobj(fobj, check=False)
+        data_file = Path(file_map["image"].filename)
+    except Exception as exc:  # nibabel raises several types for corrupt files
+        raise _unreadable(path, exc) from exc
+    if not data_file.exists():  # the .img of a pair
+        raise _missing(data_file)
+    return header, data_file
 
 
 def save_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray,
@@ -106,11 +159,21 @@ def read_tsv(path: str | Path, **kwargs: Any) -> pd.DataFrame:
     return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False, **kwargs)
 
 
-def write_json(path: str | Path, obj: Any) -> Path:
-    """Write JSON (sorted keys, 2-space indent, trailing newline) atomically."""
+def json_text(obj: Any) -> str:
+    """The project's JSON form: sorted keys, 2-space indent, trailing newline."""
+    return json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write text atomically (a reader never sees half a file)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+        tmp.write_text(text)
     return Path(path)
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write JSON (:func:`json_text`) atomically."""
+    return write_text(path, json_text(obj))
 
 
 def _json_default(obj: Any) -> Any:

@@ -71,9 +71,19 @@ class InputCheckParams:
     # tests/unit/test_checks.py), so a few deep outlier voxels are clipped and counted rather
     # than refusing the scan.
     max_negative_signal_ratio: float = 0.1
+    # Largest image the checks will read, in bytes held in memory: voxels x bytes per voxel of
+    # the array nibabel returns (the stored type; float64 when scl_slope/scl_inter scale it),
+    # computed from the header before any voxel is read, so a corrupt dim cannot make the
+    # reader allocate. Sized for a 0.5 mm isotropic whole-head scan, 256 x 256 x 200 mm =
+    # 512 x 512 x 400 = 104,857,600 voxels: 400 MiB as float32, 800 MiB as float64 or as
+    # scaled integers. 1 GiB = 2**30 bytes leaves 28 % above that (a 256 mm cube at 0.5 mm
+    # in float64, 512**3 x 8 bytes, is exactly the limit and passes); a header claiming
+    # 1000**3 int16 voxels (1.86 GiB) is refused.
+    max_image_bytes: int = 2**30
 
     def __post_init__(self) -> None:
         n = type(self).__name__
+        _require(self.max_image_bytes > 0, n, "max_image_bytes", self.max_image_bytes, "> 0")
         _require(0 < self.max_negative_depth_ratio < 1, n, "max_negative_depth_ratio",
                  self.max_negative_depth_ratio, "a ratio in (0, 1)")
         _require(0 <= self.max_negative_signal_ratio < 1, n, "max_negative_signal_ratio",

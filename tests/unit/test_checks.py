@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import resource
+import tracemalloc
 
 import nibabel as nib
 import numpy as np
@@ -279,3 +282,174 @@ def test_validate_cli(tmp_path, capsys):
     assert checks.main(explicit) == 0
     assert checks.main(["--subject", "01", "--session", "m06"]) == 1
     assert "give both --t1w and --flair" in capsys.readouterr().err
+
+
+# --- header checks, before any voxel is read ---------------------------------------------------
+
+def _header_file(path, shape=SHAPE, dtype=np.float32, voxels=True, n_voxel_bytes=None,
+                 **fields):
+    """Write a NIfTI-1 file byte by byte: the header of a valid 4 mm image (sform and qform set)
+    with ``fields`` stored as given (nibabel's writer would refuse or repair them), then the
+    voxels of :func:`_image` in ``dtype`` (none without ``voxels``, the first ``n_voxel_bytes``
+    when given)."""
+    img = nib.Nifti1Image(np.zeros((1, 1, 1), dtype), _affine())
+    img.set_sform(_affine(), code=1)
+    img.set_qform(_affine(), code=1)
+    header = img.header.copy()
+    header.set_zooms((4.0, 4.0, 4.0))
+    header["vox_offset"] = 352
+    for key, value in fields.items():
+        header[key] = value
+    if "dim" not in fields:
+        dim = np.ones(8, dtype=np.int16)
+        dim[0] = len(shape)
+        dim[1:len(shape) + 1] = shape
+        header["dim"] = dim
+    payload = _image().astype(dtype).tobytes(order="F") if voxels else b""  # NIfTI order
+    if n_voxel_bytes is not None:
+        payload = payload[:n_voxel_bytes]
+    raw = header.binaryblock + b"\0" * 4 + payload
+    if str(path).endswith(".gz"):
+        with gzip.open(path, "wb") as fh:
+            fh.write(raw)
+    else:
+        path.write_bytes(raw)
+    return path
+
+
+def _memory_used(func):
+    """Run ``func`` (expected to raise InputError); return (the error, peak bytes allocated by
+    Python and numpy during it, growth of the process's peak resident size in bytes)."""
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError) as info:
+            func()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    rss_growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) * 1024
+    return info.value, peak, rss_growth
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_header_claiming_1000_cubed_voxels_is_refused_before_reading(tmp_path, suffix):
+    path = _header_file(tmp_path / f"t1{suffix}", (1000, 1000, 1000), np.int16, voxels=False)
+    error, peak, rss_growth = _memory_used(lambda: checks.load_checked(path, "T1w"))
+    assert str(error).startswith(f"{path} (T1w): image size check failed: the header claims "
+                                 "1000 x 1000 x 1000 voxels of int16: 2,000,000,000 bytes "
+                                 "(1.86 GiB) in memory, above the limit of 1,073,741,824 bytes "
+                                 "(1.00 GiB, max_image_bytes)")
+    assert "max_image_bytes if the image is real" in str(error)
+    assert peak < 20e6 and rss_growth < 200e6
+
+
+def test_header_claiming_4000_cubed_voxels_is_refused_before_reading(tmp_path):
+    path = _header_file(tmp_path / "t1.nii.gz", (4000, 4000, 4000), np.int16, voxels=False)
+    error, peak, rss_growth = _memory_used(lambda: checks.load_checked(path, "T1w"))
+    assert "image size check failed: the header claims 4000 x 4000 x 4000 voxels of int16: " \
+        "128,000,000,000 bytes (119.21 GiB)" in str(error)
+    assert peak < 20e6 and rss_growth < 200e6
+
+
+def test_image_size_limit_counts_the_type_nibabel_returns(tmp_path):
+    # 40^3 voxels; stored int16 scaled by scl_slope/scl_inter comes back as float64.
+    for dtype, slope, read_bytes in [(np.float32, np.nan, 4), (np.int16, np.nan, 2),
+                                     (np.int16, 2.5, 8), (np.uint8, 0.5, 8)]:
+        path = _header_file(tmp_path / "t1.nii", dtype=dtype, scl_slope=slope, scl_inter=0)
+        n_bytes = int(np.prod(SHAPE)) * read_bytes
+        assert checks.load_checked(path, "T1w", InputCheckParams(max_image_bytes=n_bytes)
+                                   ).data.shape == SHAPE
+        with pytest.raises(InputError, match=f"image size check failed.*{n_bytes:,} bytes"):
+            checks.load_checked(path, "T1w", InputCheckParams(max_image_bytes=n_bytes - 1))
+    scaled = _header_file(tmp_path / "s.nii", dtype=np.int16, scl_slope=2.0, scl_inter=0)
+    with pytest.raises(InputError, match=r"of int16, read as float64 \(scl_slope/scl_inter\)"):
+        checks.load_checked(scaled, "T1w", InputCheckParams(max_image_bytes=1000))
+    # The default admits a 0.5 mm 256 mm cube in float64 (512^3 x 8 bytes = 1 GiB exactly).
+    header = nib.Nifti1Header()
+    header.set_data_shape((512, 512, 512))
+    header.set_data_dtype(np.float64)
+    header.set_zooms((0.5, 0.5, 0.5))
+    checks.check_header(header, "t1.nii.gz", "T1w")
+    header.set_data_shape((512, 512, 513))
+    with pytest.raises(InputError, match="image size"):
+        checks.check_header(header, "t1.nii.gz", "T1w")
+    with pytest.raises(InputError, match=r"max_image_bytes=0 is invalid"):
+        InputCheckParams(max_image_bytes=0)
+
+
+def test_zero_voxel_size_with_an_intact_sform_is_named_not_a_mismatch(tmp_path):
+    # nibabel's loader reads pixdim 0 as 1 mm, which puts the qform 89 mm from the sform.
+    path = _header_file(tmp_path / "flair.nii.gz", pixdim=[1.0, 0.0, 4.0, 4.0, 1, 1, 1, 1])
+    with pytest.raises(InputError) as info:
+        checks.load_checked(path, "FLAIR")
+    message = str(info.value)
+    assert message.startswith(f"{path} (FLAIR): voxel size check failed: voxel size (pixdim) "
+                              "[0.0, 4.0, 4.0] is zero along axis 0; the conversion lost the "
+                              "voxel size; re-convert the scan with dcm2niix")
+    assert "sform/qform" not in message
+    # The same header checked as nibabel loads it (pixdim repaired) is still refused by name.
+    _, affine, header = io.load_nifti(path)
+    header["pixdim"][1] = 0.0
+    with pytest.raises(InputError, match=r"voxel size \(pixdim\) \[0\.0, 4\.0, 4\.0\] is zero"):
+        checks.check_image(_image(), affine, header, path, "FLAIR")
+
+
+@pytest.mark.parametrize(("pixdim", "what"), [([np.nan, 4.0, 4.0], r"\[nan, 4\.0, 4\.0\] is not finite"),
+                                              ([4.0, 4.0, np.inf], r"is not finite along axis 2"),
+                                              ([4.0, -4.0, 4.0], r"is negative along axis 1")])
+def test_nonfinite_and_negative_voxel_sizes(tmp_path, pixdim, what):
+    path = _header_file(tmp_path / "t1.nii", pixdim=[1.0, *pixdim, 1, 1, 1, 1])
+    with pytest.raises(InputError, match=f"voxel size check failed: voxel size \\(pixdim\\) .*{what}"):
+        checks.load_checked(path, "T1w")
+
+
+@pytest.mark.parametrize(("dim", "found"), [
+    ([3, -5, 40, 40, 1, 1, 1, 1], r"declares shape \(-5, 40, 40\), with a size below 1"),
+    ([3, 40, 0, 40, 1, 1, 1, 1], r"declares shape \(40, 0, 40\), with a size below 1"),
+    ([0, 40, 40, 40, 1, 1, 1, 1], r"dim\[0\] \(the number of dimensions\) is 0, not 1-7"),
+    ([4, 40, 40, 40, 2, 1, 1, 1], r"declares shape \(40, 40, 40, 2\), expected 3-D.*fslsplit"),
+    ([2, 40, 40, 1, 1, 1, 1, 1], r"declares shape \(40, 40\), expected 3-D"),
+])
+def test_header_dimensions(tmp_path, dim, found):
+    path = _header_file(tmp_path / "t1.nii", voxels=False, dim=dim)
+    with pytest.raises(InputError, match=f"t1.nii \\(T1w\\): dimensions check failed: .*{found}"):
+        checks.load_checked(path, "T1w")
+
+
+def test_header_of_a_4d_single_volume_file_passes(tmp_path):
+    path = _header_file(tmp_path / "t1.nii", shape=(*SHAPE, 1))
+    assert checks.load_checked(path, "T1w").data.shape == SHAPE
+
+
+@pytest.mark.parametrize(("code", "name"), [(999, "not a NIfTI datatype code"), (0, "none"),
+                                            (1, "binary")])
+def test_header_datatype_nibabel_cannot_read(tmp_path, code, name):
+    path = _header_file(tmp_path / "t1.nii.gz", datatype=code)
+    with pytest.raises(InputError, match=f"data type check failed: header datatype code {code} "
+                       f"\\({name}\\) is not one nibabel can read; store magnitude images"):
+        checks.load_checked(path, "T1w")
+
+
+def test_truncated_uncompressed_file(tmp_path):
+    path = _header_file(tmp_path / "t1.nii", n_voxel_bytes=100_000)
+    with pytest.raises(InputError, match=r"t1.nii \(T1w\): file size check failed: t1.nii holds "
+                       r"100,352 bytes, but its header needs 256,352 \(vox_offset 352 \+ 40 x 40 "
+                       r"x 40 voxels x 4 bytes of float32\): the file is truncated; the file "
+                       r"was cut short"):
+        checks.load_checked(path, "T1w")
+    # Compressed, the size is unknown before decompressing: nibabel's read error names the file.
+    gz = _header_file(tmp_path / "t1.nii.gz", n_voxel_bytes=100_000)
+    with pytest.raises(InputError, match=r"t1.nii.gz: not a readable NIfTI image"):
+        checks.load_checked(gz, "T1w")
+    # Complete files of either kind pass.
+    for name in ("full.nii", "full.nii.gz"):
+        assert checks.load_checked(_header_file(tmp_path / name), "T1w").data.shape == SHAPE
+
+
+def test_validate_cli_refuses_a_bad_header_first(tmp_path, capsys):
+    t1 = io.save_nifti(tmp_path / "t1.nii.gz", _image(), _affine())
+    flair = _header_file(tmp_path / "flair.nii.gz", (1000, 1000, 1000), np.int16, voxels=False)
+    argv = ["--t1w", str(t1), "--flair", str(flair), "--subject", "01", "--session", "m06"]
+    assert checks.main(argv) == 1
+    assert "flair.nii.gz (FLAIR): image size check failed" in capsys.readouterr().err

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.io import atomic_path, load_nifti, read_tsv, save_nifti, write_tsv
+from pipeline import io
+from pipeline.errors import InputError
+from pipeline.io import atomic_path, load_nifti, read_header, read_tsv, save_nifti, write_tsv
 from pipeline.paths import bids_path, interval_label
 
 
@@ -59,3 +62,49 @@ def test_tsv_comment_lines_precede_the_header(tmp_path):
     with pytest.raises(ValueError, match="must start with '#'"):
         write_tsv(tmp_path / "d.tsv", table, comments=["no hash"])
     assert not (tmp_path / "d.tsv").exists()
+
+
+def test_read_header_returns_the_header_as_stored_and_the_data_file(tmp_path):
+    data = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
+    single = save_nifti(tmp_path / "a.nii.gz", data, np.diag([2.0, 2.0, 2.0, 1.0]))
+    header, data_file = read_header(single)
+    assert isinstance(header, nib.Nifti1Header) and data_file == single
+    assert header.get_data_shape() == (2, 3, 4) and header.get_data_dtype() == np.int16
+    pair = tmp_path / "b.hdr"
+    nib.save(nib.Nifti1Pair(data, np.eye(4)), str(pair))
+    assert read_header(pair)[1] == tmp_path / "b.img"
+    # Fields nibabel's loader would repair (pixdim 0 -> 1) or refuse (an unknown datatype code)
+    # come back as stored.
+    raw = bytearray(pair.read_bytes())
+    stored = nib.Nifti1Header(bytes(raw[:348]), check=False)
+    stored["pixdim"][1] = 0.0
+    stored["datatype"] = 999
+    raw[:348] = stored.binaryblock
+    pair.write_bytes(bytes(raw))
+    header, _ = read_header(pair)
+    assert header["pixdim"][1] == 0.0 and int(header["datatype"]) == 999
+    with pytest.raises(InputError, match="b.hdr: not a readable NIfTI image"):
+        load_nifti(pair)
+    (tmp_path / "b.img").unlink()
+    with pytest.raises(InputError, match="b.img: file not found"):
+        read_header(pair)
+
+
+def test_unreadable_files_name_the_file_and_the_reason(tmp_path, monkeypatch):
+    with pytest.raises(InputError, match="missing.nii.gz: file not found"):
+        read_header(tmp_path / "missing.nii.gz")
+    (tmp_path / "empty.nii").write_bytes(b"")
+    with pytest.raises(InputError, match=r"empty.nii: not a readable NIfTI image \(empty file\)"):
+        read_header(tmp_path / "empty.nii")
+    (tmp_path / "text.nii").write_text("not an image")
+    with pytest.raises(InputError, match="text.nii: not a readable NIfTI image"):
+        read_header(tmp_path / "text.nii")
+    # An exception without a message (a failed allocation) is named by its type.
+    path = save_nifti(tmp_path / "a.nii", np.ones((2, 2, 2), np.float32), np.eye(4))
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(io.nib, "load", no_memory)
+    with pytest.raises(InputError, match=r"a.nii: not a readable NIfTI image \(MemoryError\)"):
+        load_nifti(path)
