@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import __version__
+from pipeline.provenance import dataset_description
 from pipeline.errors import InputError
 from pipeline.io import read_tsv, write_json, write_tsv
 from pipeline.participants import (
@@ -42,8 +42,6 @@ ENDPOINT_COLUMNS: tuple[str, ...] = (
     "new_t1hypo", "t2lv_start_ml", "t2lv_end_ml", "t2lv_change_ml", "t2lv_change_pct",
 )
 
-#: BIDS version the derivative's dataset_description.json declares.
-BIDS_VERSION = "1.9.0"
 
 
 def normalise_participant_id(value: object) -> str:
@@ -234,21 +232,6 @@ def join_cohort(endpoints: pd.DataFrame, participants: pd.DataFrame, arm_column:
     return joined.drop(columns="_rank").reset_index(drop=True)[list(ENDPOINT_COLUMNS) + extra]
 
 
-def dataset_description(name: str = "rebound-mri derivatives") -> dict:
-    """The BIDS-Derivatives ``dataset_description.json`` content (no time stamps)."""
-    return {
-        "Name": name,
-        "BIDSVersion": BIDS_VERSION,
-        "DatasetType": "derivative",
-        "GeneratedBy": [{
-            "Name": "rebound-mri",
-            "Version": __version__,
-            "Description": "MRI lesion activity endpoints (new/enlarging T2, new T1-hypointense, "
-                           "T2 lesion volume) per participant and interval",
-        }],
-    }
-
-
 def cohort_files(participants_path: str | Path, endpoint_paths: Sequence[str | Path],
                  out_path: str | Path, arm_column: str, arms: Sequence[str],
                  interval_order: Sequence[str] | None = None,
@@ -272,7 +255,8 @@ def cohort_files(participants_path: str | Path, endpoint_paths: Sequence[str | P
                          interval_order)
     write_tsv(out_path, joined)
     if dataset_description_path is not None:
-        write_json(dataset_description_path, dataset_description())
+        write_json(dataset_description_path,
+                   dataset_description(Path(participants_path).parent))
     return Path(out_path)
 
 

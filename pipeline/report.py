@@ -331,7 +331,8 @@ def render_report(endpoints: pd.DataFrame, stats: pd.DataFrame, arm_column: str,
                   arms: Sequence[str], notes: pd.DataFrame | None = None, config: Any = None,
                   figures: Figures | None = None, skipped: pd.DataFrame | None = None,
                   params: StatsParams | None = None, title: str = "rebound-mri report",
-                  excluded: pd.DataFrame | None = None) -> str:
+                  excluded: pd.DataFrame | None = None,
+                  discovery_notes: pd.DataFrame | None = None) -> str:
     """The report as one HTML string (see the module docstring for its sections).
 
     Parameters
@@ -347,6 +348,8 @@ def render_report(endpoints: pd.DataFrame, stats: pd.DataFrame, arm_column: str,
     title : page title
     excluded : excluded.tsv (participant_id, session, step, file, reason, fix): what these
         tables do not include; named in a banner at the top when not empty
+    discovery_notes : discovery notes.tsv (participant_id, session, path, kind, reason): folders
+        skipped, sessions not configured, participants without images
 
     Returns
     -------
@@ -436,6 +439,11 @@ def render_report(endpoints: pd.DataFrame, stats: pd.DataFrame, arm_column: str,
         parts.append(_table(_plain(notes), left=tuple(notes.columns)))
     else:
         parts.append("<p>None.</p>")
+    parts.append("<h3>Notes from the dataset discovery</h3>")
+    if discovery_notes is not None and len(discovery_notes):
+        parts.append(_table(_plain(discovery_notes), left=tuple(discovery_notes.columns)))
+    else:
+        parts.append("<p>None: every folder was a subject or session of the configuration.</p>")
 
     # 5. parameters and software
     parts.append("<h2 id=\"parameters\">Parameters and software</h2>")
@@ -458,7 +466,8 @@ def report_files(out: str | Path, endpoints_path: str | Path, stats_path: str | 
                  figure_paths: Sequence[str | Path] | None = None,
                  skipped_path: str | Path | None = None,
                  params: StatsParams | None = None,
-                 excluded_path: str | Path | None = None) -> Path:
+                 excluded_path: str | Path | None = None,
+                 discovery_notes_path: str | Path | None = None) -> Path:
     """Read the cohort outputs and write the report.
 
     QC figures: ``figure_paths`` plus every PNG under ``out/sub-*/figures/`` (so the lesion and
@@ -471,6 +480,7 @@ def report_files(out: str | Path, endpoints_path: str | Path, stats_path: str | 
     notes = _read_optional(Path(notes_path) if notes_path else None)
     skipped = _read_optional(Path(skipped_path) if skipped_path else None)
     excluded = _read_optional(Path(excluded_path) if excluded_path else None)
+    discovery_notes = _read_optional(Path(discovery_notes_path) if discovery_notes_path else None)
     config = None
     if config_path is not None:
         try:
@@ -489,7 +499,7 @@ def report_files(out: str | Path, endpoints_path: str | Path, stats_path: str | 
         if subject is not None:
             figures.setdefault(subject, []).append((path.name, compact_png(path.read_bytes())))
     text = render_report(endpoints, stats, arm_column, arms, notes, config, figures, skipped,
-                         params, excluded=excluded)
+                         params, excluded=excluded, discovery_notes=discovery_notes)
     with atomic_path(html_path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(html_path)
@@ -508,6 +518,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="intervals not run (e.g. the discovery intervals.tsv)")
     ap.add_argument("--excluded", type=Path, default=None,
                     help="excluded.tsv: what the tables leave out and why (a banner)")
+    ap.add_argument("--discovery-notes", type=Path, default=None,
+                    help="discovery notes.tsv: folders skipped, sessions not configured, ...")
     ap.add_argument("--arm-column", default="arm")
     ap.add_argument("--arms", nargs=2, required=True, metavar=("FIRST", "REFERENCE"))
     ap.add_argument("--html", required=True, type=Path)
@@ -522,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
             params = load_params(args.params)["StatsParams"]
         report_files(args.out, args.endpoints, args.group_stats, args.html, args.arm_column,
                      args.arms, args.notes, args.config_json, args.figures, args.skipped,
-                     params, args.excluded)
+                     params, args.excluded, args.discovery_notes)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

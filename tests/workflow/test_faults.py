@@ -12,6 +12,7 @@ every one that did not.
 from __future__ import annotations
 
 import gzip
+import html
 import json
 import shutil
 import subprocess
@@ -162,6 +163,14 @@ def pure_noise(p: Path) -> None:
     _save(p, np.abs(rng.normal(100.0, 30.0, data.shape)), affine)
 
 
+def swapped_contrasts(p: Path) -> None:
+    """The T1w file holds the FLAIR and the FLAIR file the T1w (a mislabelled export)."""
+    flair = p.with_name(p.name.replace("_T1w", "_FLAIR"))
+    t1w_bytes = p.read_bytes()
+    p.write_bytes(flair.read_bytes())
+    flair.write_bytes(t1w_bytes)
+
+
 #: label -> (session, role, defect, words the refusal must contain)
 CASES = {
     "truncgz": ("m06", "FLAIR", truncated_gzip, ["not a readable NIfTI image"]),
@@ -180,7 +189,44 @@ CASES = {
     "giant": ("m06", "FLAIR", claims_4000_cubed, ["4000 x 4000 x 4000", "image size check"]),
     "phase": ("m06", "FLAIR", phase_image, ["negative values check failed"]),
     "noise": ("m06", "T1w", pure_noise, ["brain mask of", "outside the plausible"]),
+    "swapped": ("m06", "T1w", swapped_contrasts, []),
 }
+
+#: Cases found by the discovery (no image is opened): label -> (step in excluded.tsv, words)
+LISTED = {
+    "ghost": ("discovery", "no sub-ghost/ folder"),  # a participants.tsv row, no folder
+    "incomplete": ("discovery", "FLAIR"),           # m06 lacks its FLAIR
+    "ambig": ("discovery", "acq"),                  # two FLAIRs differing by acq
+    "excl": ("config", "motion artefact"),          # exclude_subjects
+}
+EXCLUDE = "exclude_subjects={'excl': 'motion artefact'}"
+
+
+def _copy_sessions(bids: Path, src: str, dst: str, sessions=("baseline", "m06")) -> None:
+    for ses in sessions:
+        anat = bids / f"sub-{src}" / f"ses-{ses}" / "anat"
+        target = bids / f"sub-{dst}" / f"ses-{ses}" / "anat"
+        target.mkdir(parents=True)
+        for f in anat.iterdir():
+            shutil.copy(f, target / f.name.replace(f"sub-{src}", f"sub-{dst}"))
+
+
+def _discovery_cases(bids: Path, participants: list[str], template: list[str]) -> None:
+    """Odd folder names, a participant without images, an unconfigured session, an incomplete
+    and an ambiguous session, a subject excluded in the config."""
+    for name in ("sub-001_old", "sub-a b", "sub-a;b"):
+        (bids / name / "ses-baseline" / "anat").mkdir(parents=True)
+    m24 = bids / "sub-002" / "ses-m24" / "anat"
+    m24.mkdir(parents=True)
+    for f in (bids / "sub-002" / "ses-m12" / "anat").iterdir():
+        shutil.copy(f, m24 / f.name.replace("ses-m12", "ses-m24"))
+    for label in ("incomplete", "ambig", "excl"):
+        _copy_sessions(bids, "001", label)
+    (bids / "sub-incomplete" / "ses-m06" / "anat" / "sub-incomplete_ses-m06_FLAIR.nii.gz").unlink()
+    anat = bids / "sub-ambig" / "ses-m06" / "anat"
+    shutil.copy(anat / "sub-ambig_ses-m06_FLAIR.nii.gz", anat / "sub-ambig_ses-m06_acq-2D_FLAIR.nii.gz")
+    for label in LISTED:
+        participants.append("\t".join([f"sub-{label}", *template[1:]]))
 
 
 @pytest.fixture(scope="module")
@@ -205,14 +251,16 @@ def fault_bed(repo, tool_env, tmp_path_factory):
         defect(bids / f"sub-{label}" / f"ses-{session}" / "anat"
                / f"sub-{label}_ses-{session}_{role}.nii.gz")
         participants.append("\t".join([f"sub-{label}", *template[1:]]))
+    _discovery_cases(bids, participants, template)
     (bids / "participants.tsv").write_text("\n".join(participants) + "\n")
     before = {p: p.read_bytes() for p in sorted(bids.rglob("*")) if p.is_file()}
-    first = snakemake(repo, tool_env, f"bids_dir={bids}", f"out_dir={out}")
-    excluded_after_first = (out / "excluded.tsv").exists()
-    second = snakemake(repo, tool_env, f"bids_dir={bids}", f"out_dir={out}")
+    first = snakemake(repo, tool_env, f"bids_dir={bids}", f"out_dir={out}", EXCLUDE)
+    cohort_after_first = [n for n in ("endpoints.tsv", "excluded.tsv", "report.html")
+                          if (out / n).exists()]
+    second = snakemake(repo, tool_env, f"bids_dir={bids}", f"out_dir={out}", EXCLUDE)
     after = {p: p.read_bytes() for p in sorted(bids.rglob("*")) if p.is_file()}
     return {"bids": bids, "out": out, "first": first, "second": second,
-            "unchanged": before == after, "excluded_after_first": excluded_after_first}
+            "unchanged": before == after, "cohort_after_first": cohort_after_first}
 
 
 def _refusal(out: Path, label: str) -> dict:
@@ -240,7 +288,7 @@ def test_first_run_fails_but_every_good_subject_finishes(fault_bed):
     for sub in GOOD:
         assert (out / f"sub-{sub}" / "anat" / f"sub-{sub}_endpoints.tsv").exists(), sub
     assert "refused in this run" in first.stderr
-    assert not (out / "endpoints.tsv").exists() and not fault_bed["excluded_after_first"]
+    assert fault_bed["cohort_after_first"] == []
 
 
 def test_second_run_builds_the_cohort_of_those_that_passed(fault_bed):
@@ -250,7 +298,7 @@ def test_second_run_builds_the_cohort_of_those_that_passed(fault_bed):
     assert sorted(endpoints.participant_id.unique()) == [f"sub-{s}" for s in GOOD]
     excluded = read_tsv(out / "excluded.tsv", dtype=str)
     assert list(excluded.columns) == ["participant_id", "session", "step", "file", "reason", "fix"]
-    assert set(excluded.participant_id) == {f"sub-{label}" for label in CASES}
+    assert set(excluded.participant_id) == {f"sub-{label}" for label in (*CASES, *LISTED)}
     html = (out / "report.html").read_text()
     assert "Not in these tables" in html
     for label in CASES:
@@ -265,3 +313,49 @@ def test_nothing_partial_is_left(fault_bed):
     out = fault_bed["out"]
     assert not list(out.rglob(".*.nii.gz")) and not list(out.rglob(".*.tsv"))
     assert not list(out.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("label", sorted(LISTED))
+def test_what_discovery_finds_is_listed_not_dropped(fault_bed, label):
+    step, words = LISTED[label]
+    excluded = read_tsv(fault_bed["out"] / "excluded.tsv", dtype=str).fillna("")
+    rows = excluded[excluded.participant_id == f"sub-{label}"]
+    assert len(rows) and set(rows.step) == {step}, rows
+    assert words.lower() in " ".join(rows.reason).lower(), rows
+
+
+@pytest.mark.parametrize("name", ["sub-001_old", "sub-a b", "sub-a;b", "ses-m24"])
+def test_odd_folders_and_unconfigured_sessions_are_noted(fault_bed, name):
+    notes = read_tsv(fault_bed["out"] / "discovery" / "notes.tsv", dtype=str).fillna("")
+    assert notes.path.str.endswith(name).any(), notes
+    assert html.escape(name) in (fault_bed["out"] / "report.html").read_text()
+
+
+def test_strict_stops_at_start_naming_the_refusals(repo, tool_env, fault_bed):
+    res = snakemake(repo, tool_env, f"bids_dir={fault_bed['bids']}",
+                    f"out_dir={fault_bed['out']}", EXCLUDE, "strict=true", extra=("-n",))
+    assert res.returncode != 0
+    log = res.stdout + res.stderr
+    assert "strict" in log and "sub-nan ses-m06 [preprocess]" in log, log[-3000:]
+
+
+def test_a_replaced_file_is_tried_again(repo, tool_env, fault_bed, tmp_path):
+    bids = tmp_path / "bids"
+    shutil.copytree(fault_bed["bids"], bids, symlinks=True)
+    out = tmp_path / "out"
+    shutil.copytree(fault_bed["out"], out)
+    # The records name the original dataset's files; here the copies are the inputs, so the
+    # records of this copy are rewritten to point at them, as if refused here.
+    for record in (out / "logs" / "refusals").glob("*.json"):
+        data = json.loads(record.read_text())
+        data["sources"] = {p.replace(str(fault_bed["bids"]), str(bids)): h
+                           for p, h in data["sources"].items()}
+        record.write_text(json.dumps(data))
+    nan = bids / "sub-nan" / "ses-m06" / "anat" / "sub-nan_ses-m06_FLAIR.nii.gz"
+    shutil.copy(bids / "sub-001" / "ses-m06" / "anat" / "sub-001_ses-m06_FLAIR.nii.gz", nan)
+    res = snakemake(repo, tool_env, f"bids_dir={bids}", f"out_dir={out}", EXCLUDE,
+                    extra=("-n",))
+    assert res.returncode == 0, res.stderr[-3000:]
+    log = res.stdout + res.stderr
+    assert "sub-nan ses-m06 [preprocess]" not in log  # no longer a standing refusal
+    assert "sub-inf ses-m06 [preprocess]" in log      # still is

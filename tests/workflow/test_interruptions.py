@@ -16,7 +16,11 @@ import sys
 import time
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
+
+from pipeline.io import read_tsv
 
 pytestmark = pytest.mark.workflow
 
@@ -106,3 +110,46 @@ def test_kill_then_rerun_gives_the_uninterrupted_tables(repo, tool_env, referenc
     run(repo, tool_env, bids, out, extra=("--unlock",))
     run(repo, tool_env, bids, out)
     same_outputs(ref, out)
+
+
+def test_scans_added_with_a_bad_one_never_leave_an_old_cohort_looking_current(
+        repo, tool_env, reference, tmp_path):
+    src_bids, ref = reference
+    bids, out = tmp_path / "bids", tmp_path / "out"
+    shutil.copytree(src_bids, bids)
+    shutil.copytree(ref, out)
+    # New scans arrive: sub-003, a copy of sub-001 whose m06 FLAIR holds NaNs.
+    for ses in ("baseline", "m06", "m12"):
+        anat = bids / "sub-003" / f"ses-{ses}" / "anat"
+        anat.mkdir(parents=True)
+        for f in (bids / "sub-001" / f"ses-{ses}" / "anat").iterdir():
+            shutil.copy(f, anat / f.name.replace("sub-001", "sub-003"))
+    flair = bids / "sub-003" / "ses-m06" / "anat" / "sub-003_ses-m06_FLAIR.nii.gz"
+    img = nib.load(flair)
+    data = np.asanyarray(img.dataobj).astype(np.float32)
+    data[20:22, 20:22, 20:22] = np.nan
+    nib.save(nib.Nifti1Image(data, img.affine, img.header), flair)
+    rows = (bids / "participants.tsv").read_text().splitlines()
+    rows.append(rows[1].replace("sub-001", "sub-003", 1))
+    (bids / "participants.tsv").write_text("\n".join(rows) + "\n")
+
+    first = subprocess.run(command(repo, bids, out), cwd=repo, env=tool_env,
+                           capture_output=True, text=True, timeout=1800)
+    assert first.returncode != 0
+    assert "sub-003 ses-m06 [preprocess]" in first.stderr and "NaN" in first.stderr
+    # The two-subject tables are not left looking current for a three-subject dataset.
+    assert not (out / "endpoints.tsv").exists() and not (out / "report.html").exists()
+    assert (out / "stale" / "endpoints.tsv").read_bytes() == (ref / "endpoints.tsv").read_bytes()
+    assert "older state" in (out / "stale" / "STALE.txt").read_text()
+
+    run(repo, tool_env, bids, out)
+    endpoints = read_tsv(out / "endpoints.tsv", dtype={"participant_id": str})
+    # The refused session counts as missing: sub-003 keeps its baseline-m12 interval.
+    assert set(endpoints.participant_id) == {"sub-001", "sub-002", "sub-003"}
+    assert set(endpoints[endpoints.participant_id == "sub-003"].interval) == {"baseline-m12"}
+    excluded = read_tsv(out / "excluded.tsv", dtype=str)
+    assert excluded[["participant_id", "session", "step"]].values.tolist() == [
+        ["sub-003", "m06", "preprocess"]]
+    assert "NaN" in excluded.reason[0] and "re-export" in excluded.fix[0]
+    assert "Not in these tables" in (out / "report.html").read_text()
+    assert not (out / "stale").exists()

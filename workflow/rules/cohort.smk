@@ -33,6 +33,7 @@ rule cohort:
     input:
         endpoints=subject_endpoints(),
         participants=str(BIDS / "participants.tsv"),
+        participants_json=participants_sidecar(),
     output:
         endpoints=report(str(OUT / "endpoints.tsv"), caption="../report/endpoints.rst",
                          category="Endpoints"),
@@ -40,19 +41,21 @@ rule cohort:
     params:
         arms=" ".join(ARMS),
         arm_column=ARM_COLUMN,
+        schema=PARTICIPANT_SCHEMA_ARGS,
     log:
         str(LOGS / "cohort" / "cohort.log"),
     conda:
         "../envs/pipeline.yaml"
     shell:
         "python -m pipeline cohort --participants {input.participants} --arm-column {params.arm_column}"
-        " --arms {params.arms} --out {output.endpoints}"
+        " --arms {params.arms} {params.schema} --out {output.endpoints}"
         " --dataset-description {output.description} {input.endpoints} > {log} 2>&1"
 
 
 rule stats:
     input:
         endpoints=str(OUT / "endpoints.tsv"),
+        participants_json=participants_sidecar(),
         params=str(PARAMS_JSON),
     output:
         stats=report(str(OUT / "group_stats.tsv"), caption="../report/group_stats.rst",
@@ -67,6 +70,7 @@ rule stats:
         relapses=(f"--relapse-columns "
                   + " ".join(f"{k}={v:g}" for k, v in config["relapse_columns"].items())
                   if config["relapse_columns"] else ""),
+        types=PARTICIPANT_TYPES_ARGS,
     log:
         str(LOGS / "stats" / "stats.log"),
     conda:
@@ -74,7 +78,8 @@ rule stats:
     shell:
         "python -m pipeline stats --endpoints {input.endpoints} --arm-column {params.arm_column}"
         " --arms {params.arms} --sessions-months {params.sessions} {params.covariates}"
-        " {params.relapses} --params {input.params} --out {output.stats} --notes {output.notes}"
+        " {params.relapses} {params.types} --params {input.params} --out {output.stats}"
+        " --notes {output.notes}"
         " > {log} 2>&1"
 
 
@@ -82,6 +87,7 @@ rule excluded:
     # Every session or subject missing from the cohort tables, and why (pipeline.outcome).
     input:
         sessions=str(OUT / "discovery" / "sessions.tsv"),
+        notes=str(OUT / "discovery" / "notes.tsv"),
         refusals=refusal_records(),
     output:
         excluded=str(OUT / "excluded.tsv"),
@@ -90,5 +96,6 @@ rule excluded:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline excluded --sessions {input.sessions} --refusals {input.refusals}"
+        "python -m pipeline excluded --sessions {input.sessions} --notes {input.notes}"
+        " --refusals {input.refusals}"
         " --out {output.excluded} > {log} 2>&1"

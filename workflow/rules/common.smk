@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from snakemake.utils import validate
 
 from pipeline.bids import ROLES, discover, parse_intervals, planned_discovery
+from pipeline.cohort import check_participants
 from pipeline.errors import InputError
 from pipeline.outcome import (move_stale_products, params_fingerprint, read_refusals,
                               refusal_path, refusal_summary, standing_refusals, without_refused)
@@ -33,6 +34,7 @@ INPUT_FILTERS = {role: {k: None if v in (None, "null", "~") else v
                         for k, v in config["inputs"][role].items()} for role in ROLES}
 MULTIPLE_RUNS = config["inputs"]["multiple_runs"]
 VISIT_TIMES = dict(config["visit_times"])
+STRICT = config["strict"] in (True, "true")
 PHANTOM = config["bids_dir"] is None
 BIDS = Path(config["phantom"]["bids_dir"] if PHANTOM else config["bids_dir"])
 TRUTH = Path(f"{BIDS}-truth")
@@ -89,7 +91,7 @@ def _standing_refusals():
 
 
 PARAMS_SHA256, REFUSALS = _standing_refusals()
-if REFUSALS and config["strict"]:
+if REFUSALS and STRICT:
     raise WorkflowError("strict: true, and these inputs were refused (the records are in "
                         f"{OUT / 'logs' / 'refusals'}):\n{refusal_summary(REFUSALS)}\nFix or "
                         "replace the files (a changed file is tried again), or list the subjects "
@@ -104,6 +106,31 @@ if not SUBJECTS:
                         f"{INTERVALS}; check config 'sessions' and 'intervals' against the dataset")
 for _row in DISCOVERY.intervals[DISCOVERY.intervals.status == "skipped"].itertuples():
     logger.warning(f"{_row.participant_id} {_row.interval}: skipped ({_row.reason})")
+
+
+# ---- participants.tsv, typed by its schema (pipeline.participants) -------------------------
+
+def participants_sidecar():
+    """participants.json when the dataset has one (it declares categorical columns)."""
+    path = BIDS / "participants.json"
+    return [str(path)] if path.is_file() else []
+
+
+_TYPES = " ".join(f"{k}={v}" for k, v in config["covariate_types"].items())
+PARTICIPANT_TYPES_ARGS = (f"--covariate-types {_TYPES}" if _TYPES else "--covariate-types") + "".join(
+    f" --participants-json {p}" for p in participants_sidecar())
+PARTICIPANT_SCHEMA_ARGS = " ".join(
+    [f"--covariates {' '.join(config['covariates'])}" if config["covariates"] else "",
+     PARTICIPANT_TYPES_ARGS,
+     "--relapse-columns " + " ".join(f"{k}={v:g}" for k, v in config["relapse_columns"].items())
+     if config["relapse_columns"] else ""])
+if not PHANTOM:  # checked before any image is read; the phantom writes its sheet itself
+    try:
+        check_participants(BIDS / "participants.tsv", ARM_COLUMN, ARMS, config["covariates"],
+                           config["covariate_types"], list(config["relapse_columns"]),
+                           subjects=SUBJECTS)
+    except InputError as exc:
+        raise WorkflowError(str(exc)) from None
 
 
 # ---- path patterns (one helper names every file: pipeline.paths.bids_path) ----------------
@@ -217,4 +244,4 @@ def report_failed_run():
         logger.error("Run the same command again to build the cohort tables without them (they "
                      "are listed in excluded.tsv and the report), or fix the files: a replaced "
                      "file is tried again" + ("; strict: true will stop instead"
-                                              if not config["strict"] else ""))
+                                              if not STRICT else ""))

@@ -21,6 +21,7 @@ rule report:
         notes=str(OUT / "group_stats_notes.tsv"),
         intervals=str(OUT / "discovery" / "intervals.tsv"),
         excluded=str(OUT / "excluded.tsv"),
+        discovery_notes=str(OUT / "discovery" / "notes.tsv"),
         config=str(LOGS / "settings" / "config.json"),
         params=str(PARAMS_JSON),
         figures=subject_figures(),
@@ -38,5 +39,6 @@ rule report:
     shell:
         "python -m pipeline report --out {params.out} --endpoints {input.endpoints}"
         " --group-stats {input.stats} --notes {input.notes} --config-json {input.config}"
-        " --skipped {input.intervals} --excluded {input.excluded} --arm-column {params.arm_column} --arms {params.arms}"
+        " --skipped {input.intervals} --excluded {input.excluded}"
+        " --discovery-notes {input.discovery_notes} --arm-column {params.arm_column} --arms {params.arms}"
         " --params {input.params} --figures {input.figures} --html {output.html} > {log} 2>&1"
