@@ -149,13 +149,35 @@ class _Match:
     n_groups: int
 
 
+def _overlap_edges(la: np.ndarray, lb: np.ndarray, nb: int, footprint: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """``(a labels, b labels)`` of every b component touching an a component's own grown mask.
+
+    Each a component is grown on its own: a voxel within reach of two old lesions links a new
+    component to both, whatever their label order (the storage order), so the matching does
+    not depend on how the arrays are stored.
+    """
+    half = [n // 2 for n in footprint.shape]
+    codes = []
+    for lab, box in enumerate(ndimage.find_objects(la), start=1):
+        if box is None:
+            continue
+        big = tuple(slice(max(s.start - h, 0), min(s.stop + h, n))
+                    for s, h, n in zip(box, half, la.shape))
+        own = la[big] == lab
+        reach = (ndimage.binary_dilation(own, structure=footprint) if footprint.size > 1
+                 else own)
+        hits = np.unique(lb[big][reach])
+        codes.append(lab * (nb + 1) + hits[hits > 0].astype(np.int64))
+    code = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int64)
+    return code // (nb + 1), code % (nb + 1)
+
+
 def _match(a: np.ndarray, b: np.ndarray, footprint: np.ndarray) -> _Match:
     la, na = ndimage.label(a, structure=CONNECTIVITY_26)
     lb, nb = ndimage.label(b, structure=CONNECTIVITY_26)
     grown = _dilate_labels(la, footprint)
-    both = (grown > 0) & (lb > 0)
-    code = np.unique(grown[both].astype(np.int64) * (nb + 1) + lb[both])
-    ea, eb = code // (nb + 1), code % (nb + 1)
+    ea, eb = _overlap_edges(la, lb, nb, footprint)
     n = na + nb
     graph = coo_matrix((np.ones(ea.size), (ea - 1, na + eb - 1)), shape=(n, n))
     n_groups, comp = connected_components(graph, directed=False)

@@ -229,6 +229,22 @@ def _discovery_cases(bids: Path, participants: list[str], template: list[str]) -
         participants.append("\t".join([f"sub-{label}", *template[1:]]))
 
 
+#: participants.tsv cells of good subjects: a blank covariate, text that must not become HTML
+BLANK_WASHOUT = "sub-003"
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+
+def _sheet_cases(participants: list[str]) -> None:
+    header = participants[0].split("\t")
+    for i, row in enumerate(participants):
+        cells = row.split("\t")
+        if cells[0] == BLANK_WASHOUT:
+            cells[header.index("washout_days")] = ""
+        if cells[0] == "sub-004":
+            cells[header.index("next_dmt")] = HOSTILE
+        participants[i] = "\t".join(cells)
+
+
 @pytest.fixture(scope="module")
 def fault_bed(repo, tool_env, tmp_path_factory):
     """The dataset, the first (failing) run and the second (cohort) run."""
@@ -252,6 +268,7 @@ def fault_bed(repo, tool_env, tmp_path_factory):
                / f"sub-{label}_ses-{session}_{role}.nii.gz")
         participants.append("\t".join([f"sub-{label}", *template[1:]]))
     _discovery_cases(bids, participants, template)
+    _sheet_cases(participants)
     (bids / "participants.tsv").write_text("\n".join(participants) + "\n")
     before = {p: p.read_bytes() for p in sorted(bids.rglob("*")) if p.is_file()}
     first = snakemake(repo, tool_env, f"bids_dir={bids}", f"out_dir={out}", EXCLUDE)
@@ -359,3 +376,38 @@ def test_a_replaced_file_is_tried_again(repo, tool_env, fault_bed, tmp_path):
     log = res.stdout + res.stderr
     assert "sub-nan ses-m06 [preprocess]" not in log  # no longer a standing refusal
     assert "sub-inf ses-m06 [preprocess]" in log      # still is
+
+
+def test_a_blank_covariate_is_missing_and_the_adjusted_models_say_so(fault_bed):
+    out = fault_bed["out"]
+    endpoints = read_tsv(out / "endpoints.tsv", dtype={"participant_id": str})
+    assert endpoints.loc[endpoints.participant_id == BLANK_WASHOUT, "washout_days"].isna().all()
+    assert endpoints["washout_days"].dropna().map(float).notna().all()  # still a number column
+    notes = read_tsv(out / "group_stats_notes.tsv", dtype=str).fillna("")
+    adjusted = notes[notes.model.str.endswith("_adjusted") & notes.note.str.contains("complete")]
+    assert len(adjusted) and adjusted.note.str.contains("washout_days").all(), notes
+    assert adjusted.note.str.contains("1 of").all(), adjusted.note.tolist()
+
+
+def test_hostile_text_in_the_sheet_is_escaped_in_the_report(fault_bed):
+    text = (fault_bed["out"] / "report.html").read_text()
+    assert HOSTILE not in text and html.escape(HOSTILE) in text
+
+
+def test_text_in_a_number_column_stops_the_run_at_start_naming_the_cell(repo, tool_env,
+                                                                       fault_bed, tmp_path):
+    bids = tmp_path / "bids"
+    shutil.copytree(fault_bed["bids"], bids)
+    sheet = bids / "participants.tsv"
+    rows = [r.split("\t") for r in sheet.read_text().splitlines()]
+    column = rows[0].index("washout_days")
+    for row in rows:
+        if row[0] == "sub-002":
+            row[column] = "about ten weeks"
+    sheet.write_text("\n".join("\t".join(r) for r in rows) + "\n")
+    res = snakemake(repo, tool_env, f"bids_dir={bids}", f"out_dir={tmp_path / 'out'}", EXCLUDE,
+                    extra=("-n",))
+    log = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "sub-002" in log and "washout_days" in log and "about ten weeks" in log, log[-3000:]
+    assert not (tmp_path / "out").exists()  # refused before anything was written

@@ -1,9 +1,9 @@
 """Interrupted and repeated runs give the tables of an uninterrupted run, byte for byte.
 
 A `ci` phantom of two subjects is run once as the reference. Then: the same inputs with one
-job slot and with two (the scheduler's order differs), two runs with two registration threads,
-and two runs killed with SIGKILL - during a subject's segmentation and during the cohort join -
-then unlocked and rerun as a user would.
+job slot (the scheduler's order differs), two runs with two registration threads, and two runs
+killed with SIGKILL - during a subject's segmentation and during the cohort join - then
+unlocked and rerun as a user would; and scans added to a finished run, one of them bad.
 """
 
 from __future__ import annotations
@@ -94,19 +94,15 @@ def test_kill_then_rerun_gives_the_uninterrupted_tables(repo, tool_env, referenc
                                                          moment):
     bids, ref = reference
     out = tmp_path / "out"
-    shutil.copytree(ref, out)  # keeps the time stamps: only what is made stale reruns
-    if moment == "subject step":
-        # sub-001's segmentation (and everything after it) must be redone
-        (out / "sub-001" / "anat" / "sub-001_desc-lesion_qc.tsv").unlink()
-        started = out / "logs" / "segment" / "sub-001.log"
-        delay_s = 2.0
-    else:
-        # a newer subject table: the cohort join reruns
-        os.utime(out / "sub-002" / "anat" / "sub-002_endpoints.tsv")
-        started = out / "logs" / "cohort" / "cohort.log"
-        delay_s = 0.0
-    started.unlink(missing_ok=True)
+    if moment == "subject step":  # two seconds into sub-001's segmentation
+        started, delay_s = out / "logs" / "segment" / "sub-001.log", 2.0
+    else:  # as soon as the cohort join starts
+        started, delay_s = out / "logs" / "cohort" / "cohort.log", 0.0
     _kill_when(repo, tool_env, bids, out, started, delay_s)
+    # The kill left the run unfinished: no cohort table (and, mid-subject, no subject table).
+    assert not (out / "group_stats.tsv").exists()
+    if moment == "subject step":
+        assert not (out / "sub-001" / "anat" / "sub-001_endpoints.tsv").exists()
     run(repo, tool_env, bids, out, extra=("--unlock",))
     run(repo, tool_env, bids, out)
     same_outputs(ref, out)
@@ -128,7 +124,10 @@ def test_scans_added_with_a_bad_one_never_leave_an_old_cohort_looking_current(
     img = nib.load(flair)
     data = np.asanyarray(img.dataobj).astype(np.float32)
     data[20:22, 20:22, 20:22] = np.nan
-    nib.save(nib.Nifti1Image(data, img.affine, img.header), flair)
+    corrupt = nib.Nifti1Image(data, img.affine)  # float32 on disk, so the NaNs are kept
+    corrupt.set_sform(img.affine, code=1)
+    corrupt.set_qform(img.affine, code=1)
+    nib.save(corrupt, flair)
     rows = (bids / "participants.tsv").read_text().splitlines()
     rows.append(rows[1].replace("sub-001", "sub-003", 1))
     (bids / "participants.tsv").write_text("\n".join(rows) + "\n")
