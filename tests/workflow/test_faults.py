@@ -384,9 +384,11 @@ def test_a_blank_covariate_is_missing_and_the_adjusted_models_say_so(fault_bed):
     assert endpoints.loc[endpoints.participant_id == BLANK_WASHOUT, "washout_days"].isna().all()
     assert endpoints["washout_days"].dropna().map(float).notna().all()  # still a number column
     notes = read_tsv(out / "group_stats_notes.tsv", dtype=str).fillna("")
-    adjusted = notes[notes.model.str.endswith("_adjusted") & notes.note.str.contains("complete")]
-    assert len(adjusted) and adjusted.note.str.contains("washout_days").all(), notes
-    assert adjusted.note.str.contains("1 of").all(), adjusted.note.tolist()
+    adjusted = notes[notes.model.str.endswith("_adjusted")
+                     & notes.note.str.startswith("complete cases:")]
+    assert len(adjusted), notes
+    assert adjusted.note.str.contains("1 of 4 participant").all(), adjusted.note.tolist()
+    assert adjusted.note.str.contains("washout_days").all(), adjusted.note.tolist()
 
 
 def test_hostile_text_in_the_sheet_is_escaped_in_the_report(fault_bed):
