@@ -89,8 +89,9 @@ def dataset_description(bids_dir: str | Path | None = None,
                  "Description": "MRI lesion activity endpoints (new/enlarging T2, new "
                                 "T1-hypointense, T2 lesion volume) per participant and interval"}
     commit = code_commit()
-    if commit:
-        generated["CodeURL"] = f"git:{commit}"
+    if commit:  # a local version label, as setuptools-scm writes it: 0.1.0+g1a2b3c4d5e6f
+        generated["Version"] = f"{__version__}+g{commit[:12]}" + (
+            ".dirty" if commit.endswith("+dirty") else "")
     description: dict[str, Any] = {"Name": name, "BIDSVersion": BIDS_VERSION,
                                    "DatasetType": "derivative", "GeneratedBy": [generated]}
     if bids_dir is not None:

@@ -171,6 +171,14 @@ def swapped_contrasts(p: Path) -> None:
     flair.write_bytes(t1w_bytes)
 
 
+def mislabelled_everywhere(p: Path) -> None:
+    """Every session's T1w and FLAIR swapped: consistent, so registration passes, but the
+    "T1w" has no T1 grey/white contrast."""
+    for ses in ("baseline", "m06"):
+        swapped_contrasts(p.parents[2] / f"ses-{ses}" / "anat"
+                          / p.name.replace("ses-m06", f"ses-{ses}"))
+
+
 #: label -> (session, role, defect, words the refusal must contain)
 CASES = {
     "truncgz": ("m06", "FLAIR", truncated_gzip, ["not a readable NIfTI image"]),
@@ -189,8 +197,11 @@ CASES = {
     "giant": ("m06", "FLAIR", claims_4000_cubed, ["4000 x 4000 x 4000", "image size check"]),
     "phase": ("m06", "FLAIR", phase_image, ["negative values check failed"]),
     "noise": ("m06", "T1w", pure_noise, ["brain mask of", "outside the plausible"]),
-    "swapped": ("m06", "T1w", swapped_contrasts, []),
+    "swapped": ("m06", "T1w", swapped_contrasts, ["registration", "refused"]),
+    "mislabel": ("m06", "T1w", mislabelled_everywhere, ["grey/white contrast implausible"]),
 }
+#: The step that refuses each case (validation, in preprocess, unless listed).
+STEP = {"swapped": "register", "mislabel": "segment"}
 
 #: Cases found by the discovery (no image is opened): label -> (step in excluded.tsv, words)
 LISTED = {
@@ -291,6 +302,7 @@ def test_each_bad_scan_is_refused_with_file_check_and_fix(fault_bed, label):
     session, role, _, words = CASES[label]
     record = _refusal(fault_bed["out"], label)
     message = record["message"]
+    assert record["step"] == STEP.get(label, "preprocess"), record
     assert f"sub-{label}_ses-{session}_{role}.nii.gz" in message, message
     for word in words:
         assert word.lower() in message.lower(), message
@@ -413,3 +425,23 @@ def test_text_in_a_number_column_stops_the_run_at_start_naming_the_cell(repo, to
     assert res.returncode != 0
     assert "sub-002" in log and "washout_days" in log and "about ten weeks" in log, log[-3000:]
     assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_provenance_of_the_run(fault_bed):
+    out, bids = fault_bed["out"], fault_bed["bids"]
+    prov = json.loads((out / "provenance.json").read_text())
+    assert {"pipeline", "software", "config", "command", "started", "finished", "host",
+            "inputs_sha256"} <= set(prov)
+    assert prov["pipeline"]["version"] and "snakemake" in prov["software"]
+    assert prov["command"][0].endswith("snakemake") or "snakemake" in " ".join(prov["command"])
+    sheet = str(bids / "participants.tsv")
+    assert sheet in prov["inputs_sha256"] and len(prov["inputs_sha256"][sheet]) == 64
+    raw = str(bids / "sub-001" / "ses-m06" / "anat" / "sub-001_ses-m06_FLAIR.nii.gz")
+    assert raw in prov["inputs_sha256"]
+    desc = json.loads((out / "dataset_description.json").read_text())
+    assert desc["SourceDatasets"][0]["URL"] == bids.resolve().as_uri()
+    assert desc["GeneratedBy"][0]["Name"] == "rebound-mri" and desc["GeneratedBy"][0]["Version"]
+    sidecar = json.loads((out / "sub-001" / "ses-m06" / "anat"
+                          / "sub-001_ses-m06_space-subject_desc-lesion_mask.json").read_text())
+    assert sidecar["Sources"] == ["bids:raw:sub-001/ses-m06/anat/sub-001_ses-m06_FLAIR.nii.gz",
+                                  "bids:raw:sub-001/ses-m06/anat/sub-001_ses-m06_T1w.nii.gz"]
