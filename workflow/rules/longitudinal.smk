@@ -1,7 +1,6 @@
-# Per subject: lesions matched across each interval; new T2, enlarging T2, new T1-hypointense,
-# T2 lesion volume and its change.
-# The job writes, per interval, from-<a>_to-<b>_lesions.tsv and the new-lesion labels
-# (space-subject desc-new dseg); qc_figures one new-lesion figure per interval.
+# Per subject (pipeline.longitudinal): lesions matched across each interval; new T2, enlarging
+# T2, new T1-hypointense, T2 lesion volume and its change. The job writes, per interval,
+# from-<a>_to-<b>_lesions.tsv and the new-lesion labels (space-subject desc-new dseg).
 
 
 rule longitudinal:
@@ -33,35 +32,3 @@ rule longitudinal:
         " --sessions {params.sessions} --intervals {params.intervals}"
         " --sessions-months {params.months} --params {input.params} --sources {params.sources}"
         " > {log} 2>&1"
-
-
-rule qc_figures:
-    input:
-        endpoints=deriv(ses=None, suffix="endpoints", ext=".tsv"),
-    output:
-        registration=report(
-            deriv(ses=None, datatype="figures", desc="registration", suffix="qc", ext=".png"),
-            caption="../report/registration.rst",
-            category="Quality control",
-            subcategory="{subject}",
-        ),
-        lesions=report(
-            deriv(ses=None, datatype="figures", desc="lesion", suffix="qc", ext=".png"),
-            caption="../report/lesions.rst",
-            category="Quality control",
-            subcategory="{subject}",
-        ),
-    params:
-        out=lambda wildcards: str(OUT),
-        sessions=lambda wc: " ".join(sessions_of(wc)),
-        intervals=lambda wc: " ".join(intervals_of(wc)),
-    log:
-        log("qc"),
-    conda:
-        "../envs/pipeline.yaml"
-    threads: 1
-    resources:
-        mem_mb=1500,
-    shell:
-        "python -m pipeline qc --out {params.out} --subject {wildcards.subject}"
-        " --sessions {params.sessions} --intervals {params.intervals} > {log} 2>&1"

@@ -1,19 +1,5 @@
-# Per session: validated inputs, FLAIR->T1 registration, brain mask, N4 bias correction.
-
-
-rule settings:
-    output:
-        str(PARAMS_JSON),
-    params:
-        overrides=lambda wildcards: json.dumps(config["params"], sort_keys=True),
-        # the resolved parameters' fingerprint: new defaults in the code rewrite the file
-        fingerprint=PARAMS_SHA256,
-    log:
-        str(LOGS / "settings" / "settings.log"),
-    conda:
-        "../envs/pipeline.yaml"
-    shell:
-        "python -m pipeline settings --json {params.overrides:q} --out {output} > {log} 2>&1"
+# Per session: validated inputs, FLAIR->T1 registration, brain mask, N4 bias correction
+# (pipeline.preprocess).
 
 
 rule preprocess:

@@ -1,17 +1,5 @@
-# The self-contained HTML report (cohort tables by arm, endpoint plots, per-subject QC, parameters).
-
-
-rule used_config:
-    output:
-        str(LOGS / "settings" / "config.json"),
-    params:
-        config=lambda wildcards: json.dumps(config, sort_keys=True),
-    log:
-        str(LOGS / "settings" / "used_config.log"),
-    conda:
-        "../envs/pipeline.yaml"
-    shell:
-        "python -m pipeline settings --record {params.config:q} --out {output} > {log} 2>&1"
+# The self-contained HTML report (pipeline.report): cohort tables by arm, endpoint plots,
+# per-subject QC, discovery notes, parameters.
 
 
 rule report:

@@ -1,10 +1,10 @@
-# Per subject, in subject space: T2/FLAIR lesion mask and labels and T1-hypointense mask of
-# every session. Each session is segmented on its own, then all sessions are refined jointly
-# (a hyperintensity that rose against another session's normal WM is lesion; see
-# pipeline/segment.py). The job reads the sessions' subject-space images (written by register,
-# whose declared registration table stands for them) and writes per session desc-lesion
-# mask/dseg, desc-t1hypo mask, desc-norm FLAIR/T1w, the lesion table and QC JSON; the declared
-# subject-level summary desc-lesion_qc.tsv is written last and stands for them.
+# Per subject, in subject space (pipeline.segment): T2/FLAIR lesion mask and labels and
+# T1-hypointense mask of every session. Each session is segmented on its own, then all sessions
+# are refined jointly (a hyperintensity that rose against another session's normal WM is
+# lesion). The job reads the sessions' subject-space images (written by register, whose declared
+# registration table stands for them) and writes per session desc-lesion mask/dseg, desc-t1hypo
+# mask, desc-norm FLAIR/T1w, the lesion table and QC JSON; the declared subject-level summary
+# desc-lesion_qc.tsv is written last and stands for them.
 
 
 rule segment:

@@ -1,6 +1,7 @@
-# Per subject: every session rigidly into one subject space that favours no session.
-# The job also writes each session's T1->subject transform and its subject-space T1w, FLAIR and
-# brain mask (one file set per session present, so they are named in the lesions rules' params).
+# Per subject (pipeline.registration): every session rigidly into one subject space that favours
+# no session. The job also writes each session's T1->subject transform and its subject-space T1w,
+# FLAIR and brain mask (one file set per session present, so they are named in the segment rule's
+# params).
 
 
 rule register:
