@@ -31,8 +31,8 @@ import pandas as pd
 
 from _tables import write_result_table
 from pipeline.brainmask import brain_mask
+from pipeline.imagespace import set_threads
 from pipeline.params import BrainMaskParams
-from pipeline.registration import set_threads
 
 #: Never used in development or tests. 90909 chose the tissue threshold (0.45 over 0.35, see
 #: BrainMaskParams) and so became development; mni152 development also used 7, 57 and 3131.

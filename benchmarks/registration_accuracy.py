@@ -36,8 +36,8 @@ import numpy as np
 import pandas as pd
 
 from _tables import write_result_table
+from pipeline.imagespace import map_points_subject_to_session, read_transform, rigid_to_matrix
 from pipeline.paths import bids_path
-from pipeline.registration import map_points_subject_to_session, read_transform, rigid_to_matrix
 
 _FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])
 SESSIONS = ["baseline", "m06", "m12"]

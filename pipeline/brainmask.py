@@ -62,20 +62,9 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from pipeline.errors import InputError
+from pipeline.imagespace import nifti_to_sitk, sitk_to_nifti
+from pipeline.morphology import largest_component
 from pipeline.params import BrainMaskParams
-from pipeline.registration import nifti_to_sitk, sitk_to_nifti
-
-#: 26-connectivity for components (a brain touching itself diagonally is one brain).
-_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
-
-
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    labels, n = ndimage.label(mask, structure=_CONNECTIVITY)
-    if n == 0:
-        return np.zeros_like(mask, dtype=bool)
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return labels == int(np.argmax(sizes))
 
 
 def _erode(mask: np.ndarray, radius_mm: float, voxel_mm: np.ndarray) -> np.ndarray:
@@ -123,7 +112,7 @@ def is_skull_stripped(data: np.ndarray, voxel_mm: np.ndarray | tuple[float, floa
     zero_fraction = 1.0 - float(nonzero.mean())
     if zero_fraction < params.stripped_min_zero_fraction:
         return False
-    blob = _largest_component(nonzero)
+    blob = largest_component(nonzero)
     volume_ml = float(blob.sum()) * float(np.prod(voxel_mm)) / 1000.0
     # One blob: stray non-zero voxels outside it (noise, text labels) stay below 5 %.
     return volume_ml <= params.stripped_max_volume_ml and blob.sum() >= 0.95 * nonzero.sum()
@@ -134,7 +123,7 @@ def stripped_brain_mask(data: np.ndarray, params: BrainMaskParams | None = None)
     params = params or BrainMaskParams()
     values = np.asarray(data, dtype=np.float32)
     nonzero = values > params.stripped_zero_level * float(np.percentile(values, 99))
-    return ndimage.binary_fill_holes(_largest_component(nonzero))
+    return ndimage.binary_fill_holes(largest_component(nonzero))
 
 
 def brain_core(candidates: np.ndarray, voxel_mm: np.ndarray,
@@ -156,10 +145,10 @@ def brain_core(candidates: np.ndarray, voxel_mm: np.ndarray,
                                           sampling=voxel_mm)[1:-1, 1:-1, 1:-1]
     cores, volumes = [], []
     for radius in params.erosion_radii_mm:
-        core = _largest_component(dist > radius)
+        core = largest_component(dist > radius)
         if not core.any():
             break
-        volume = float(_largest_component(_dilate(core, radius, voxel_mm) & candidates).sum())
+        volume = float(largest_component(_dilate(core, radius, voxel_mm) & candidates).sum())
         if volumes and volume < (1.0 - params.erosion_split_fraction) * volumes[-1]:
             break  # the erosion split the brain itself (hemispheres, cerebellum): go no further
         cores.append(core)
@@ -194,7 +183,7 @@ def watershed_brain(values: np.ndarray, head: np.ndarray, core: np.ndarray,
     markers[outside] = 1
     markers[core] = 2
     labels = watershed(-values, markers)
-    return _largest_component((labels == 2) & candidates)
+    return largest_component((labels == 2) & candidates)
 
 
 def whole_head_brain_mask(data: np.ndarray, affine: np.ndarray,
@@ -219,7 +208,7 @@ def whole_head_brain_mask(data: np.ndarray, affine: np.ndarray,
     values = np.asarray(values, dtype=np.float32)
     voxel_mm = np.asarray(work.GetSpacing(), dtype=float)
 
-    head = ndimage.binary_fill_holes(_largest_component(values > head_threshold(values)))
+    head = ndimage.binary_fill_holes(largest_component(values > head_threshold(values)))
     if not head.any():
         raise InputError("no head found above the background threshold")
     # WM level from the deep head (>= 60 % of the maximal depth: central brain, mostly WM);

@@ -25,8 +25,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from pipeline.errors import InputError
+from pipeline.imagespace import nifti_to_sitk, require_same_grid, sitk_to_nifti
 from pipeline.params import BrainMaskParams
-from pipeline.registration import nifti_to_sitk, sitk_to_nifti
 
 #: B-spline order of the bias-field model (ITK default, cubic).
 _SPLINE_ORDER = 3
@@ -125,9 +125,8 @@ def n4_correct(data: np.ndarray, affine: np.ndarray, mask: np.ndarray,
         Estimated log bias field.
     """
     data = np.asarray(data)
-    if np.asarray(mask).shape != data.shape:
-        raise InputError(f"N4: mask shape {np.asarray(mask).shape} differs from image shape "
-                         f"{data.shape}")
+    require_same_grid(np.shape(mask), None, data.shape, None,
+                      f"N4: mask shape {np.shape(mask)} differs from image shape {data.shape}")
     image = nifti_to_sitk(data.astype(np.float32), affine)
     mask_img = nifti_to_sitk(np.asarray(mask, dtype=np.uint8), affine)
     corrected, log_bias = n4_correct_image(image, mask_img, params)

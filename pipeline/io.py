@@ -133,6 +133,24 @@ def save_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray,
     return Path(path)
 
 
+def save_intensity_image(path: str | Path, data: np.ndarray, affine: np.ndarray) -> Path:
+    """Write a float intensity image as int16 with scl_slope/inter (nibabel picks them), atomically.
+
+    Quantisation is 1/65535 of the intensity range (~0.01 % of WM on a T1), far below MRI
+    noise, and the file is half the size of float32 and twice as fast to gzip, which dominated
+    the cost of the register step. Readers see floats (:func:`load_nifti` applies the scaling).
+    Header as :func:`save_nifti` writes it (sform and qform code 1, mm units).
+    """
+    img = nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine)
+    img.set_sform(affine, code=1)
+    img.set_qform(affine, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_data_dtype(np.int16)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return Path(path)
+
+
 def write_tsv(path: str | Path, table: pd.DataFrame, float_format: str = "%.6g",
               comments: Sequence[str] = ()) -> Path:
     """Write a tidy table as TSV (``n/a`` for missing values, fixed float format) atomically.

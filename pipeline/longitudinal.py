@@ -88,13 +88,17 @@ from scipy.sparse.csgraph import connected_components
 
 from pipeline import io
 from pipeline.errors import InputError
+from pipeline.imagespace import map_points_subject_to_session, require_same_grid, voxel_sizes
+from pipeline.morphology import (
+    CONNECTIVITY_26,
+    bounding_box,
+    dilate_labels,
+    face_distance_footprint,
+)
 from pipeline.outcome import add_sources_argument, run_step
 from pipeline.params import LesionParams
 from pipeline.paths import bids_path, interval_label
-from pipeline.segment import dilate_labels, face_distance_footprint
-
-CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
-_MAD_TO_SD = 1.4826
+from pipeline.robust import median_and_robust_sd
 
 #: Columns of the interval lesion table, in order.
 TABLE_COLUMNS = [
@@ -113,7 +117,7 @@ UNCONFIRMED = "unconfirmed"
 
 def dilation_footprint(voxel_size_mm: Any, radius_mm: float) -> np.ndarray:
     """Structuring element growing a mask by ``radius_mm`` measured from the voxel faces
-    (see :func:`pipeline.segment.face_distance_footprint`)."""
+    (see :func:`pipeline.morphology.face_distance_footprint`)."""
     return face_distance_footprint(voxel_size_mm, radius_mm)
 
 
@@ -123,14 +127,6 @@ def _dilate_labels(labels: np.ndarray, footprint: np.ndarray) -> np.ndarray:
     if footprint.size == 1 or not labels.any():
         return labels.copy()
     return np.where(labels > 0, labels, dilate_labels(labels, footprint))
-
-
-def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, ...] | None:
-    idx = np.nonzero(mask)
-    if idx[0].size == 0:
-        return None
-    return tuple(slice(max(int(i.min()) - margin, 0), min(int(i.max()) + margin + 1, n))
-                 for i, n in zip(idx, mask.shape))
 
 
 @dataclass
@@ -256,8 +252,7 @@ def difference_reference(flair_norm_a: np.ndarray, flair_norm_b: np.ndarray,
         raise InputError("fewer than 100 normal-appearing brain voxels shared by the two "
                          "sessions' normalised FLAIR images; check the desc-norm FLAIR files")
     d = flair_norm_b[ref].astype(np.float64) - flair_norm_a[ref].astype(np.float64)
-    centre = float(np.median(d))
-    sd = float(_MAD_TO_SD * np.median(np.abs(d - centre)))
+    centre, sd = median_and_robust_sd(d)
     return centre, max(sd, 1e-6)
 
 
@@ -347,7 +342,7 @@ def classify_interval(lesion_a: np.ndarray, lesion_b: np.ndarray, flair_norm_a: 
     new_labels = np.zeros(shape, np.int32)
 
     margin = max(fp.shape) // 2 + 2
-    sl = _bbox(a | b | ha | hb, margin)
+    sl = bounding_box(a | b | ha | hb, margin)
     if sl is None:
         return pd.DataFrame({c: pd.Series(dtype=float) for c in TABLE_COLUMNS}), new_labels
     crop_shape = tuple(s.stop - s.start for s in sl)
@@ -548,8 +543,8 @@ def classify_interval(lesion_a: np.ndarray, lesion_b: np.ndarray, flair_norm_a: 
         ref_t = both_t & ~grown_any
         if ref_t.sum() >= 100:
             dt1 = ta - tb
-            c_t = float(np.median(dt1[ref_t]))
-            sd_t = max(float(_MAD_TO_SD * np.median(np.abs(dt1[ref_t] - c_t))), 1e-6)
+            c_t, sd_t = median_and_robust_sd(dt1[ref_t])
+            sd_t = max(sd_t, 1e-6)
             t1_fall_z = _component_mean(mh.lb, mh.nb, dt1 - c_t, both_t, hs["count"]) / sd_t
     # Without it: a black hole inside a T2 component that failed the new-lesion test (no FLAIR
     # rise, too small) is segmentation noise, not a new black hole.
@@ -647,10 +642,6 @@ def endpoints_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=ENDPOINT_COLUMNS)
 
 
-def _voxel_sizes(affine: np.ndarray) -> np.ndarray:
-    return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
-
-
 def _parse_intervals(intervals: list[str], sessions: list[str]) -> list[tuple[str, str]]:
     out = []
     missing = []
@@ -696,8 +687,6 @@ def longitudinal_files(out_dir: str | Path, subject: str, sessions: list[str],
     -------
     dict product name -> written path.
     """
-    from pipeline.registration import map_points_subject_to_session  # SimpleITK when needed
-
     params = params or LesionParams()
     out_dir = Path(out_dir)
     pairs = _parse_intervals(intervals, sessions)
@@ -714,10 +703,10 @@ def longitudinal_files(out_dir: str | Path, subject: str, sessions: list[str],
             data, aff, _ = io.load_nifti(path)
             if not grid:
                 grid.append((data.shape, aff))
-            if data.shape != grid[0][0] or not np.allclose(aff, grid[0][1], atol=1e-4):
-                raise InputError(f"{path}: not on the subject grid shared by the other images "
-                                 f"(shape {data.shape} vs {grid[0][0]} or affine differs); rerun "
-                                 "the register and segment stages")
+            require_same_grid(data.shape, aff, grid[0][0], grid[0][1],
+                              f"{path}: not on the subject grid shared by the other images "
+                              f"(shape {data.shape} vs {grid[0][0]} or affine differs); rerun "
+                              "the register and segment stages")
             d[key] = data
         d["xfm"] = bids_path(out_dir, subject, ses, from_="T1w", to="subject", mode="image",
                              suffix="xfm", ext=".txt")
@@ -736,7 +725,7 @@ def longitudinal_files(out_dir: str | Path, subject: str, sessions: list[str],
     for ses_a, ses_b in pairs:
         da, db = load(ses_a), load(ses_b)
         affine = grid[0][1]
-        vox = _voxel_sizes(affine)
+        vox = voxel_sizes(affine)
         dt = None
         if sessions_months:
             if ses_a not in sessions_months or ses_b not in sessions_months:

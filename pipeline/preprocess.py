@@ -36,17 +36,18 @@ from pipeline.checks import add_input_arguments, check_overlap, load_checked, se
 from pipeline.intensity import n4_correct_image
 from pipeline.params import BrainMaskParams, InputCheckParams, RegistrationParams
 from pipeline.paths import bids_path
-from pipeline.registration import (
+from pipeline.imagespace import (
     nifti_to_sitk,
-    normalised_mutual_information,
-    paired_samples,
-    register_rigid_images,
     resample_mask,
     same_grid,
-    save_intensity_image,
     set_threads,
     sitk_to_nifti,
     write_transform,
+)
+from pipeline.registration import (
+    normalised_mutual_information,
+    paired_samples,
+    register_rigid_images,
 )
 from pipeline.outcome import run_step
 from pipeline.provenance import write_sidecars
@@ -180,11 +181,11 @@ def preprocess_session_files(bids_dir: str | Path | None, subject: str, session:
 
     timer = time.perf_counter()
     paths = {
-        "t1_n4": save_intensity_image(bids_path(out_dir, subject, session, desc="n4",
-                                                suffix="T1w"), result.t1_n4, t1_affine),
-        "flair_n4": save_intensity_image(bids_path(out_dir, subject, session, desc="n4",
-                                                   suffix="FLAIR"), result.flair_n4,
-                                         flair_affine),
+        "t1_n4": io.save_intensity_image(bids_path(out_dir, subject, session, desc="n4",
+                                                   suffix="T1w"), result.t1_n4, t1_affine),
+        "flair_n4": io.save_intensity_image(bids_path(out_dir, subject, session, desc="n4",
+                                                      suffix="FLAIR"), result.flair_n4,
+                                            flair_affine),
         "brain_mask": io.save_nifti(bids_path(out_dir, subject, session, desc="brain",
                                               suffix="mask"),
                                     result.brain_mask, t1_affine, dtype=np.uint8),

@@ -32,6 +32,7 @@ from matplotlib.figure import Figure
 from skimage.feature import canny
 
 from pipeline.errors import InputError
+from pipeline.imagespace import require_same_grid, voxel_sizes
 from pipeline.io import atomic_path, load_nifti
 from pipeline.paths import bids_path
 
@@ -65,7 +66,7 @@ def to_ras(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray
     ornt = nib.orientations.io_orientation(affine)
     to_canonical = nib.orientations.ornt_transform(ornt, nib.orientations.axcodes2ornt("RAS"))
     data_ras = nib.orientations.apply_orientation(data, to_canonical)
-    voxel = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    voxel = voxel_sizes(affine)
     order = np.argsort(to_canonical[:, 0])  # new axis n comes from old axis order[n]
     return np.ascontiguousarray(data_ras), voxel[order]
 
@@ -165,10 +166,12 @@ def _row_label(ax: Axes, text: str) -> None:
 
 def _check_same_grid(volumes: Mapping[str, np.ndarray], what: str) -> tuple[int, ...]:
     shapes = {name: v.shape for name, v in volumes.items()}
-    if len(set(shapes.values())) > 1:
-        raise InputError(f"{what}: images are not on one subject grid (shapes {shapes}); re-run "
-                         "the register stage")
-    return next(iter(shapes.values()))
+    first = next(iter(shapes.values()))
+    for shape in shapes.values():
+        require_same_grid(shape, None, first, None,
+                          f"{what}: images are not on one subject grid (shapes {shapes}); "
+                          "re-run the register stage")
+    return first
 
 
 def template_edges(template_plane: np.ndarray, sigma_px: float = 1.5) -> np.ndarray:

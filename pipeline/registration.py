@@ -2,12 +2,9 @@
 
 Spaces and conventions
 ----------------------
-NIfTI affines (nibabel) map voxel indices to world coordinates in RAS mm; ITK physical space is
-LPS mm (x and y negated). :func:`nifti_to_sitk` / :func:`sitk_to_nifti` are the one pair of
-functions that converts between them. Every transform written by this module is an ITK
-*resampling* transform, stored with ``sitk.WriteTransform`` as text: it maps points of the
-fixed/reference space (LPS) to points of the moving image (LPS), i.e. it is what
-``sitk.Resample(moving, reference, transform)`` needs. So
+RAS/LPS conversion, rigid matrices, transform files and resampling are the utilities of
+:mod:`pipeline.imagespace`, whose conventions hold here: every transform written by this module
+is an ITK *resampling* transform (fixed/reference LPS points -> moving LPS points). So
 
 - ``from-FLAIR_to-T1w`` maps session T1 points to FLAIR points (resamples FLAIR onto T1);
 - ``from-T1w_to-subject`` maps subject-space points to the session's T1 points (resamples the
@@ -63,20 +60,32 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
 from pipeline import io
 from pipeline.errors import InputError, RegistrationError
+from pipeline.imagespace import (
+    RAS_LPS_FLIP,
+    compose,
+    matrix_to_rigid,
+    mean_rigid,
+    nifti_to_sitk,
+    read_transform,
+    require_same_grid,
+    resample_image,
+    resample_mask,
+    rigid_to_matrix,
+    rotation_angle_deg,
+    set_threads,
+    sitk_to_nifti,
+    write_transform,
+)
 from pipeline.outcome import add_sources_argument, run_step
 from pipeline.provenance import write_sidecars
 from pipeline.params import RegistrationParams
 from pipeline.paths import bids_path
-
-#: RAS <-> LPS: negate x and y (its own inverse).
-_FLIP = np.diag([-1.0, -1.0, 1.0])
 
 _INITIALISATIONS = {
     "identity": None,
@@ -84,187 +93,6 @@ _INITIALISATIONS = {
     "geometry": sitk.CenteredTransformInitializerFilter.GEOMETRY,
     "moments": sitk.CenteredTransformInitializerFilter.MOMENTS,
 }
-
-_INTERPOLATORS = {
-    "linear": sitk.sitkLinear,
-    "nearest": sitk.sitkNearestNeighbor,
-    "bspline": sitk.sitkBSpline,
-}
-
-
-# --------------------------------------------------------------------------------------------
-# nibabel (RAS affine) <-> SimpleITK (LPS origin/spacing/direction)
-# --------------------------------------------------------------------------------------------
-
-def nifti_to_sitk(data: np.ndarray, affine: np.ndarray) -> sitk.Image:
-    """A SimpleITK image with the same voxels and world geometry as a NIfTI array.
-
-    Parameters
-    ----------
-    data : ndarray of shape (I, J, K)
-        Voxel values indexed like nibabel (``data[i, j, k]``). Booleans become uint8.
-    affine : ndarray of shape (4, 4)
-        Voxel index -> world RAS mm. Columns must be orthogonal (no shear): ITK images carry
-        spacing and an orthonormal direction only.
-
-    Returns
-    -------
-    sitk.Image
-        Size (I, J, K), spacing = voxel sizes in mm, origin and direction in LPS.
-    """
-    data = np.asarray(data)
-    if data.ndim != 3:
-        raise InputError(f"image must be 3-D, got shape {data.shape}")
-    if data.dtype == bool:
-        data = data.astype(np.uint8)
-    matrix_lps = _FLIP @ np.asarray(affine, dtype=float)[:3, :3]
-    spacing = np.linalg.norm(matrix_lps, axis=0)
-    if not np.all(spacing > 0) or not np.all(np.isfinite(matrix_lps)):
-        raise InputError(f"affine has a zero or non-finite voxel axis: {affine.tolist()}")
-    direction = matrix_lps / spacing
-    u, _, vt = np.linalg.svd(direction)
-    orthonormal = u @ vt
-    if np.abs(direction - orthonormal).max() > 1e-3:
-        raise InputError("affine has shear (voxel axes not orthogonal), which ITK images cannot "
-                         f"represent: {np.asarray(affine).tolist()}; reslice the image first")
-    image = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
-    image.SetSpacing([float(s) for s in spacing])
-    image.SetOrigin([float(o) for o in _FLIP @ np.asarray(affine, dtype=float)[:3, 3]])
-    image.SetDirection([float(d) for d in orthonormal.ravel()])
-    return image
-
-
-def sitk_to_nifti(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
-    """Voxels and RAS affine of a SimpleITK image (inverse of :func:`nifti_to_sitk`).
-
-    Returns
-    -------
-    data : ndarray of shape (I, J, K)
-        ``data[i, j, k]`` is the voxel at ITK index (i, j, k).
-    affine : ndarray of shape (4, 4)
-        Voxel index -> world RAS mm.
-    """
-    data = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
-    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
-    affine = np.eye(4)
-    affine[:3, :3] = _FLIP @ direction @ np.diag(image.GetSpacing())
-    affine[:3, 3] = _FLIP @ np.asarray(image.GetOrigin(), dtype=float)
-    return data, affine
-
-
-# --------------------------------------------------------------------------------------------
-# Rigid transforms as 4x4 matrices (LPS, point maps fixed -> moving)
-# --------------------------------------------------------------------------------------------
-
-def rigid_to_matrix(transform: sitk.Transform) -> np.ndarray:
-    """4x4 homogeneous matrix (LPS mm) of a linear ITK transform (Euler3D, Versor, Affine)."""
-    tx = transform.Downcast() if hasattr(transform, "Downcast") else transform
-    if isinstance(tx, sitk.CompositeTransform):
-        out = np.eye(4)
-        # A composite applies its last transform first: T(x) = T_0(T_1(...T_n(x))).
-        for k in range(tx.GetNumberOfTransforms()):
-            out = out @ rigid_to_matrix(tx.GetNthTransform(k))
-        return out
-    matrix = np.asarray(tx.GetMatrix(), dtype=float).reshape(3, 3)
-    center = np.asarray(tx.GetCenter(), dtype=float)
-    translation = np.asarray(tx.GetTranslation(), dtype=float)
-    out = np.eye(4)
-    out[:3, :3] = matrix
-    out[:3, 3] = center + translation - matrix @ center
-    return out
-
-
-def matrix_to_rigid(matrix: np.ndarray, center_lps: np.ndarray | None = None
-                    ) -> sitk.Euler3DTransform:
-    """Euler3DTransform of a 4x4 rigid matrix (LPS), rotating about ``center_lps``."""
-    matrix = np.asarray(matrix, dtype=float)
-    center = np.zeros(3) if center_lps is None else np.asarray(center_lps, dtype=float)
-    tx = sitk.Euler3DTransform()
-    tx.SetCenter([float(c) for c in center])
-    tx.SetMatrix([float(m) for m in _project_to_so3(matrix[:3, :3]).ravel()], 1e-6)
-    translation = matrix[:3, :3] @ center + matrix[:3, 3] - center
-    tx.SetTranslation([float(t) for t in translation])
-    return tx
-
-
-def _project_to_so3(matrix: np.ndarray) -> np.ndarray:
-    """Nearest rotation matrix (Frobenius norm) by SVD."""
-    u, _, vt = np.linalg.svd(matrix)
-    d = np.sign(np.linalg.det(u @ vt))
-    return u @ np.diag([1.0, 1.0, d]) @ vt
-
-
-def rotation_angle_deg(matrix: np.ndarray) -> float:
-    """Rotation angle (degrees) of the 3x3 rotation part of a rigid matrix."""
-    cos = (np.trace(np.asarray(matrix)[:3, :3]) - 1.0) / 2.0
-    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
-
-
-def mean_rigid(matrices: list[np.ndarray], center_lps: np.ndarray) -> np.ndarray:
-    """Mean of rigid transforms (4x4, LPS): chordal mean rotation, mean displacement of a centre.
-
-    Parameters
-    ----------
-    matrices : list of ndarray of shape (4, 4)
-    center_lps : ndarray of shape (3,)
-        Point (mm, LPS) about which rotations are averaged, e.g. the brain centre. Averaging
-        the displacement of a point inside the brain keeps the mean translation meaningful
-        whatever the scanner's world origin.
-
-    Returns
-    -------
-    ndarray of shape (4, 4)
-        The rigid transform whose rotation is the mean rotation matrix projected onto SO(3)
-        (Moakher 2002) and which moves ``center_lps`` by the mean displacement.
-    """
-    center = np.asarray(center_lps, dtype=float)
-    rotation = _project_to_so3(np.mean([m[:3, :3] for m in matrices], axis=0))
-    displacement = np.mean([m[:3, :3] @ center + m[:3, 3] - center for m in matrices], axis=0)
-    out = np.eye(4)
-    out[:3, :3] = rotation
-    out[:3, 3] = center + displacement - rotation @ center
-    return out
-
-
-def save_intensity_image(path: str | Path, data: np.ndarray, affine: np.ndarray) -> Path:
-    """Write a float intensity image as int16 with scl_slope/inter (nibabel picks them), atomically.
-
-    Quantisation is 1/65535 of the intensity range (~0.01 % of WM on a T1), far below MRI
-    noise, and the file is half the size of float32 and twice as fast to gzip, which dominated
-    the cost of this step. Readers see floats (``pipeline.io.load_nifti`` applies the scaling).
-    Header as :func:`pipeline.io.save_nifti` writes it (sform and qform code 1, mm units).
-    """
-    img = nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine)
-    img.set_sform(affine, code=1)
-    img.set_qform(affine, code=1)
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_data_dtype(np.int16)
-    with io.atomic_path(path) as tmp:
-        nib.save(img, str(tmp))
-    return Path(path)
-
-
-def write_transform(path: str | Path, transform: sitk.Transform) -> Path:
-    """Write an ITK transform as text (``.txt``) atomically."""
-    path = Path(path)
-    if not path.name.endswith(".txt"):
-        raise InputError(f"{path}: transform files must end in .txt (ITK text format)")
-    with io.atomic_path(path) as tmp:
-        sitk.WriteTransform(transform, str(tmp))
-    return path
-
-
-def read_transform(path: str | Path) -> sitk.Transform:
-    """Read an ITK transform file, raising InputError naming the file when it cannot."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: transform file not found; run the preprocess/register step "
-                         "that writes it")
-    try:
-        return sitk.ReadTransform(str(path)).Downcast()
-    except RuntimeError as exc:
-        raise InputError(f"{path}: not a readable ITK transform ({exc}); re-run the step that "
-                         "wrote it") from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,11 +124,6 @@ class RigidResult:
     def matrix(self) -> np.ndarray:
         """4x4 LPS matrix of :attr:`transform`."""
         return rigid_to_matrix(self.transform)
-
-
-def set_threads(threads: int) -> None:
-    """Set SimpleITK's global thread count (1 gives bit-reproducible transforms)."""
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(threads))
 
 
 def _mask_centroid_lps(mask: sitk.Image | None, image: sitk.Image) -> np.ndarray:
@@ -631,13 +454,6 @@ def register_rigid(fixed: np.ndarray, fixed_affine: np.ndarray, moving: np.ndarr
     return register_rigid_images(f_img, m_img, params, f_mask, m_mask, multimodal, pair)
 
 
-def same_grid(shape_a: tuple[int, ...], affine_a: np.ndarray, shape_b: tuple[int, ...],
-              affine_b: np.ndarray, tol_mm: float = 1e-3) -> bool:
-    """True when two images share a voxel grid (same shape, affines within ``tol_mm``)."""
-    return (tuple(shape_a[:3]) == tuple(shape_b[:3])
-            and np.allclose(affine_a, affine_b, atol=tol_mm, rtol=0))
-
-
 # --------------------------------------------------------------------------------------------
 # Subject space
 # --------------------------------------------------------------------------------------------
@@ -690,7 +506,7 @@ def subject_grid(masks: list[sitk.Image], to_session: list[np.ndarray], voxel_mm
         # Session points -> subject points through the inverse of the subject -> session map.
         inverse = np.linalg.inv(matrix)
         subject_points = points @ inverse[:3, :3].T + inverse[:3, 3]
-        ras = subject_points @ _FLIP.T
+        ras = subject_points @ RAS_LPS_FLIP.T
         lo = np.minimum(lo, ras.min(axis=0))
         hi = np.maximum(hi, ras.max(axis=0))
     lo_ras = np.floor((lo - margin_mm) / voxel_mm) * voxel_mm
@@ -699,8 +515,8 @@ def subject_grid(masks: list[sitk.Image], to_session: list[np.ndarray], voxel_mm
     reference = sitk.Image(size, sitk.sitkUInt8)
     reference.SetSpacing([float(voxel_mm)] * 3)
     # RAS-aligned axes: index i increases towards R, j towards A, k towards S.
-    reference.SetDirection([float(d) for d in _FLIP.ravel()])
-    reference.SetOrigin([float(o) for o in _FLIP @ lo_ras])
+    reference.SetDirection([float(d) for d in RAS_LPS_FLIP.ravel()])
+    reference.SetOrigin([float(o) for o in RAS_LPS_FLIP @ lo_ras])
     return reference
 
 
@@ -769,23 +585,6 @@ def build_subject_space(t1_images: list[sitk.Image], masks: list[sitk.Image],
     return SubjectSpace(to_session, reference, subject_center, pairs, names)
 
 
-def resample_image(image: sitk.Image, reference: sitk.Image, transform: sitk.Transform,
-                   interpolation: str = "linear") -> sitk.Image:
-    """Resample ``image`` onto ``reference`` through a resampling transform (float32, 0 outside)."""
-    if interpolation not in _INTERPOLATORS:
-        raise InputError(f"interpolation={interpolation!r} must be one of "
-                         f"{sorted(_INTERPOLATORS)}")
-    return sitk.Resample(sitk.Cast(image, sitk.sitkFloat32), reference, transform,
-                         _INTERPOLATORS[interpolation], 0.0, sitk.sitkFloat32)
-
-
-def resample_mask(mask: sitk.Image, reference: sitk.Image, transform: sitk.Transform
-                  ) -> sitk.Image:
-    """Resample a binary mask by linear interpolation thresholded at 0.5 (uint8)."""
-    frac = resample_image(mask, reference, transform, "linear")
-    return sitk.Cast(frac >= 0.5, sitk.sitkUInt8)
-
-
 def t1_at_flair_resolution(t1: sitk.Image, flair: sitk.Image, flair_to_t1: sitk.Transform,
                            interpolation: str = "linear") -> sitk.Image:
     """The T1 as the FLAIR's acquisition grid would have recorded it (on the FLAIR grid).
@@ -836,83 +635,6 @@ def t1_at_flair_resolution(t1: sitk.Image, flair: sitk.Image, flair_to_t1: sitk.
     return out
 
 
-def compose(transforms: list[sitk.Transform]) -> sitk.Transform:
-    """Compose resampling transforms listed moving -> ... -> reference.
-
-    For ``[FLAIR->T1, T1->subject]`` the result maps a subject point first into T1, then into
-    FLAIR, which is what resampling FLAIR into subject space needs (ITK composites apply their
-    last transform first, so the list is used as given).
-    """
-    if len(transforms) == 1:
-        return transforms[0]
-    return sitk.CompositeTransform(list(transforms))
-
-
-def resample_to_subject(moving_path: str | Path, template_path: str | Path,
-                        transform_paths: list[str | Path], interpolation: str = "linear"
-                        ) -> tuple[np.ndarray, np.ndarray]:
-    """Resample a native-space image into the subject grid of ``template_path``.
-
-    Parameters
-    ----------
-    moving_path : path
-        NIfTI image in a session's native space (e.g. a lesion mask on the session's T1 grid).
-    template_path : path
-        Any image on the subject grid (e.g. the ``space-subject_desc-template_T1w`` file).
-    transform_paths : list of path
-        ITK transform files composed in order moving -> ... -> subject, e.g.
-        ``[T1->subject]`` for a T1-space image or ``[FLAIR->T1, T1->subject]`` for a
-        FLAIR-space image.
-    interpolation : {"linear", "nearest", "bspline"}
-
-    Returns
-    -------
-    data : ndarray of shape (I, J, K), float32
-        On the subject grid; 0 outside the moving image. Threshold at 0.5 for masks.
-    affine : ndarray of shape (4, 4)
-        Subject grid voxel -> RAS mm.
-    """
-    if not transform_paths:
-        raise InputError("transform_paths is empty: give at least the T1->subject transform")
-    data, affine, _ = io.load_nifti(moving_path)
-    t_data, t_affine, _ = io.load_nifti(template_path)
-    reference = nifti_to_sitk(np.zeros(t_data.shape[:3], dtype=np.uint8), t_affine)
-    moving = nifti_to_sitk(np.asarray(np.squeeze(data), dtype=np.float32), affine)
-    transform = compose([read_transform(p) for p in transform_paths])
-    out, out_affine = sitk_to_nifti(resample_image(moving, reference, transform, interpolation))
-    return np.ascontiguousarray(out), out_affine
-
-
-def map_points_subject_to_session(points_ras_mm: np.ndarray, transform_path: str | Path
-                                  ) -> np.ndarray:
-    """Map subject-space world points to the session's T1 scanner-world points.
-
-    Parameters
-    ----------
-    points_ras_mm : ndarray of shape (N, 3) or (3,)
-        Points in subject space, world RAS mm (e.g. lesion centroids from the subject grid
-        affine).
-    transform_path : path
-        The session's ``from-T1w_to-subject`` transform file (maps subject LPS points to session
-        T1 LPS points).
-
-    Returns
-    -------
-    ndarray of shape (N, 3) (or (3,) for one point)
-        The same anatomical points in the world RAS mm frame of the session's raw T1w.
-    """
-    points = np.asarray(points_ras_mm, dtype=float)
-    single = points.ndim == 1
-    points = np.atleast_2d(points)
-    if points.shape[1] != 3:
-        raise InputError(f"points_ras_mm must have shape (N, 3), got {points.shape}")
-    transform = read_transform(transform_path)
-    lps = points @ _FLIP.T
-    mapped = np.array([transform.TransformPoint([float(v) for v in p]) for p in lps])
-    out = mapped.reshape(-1, 3) @ _FLIP.T
-    return out[0] if single else out
-
-
 # --------------------------------------------------------------------------------------------
 # Subject-level files
 # --------------------------------------------------------------------------------------------
@@ -949,9 +671,9 @@ def register_subject_files(out_dir: str | Path, subject: str, sessions: list[str
                                                      suffix="FLAIR"))
         mask_path = bids_path(out_dir, subject, ses, desc="brain", suffix="mask")
         m_data, m_aff, _ = io.load_nifti(mask_path)
-        if not same_grid(m_data.shape, m_aff, t1_data.shape, t1_aff):
-            raise InputError(f"{mask_path}: brain mask is not on the N4 T1 grid; re-run "
-                             f"preprocess for ses-{ses}")
+        require_same_grid(m_data.shape[:3], m_aff, t1_data.shape[:3], t1_aff,
+                          f"{mask_path}: brain mask is not on the N4 T1 grid; re-run "
+                          f"preprocess for ses-{ses}", atol_mm=1e-3, rtol=0.0)
         t1s.append(nifti_to_sitk(np.asarray(t1_data, dtype=np.float32), t1_aff))
         flairs.append(nifti_to_sitk(np.asarray(fl_data, dtype=np.float32), fl_aff))
         masks.append(nifti_to_sitk(np.asarray(m_data > 0, dtype=np.uint8), t1_aff))
@@ -993,8 +715,9 @@ def register_subject_files(out_dir: str | Path, subject: str, sessions: list[str
                                        ("flair", fl_sub, "preproc", "FLAIR"),
                                        ("t1_flairres", t1_fl_sub, "flairres", "T1w")):
             data, affine = sitk_to_nifti(img)
-            paths[key] = save_intensity_image(bids_path(out_dir, subject, ses, space="subject",
-                                                        desc=desc, suffix=suffix), data, affine)
+            paths[key] = io.save_intensity_image(
+                bids_path(out_dir, subject, ses, space="subject", desc=desc, suffix=suffix),
+                data, affine)
         data, affine = sitk_to_nifti(mask_sub)
         paths["mask"] = io.save_nifti(bids_path(out_dir, subject, ses, space="subject",
                                                 desc="brain", suffix="mask"), data, affine,
@@ -1014,9 +737,8 @@ def register_subject_files(out_dir: str | Path, subject: str, sessions: list[str
     tmpl_img = sitk.GetImageFromArray(template.astype(np.float32))
     tmpl_img.CopyInformation(space.reference)
     data, affine = sitk_to_nifti(tmpl_img)
-    written["template"] = save_intensity_image(bids_path(out_dir, subject, space="subject",
-                                                         desc="template", suffix="T1w"),
-                                               data, affine)
+    written["template"] = io.save_intensity_image(
+        bids_path(out_dir, subject, space="subject", desc="template", suffix="T1w"), data, affine)
     seconds["resample_write"] = time.perf_counter() - timer
 
     table = registration_table(space.pairs, space.pair_names)

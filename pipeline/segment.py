@@ -126,18 +126,30 @@ from scipy import ndimage
 
 from pipeline import io
 from pipeline.errors import InputError
+from pipeline.imagespace import require_same_grid, resample_to_subject, voxel_sizes
+from pipeline.morphology import (
+    CONNECTIVITY_26,
+    bounding_box,
+    dilate_labels,
+    face_distance_footprint,
+    neighbourhood_filter,
+    remove_small_components,
+)
 from pipeline.outcome import add_sources_argument, run_step
 from pipeline.provenance import write_sidecars
 from pipeline.params import SegmentationParams
 from pipeline.paths import bids_path
+from pipeline.robust import (
+    IQR_HALF_TO_SD,
+    histogram_mode,
+    lower_half_sd,
+    median_and_robust_sd,
+    upper_half_sd,
+)
 
-#: 26-connectivity (faces, edges and corners) for every connected-component step.
-CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
 #: Tissue class labels of :func:`classify_tissue_t1`.
 BACKGROUND, CSF, GM, WM = 0, 1, 2, 3
 TISSUE_NAMES = {CSF: "csf", GM: "gm", WM: "wm"}
-_MAD_TO_SD = 1.4826  # MAD of a Gaussian x 1.4826 = its SD
-_IQR_HALF_TO_SD = 0.6745  # (q75 - q50) of a Gaussian / 0.6745 = its SD
 
 
 @dataclass
@@ -175,9 +187,10 @@ def _check_volume(name: str, arr: np.ndarray, shape: tuple[int, ...] | None = No
     arr = np.asarray(arr)
     if arr.ndim != 3:
         raise InputError(f"{name} must be 3-D, got shape {arr.shape}")
-    if shape is not None and arr.shape != shape:
-        raise InputError(f"{name} has shape {arr.shape}, expected {shape} (all inputs of a "
-                         "session must share the subject grid)")
+    if shape is not None:
+        require_same_grid(arr.shape, None, shape, None,
+                          f"{name} has shape {arr.shape}, expected {shape} (all inputs of a "
+                          "session must share the subject grid)")
     return arr
 
 
@@ -186,51 +199,6 @@ def _voxel_size(voxel_size_mm: Any) -> np.ndarray:
     if not np.all(np.isfinite(v)) or np.any(v <= 0):
         raise InputError(f"voxel_size_mm={voxel_size_mm!r} must be three positive sizes in mm")
     return v
-
-
-def histogram_mode(values: np.ndarray, bins: int = 256) -> float:
-    """Mode of a 1-D sample: peak of a lightly smoothed histogram, refined parabolically.
-
-    Parameters
-    ----------
-    values : ndarray of shape (N,)
-
-    Returns
-    -------
-    float, in the units of ``values``.
-    """
-    values = np.asarray(values, dtype=np.float64)
-    lo, hi = np.percentile(values, [0.5, 99.5])
-    if not hi > lo:
-        return float(np.median(values))
-    counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
-    smooth = ndimage.gaussian_filter1d(counts.astype(np.float64), 2.0, mode="constant")
-    i = int(np.argmax(smooth))
-    width = edges[1] - edges[0]
-    offset = 0.0
-    if 0 < i < bins - 1:  # vertex of the parabola through the peak and its neighbours
-        y0, y1, y2 = smooth[i - 1], smooth[i], smooth[i + 1]
-        denom = y0 - 2 * y1 + y2
-        if denom < 0:
-            offset = 0.5 * (y0 - y2) / denom
-    return float(edges[i] + (0.5 + offset) * width)
-
-
-def lower_half_sd(values: np.ndarray, centre: float) -> float:
-    """Robust SD from the half of the sample below ``centre`` (MAD x 1.4826 of that half).
-
-    A hyperintense tail (lesions, partial volume with GM on FLAIR) does not inflate it.
-    """
-    values = np.asarray(values, dtype=np.float64)
-    below = centre - values[values <= centre]
-    if below.size < 10:
-        return float(_MAD_TO_SD * np.median(np.abs(values - centre)))
-    return float(_MAD_TO_SD * np.median(below))
-
-
-def upper_half_sd(values: np.ndarray, centre: float) -> float:
-    """Robust SD from the half of the sample above ``centre`` (MAD x 1.4826 of that half)."""
-    return lower_half_sd(-np.asarray(values, dtype=np.float64), -centre)
 
 
 def fit_tissue_model(t1_brain: np.ndarray, n_iter: int = 100, bins: int = 512) -> TissueModel:
@@ -382,7 +350,7 @@ def fit_flair_given_t1(t1_norm: np.ndarray, flair_norm: np.ndarray, n_bins: int 
         centres[i] = np.median(t[sel])
         m, q75 = np.quantile(f[sel], [0.5, 0.75])
         med[i] = m
-        sd[i] = (q75 - m) / _IQR_HALF_TO_SD
+        sd[i] = (q75 - m) / IQR_HALF_TO_SD
     # equal T1 values can repeat a centre; np.interp needs strictly increasing abscissae
     centres = np.maximum.accumulate(centres + np.arange(n) * 1e-9)
     return FlairGivenT1(centres, med, sd)
@@ -459,80 +427,11 @@ def mixing_line_envelope(t1_lo: np.ndarray, t1_hi: np.ndarray, points_t1: np.nda
     return env
 
 
-def dilate_labels(labels: np.ndarray, footprint: np.ndarray) -> np.ndarray:
-    """Grey dilation of a sparse label image by ``footprint``, computed per component box.
-
-    Same result as ``scipy.ndimage.grey_dilation(labels, footprint=footprint)`` with a zero
-    background (contested voxels take the largest neighbouring label), at the cost of the
-    components' bounding boxes instead of the whole volume.
-    """
-    out = np.zeros_like(labels)
-    if footprint.size == 1:
-        return labels.copy()
-    half = [n // 2 for n in footprint.shape]
-    for lab, box in enumerate(ndimage.find_objects(labels), start=1):
-        if box is None:
-            continue
-        big = tuple(slice(max(b.start - h, 0), min(b.stop + h, n))
-                    for b, h, n in zip(box, half, labels.shape))
-        sub = np.where(labels[big] == lab, lab, 0).astype(labels.dtype)
-        grown = ndimage.grey_dilation(sub, footprint=footprint, mode="constant", cval=0)
-        np.maximum(out[big], grown, out=out[big])
-    return out
-
-
-def face_distance_footprint(voxel_size_mm: Any, radius_mm: float) -> np.ndarray:
-    """Structuring element of the voxels within ``radius_mm`` of the central voxel's box.
-
-    An offset joins when the neighbour's centre lies within ``radius_mm`` of the central voxel's
-    faces: ``sqrt(sum(max(0, |d_i| v_i - v_i / 2)^2)) <= radius_mm``. At 1 mm and radius 1 mm
-    this is the 26-neighbourhood, at 2 mm the 6-neighbourhood, at 1 x 1 x 3 mm the in-plane
-    8-neighbourhood.
-
-    Parameters
-    ----------
-    voxel_size_mm : sequence of 3 floats
-    radius_mm : float, >= 0 (0: the centre only)
-
-    Returns
-    -------
-    bool ndarray of odd shape (2 n_i + 1,) per axis
-    """
-    vox = np.broadcast_to(np.asarray(voxel_size_mm, dtype=np.float64), (3,))
-    half = [int(np.floor((radius_mm + v / 2) / v + 1e-9)) for v in vox]
-    grids = np.meshgrid(*[np.arange(-h, h + 1) for h in half], indexing="ij")
-    gap = [np.maximum(0.0, np.abs(g) * v - v / 2) for g, v in zip(grids, vox)]
-    return np.sqrt(sum(x ** 2 for x in gap)) <= radius_mm + 1e-9
-
-
 def _brain_bbox(brain: np.ndarray, margin: int = 2) -> tuple[slice, ...]:
-    idx = np.nonzero(brain)
-    if idx[0].size == 0:
+    box = bounding_box(brain, margin)
+    if box is None:
         raise InputError("the brain mask is empty; check the desc-brain mask of this session")
-    return tuple(slice(max(int(i.min()) - margin, 0), min(int(i.max()) + margin + 1, n))
-                 for i, n in zip(idx, brain.shape))
-
-
-def remove_small_components(mask: np.ndarray, min_volume_mm3: float, voxel_volume_mm3: float
-                            ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Drop 26-connected components smaller than ``min_volume_mm3``.
-
-    Returns
-    -------
-    mask : bool ndarray, same shape
-    labels : int32 ndarray, components 1..n in raster order of their first voxel
-    n : int
-    """
-    labels, n = ndimage.label(mask, structure=CONNECTIVITY_26)
-    if n == 0:
-        return np.zeros(mask.shape, bool), labels.astype(np.int32), 0
-    sizes = np.bincount(labels.ravel(), minlength=n + 1) * voxel_volume_mm3
-    keep = sizes >= min_volume_mm3 - 1e-9
-    keep[0] = False
-    remap = np.zeros(n + 1, dtype=np.int32)
-    remap[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    out = remap[labels]
-    return out > 0, out, int(keep.sum())
+    return box
 
 
 class BrainDepth:
@@ -734,35 +633,6 @@ def _upsample_linear(coarse: np.ndarray, factors: np.ndarray, shape: tuple[int, 
     return out
 
 
-def _neighbourhood_filter(image: np.ndarray, footprint: np.ndarray, op: str) -> np.ndarray:
-    """Minimum or maximum over ``footprint``; separable 1-D passes for a full box or for the
-    6-neighbourhood cross (the footprints of 1 mm-radius neighbourhoods), generic otherwise."""
-    one_d = ndimage.minimum_filter1d if op == "min" else ndimage.maximum_filter1d
-    full = ndimage.minimum_filter if op == "min" else ndimage.maximum_filter
-    combine = np.minimum if op == "min" else np.maximum
-    if footprint.size == 1:
-        return image.copy()
-    if footprint.all():
-        out = image
-        for axis, size in enumerate(footprint.shape):
-            if size > 1:
-                out = one_d(out, size, axis=axis, mode="nearest")
-        return out
-    cross = np.zeros_like(footprint)
-    centre = tuple(n // 2 for n in footprint.shape)
-    for axis, size in enumerate(footprint.shape):
-        idx = list(centre)
-        idx[axis] = slice(None)
-        cross[tuple(idx)] = True
-    if np.array_equal(cross, footprint):
-        out = image
-        for axis, size in enumerate(footprint.shape):
-            if size > 1:
-                out = combine(out, one_d(image, size, axis=axis, mode="nearest"))
-        return out
-    return full(image, footprint=footprint, mode="nearest")
-
-
 def smooth_in_mask(image: np.ndarray, mask: np.ndarray, sigma_mm: float, voxel_size_mm: Any
                    ) -> np.ndarray:
     """Gaussian smoothing restricted to ``mask`` (normalised convolution: no background bleed).
@@ -959,8 +829,8 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
         tol = params.t1_uncertainty_sd * sd_t1
         t1_img = np.full(b.shape, np.nan)
         t1_img[b] = t1n
-        t1_lo = _neighbourhood_filter(np.where(b, t1_img, np.inf), t1_fp, "min")[b] - tol
-        t1_hi = _neighbourhood_filter(np.where(b, t1_img, -np.inf), t1_fp, "max")[b] + tol
+        t1_lo = neighbourhood_filter(np.where(b, t1_img, np.inf), t1_fp, "min")[b] - tol
+        t1_hi = neighbourhood_filter(np.where(b, t1_img, -np.inf), t1_fp, "max")[b] + tol
         m_env, s_env = curve.envelope(t1_lo, t1_hi)
         if params.grey_matter_bound:
             # Pure GM is a minority of its T1 bins when the cortex is thin, so the median there
@@ -1137,8 +1007,8 @@ def longitudinal_refinement(results: list[SegmentationResult], brain: np.ndarray
             if ref.sum() < 100:
                 continue
             d = smooth[i] - smooth[j]
-            centre = float(np.median(d[ref]))
-            sd = max(float(_MAD_TO_SD * np.median(np.abs(d[ref] - centre))), 1e-6)
+            centre, sd = median_and_robust_sd(d[ref])
+            sd = max(sd, 1e-6)
             # Residual intensity non-uniformity differs between sessions: take the rise
             # against the local level of the difference (Gaussian refinement_background_mm,
             # over voxels that are not candidates), so only focal rises count.
@@ -1147,8 +1017,8 @@ def longitudinal_refinement(results: list[SegmentationResult], brain: np.ndarray
                 level = masked_smooth_field(d, quiet, params.refinement_background_mm, vox)
                 if level is not None:
                     d = d - level
-                    centre = float(np.median(d[ref]))
-                    sd = max(float(_MAD_TO_SD * np.median(np.abs(d[ref] - centre))), 1e-6)
+                    centre, sd = median_and_robust_sd(d[ref])
+                    sd = max(sd, 1e-6)
             diff_z[(i, j)] = ((d - centre) / sd).astype(np.float32)
             diff_z[(j, i)] = -diff_z[(i, j)]
     z_wm = [(smooth[i] - 1.0) / max(float(r.qc["nawm_flair_sd_norm"]), 1e-6)
@@ -1292,11 +1162,6 @@ def lesion_table(labels: np.ndarray, flair_norm: np.ndarray, t1hypo: np.ndarray,
     })
 
 
-def voxel_sizes(affine: np.ndarray) -> np.ndarray:
-    """Voxel size (mm) along each array axis from a 4x4 affine."""
-    return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
-
-
 def _subject_brain(out_dir: Path, subject: str) -> tuple[np.ndarray, np.ndarray, int] | None:
     """Intersection of every session's subject-space brain mask found in ``out_dir``.
 
@@ -1311,9 +1176,9 @@ def _subject_brain(out_dir: Path, subject: str) -> tuple[np.ndarray, np.ndarray,
         if common is None:
             common, affine, count = np.asarray(data) > 0, aff, 1
             continue
-        if data.shape != common.shape or not np.allclose(aff, affine, atol=1e-4):
-            raise InputError(f"{path}: not on the subject grid of {subject} (shape/affine "
-                             "differ from the other sessions'); rerun the register stage")
+        require_same_grid(data.shape, aff, common.shape, affine,
+                          f"{path}: not on the subject grid of {subject} (shape/affine "
+                          "differ from the other sessions'); rerun the register stage")
         common &= np.asarray(data) > 0
         count += 1
     return None if common is None else (common, affine, count)
@@ -1340,23 +1205,21 @@ def _segment_session_from_files(out_dir: Path, subject: str, session: str,
     brain, aff_b, _ = io.load_nifti(p(space="subject", desc="brain", suffix="mask"))
     for name, a, arr in (("FLAIR", aff_f, flair), ("T1w at FLAIR resolution", aff_t, t1_fl),
                          ("brain mask", aff_b, brain)):
-        if arr.shape != t1.shape or not np.allclose(a, aff, atol=1e-4):
-            raise InputError(f"sub-{subject} ses-{session}: subject-space {name} does not share "
-                             "the T1w grid (shape/affine differ); rerun the register stage")
+        require_same_grid(arr.shape, a, t1.shape, aff,
+                          f"sub-{subject} ses-{session}: subject-space {name} does not share "
+                          "the T1w grid (shape/affine differ); rerun the register stage")
     brain = np.asarray(brain) > 0
     common = 1
     if common_brain is not None:
         # Search lesions only where every session of the subject has brain, so that a brain
         # mask drawn differently in one session cannot add or remove lesions at its edge.
         mask, aff_c, common = common_brain
-        if mask.shape != brain.shape or not np.allclose(aff_c, aff, atol=1e-4):
-            raise InputError(f"sub-{subject} ses-{session}: the other sessions' brain masks are "
-                             "not on this session's subject grid; rerun the register stage")
+        require_same_grid(mask.shape, aff_c, brain.shape, aff,
+                          f"sub-{subject} ses-{session}: the other sessions' brain masks are "
+                          "not on this session's subject grid; rerun the register stage")
         brain = brain & mask
     user = None
     if lesion_mask_path is not None:
-        from pipeline.registration import resample_to_subject  # SimpleITK only when needed
-
         template = bids_path(out_dir, subject, space="subject", desc="template", suffix="T1w")
         xfm = p(from_="T1w", to="subject", mode="image", suffix="xfm", ext=".txt")
         for f in (Path(lesion_mask_path), template, xfm):
@@ -1365,9 +1228,9 @@ def _segment_session_from_files(out_dir: Path, subject: str, session: str,
                                  "subject space); check the path or rerun the register stage")
         data, aff_u = resample_to_subject(lesion_mask_path, template, [xfm],
                                           interpolation="linear")
-        if data.shape != t1.shape or not np.allclose(aff_u, aff, atol=1e-4):
-            raise InputError(f"{lesion_mask_path}: resampled mask does not match the subject grid "
-                             f"of {template}; check that the template and T1w belong together")
+        require_same_grid(data.shape, aff_u, t1.shape, aff,
+                          f"{lesion_mask_path}: resampled mask does not match the subject grid "
+                          f"of {template}; check that the template and T1w belong together")
         user = np.asarray(data) >= 0.5
     native = {}
     for suffix in ("T1w", "FLAIR"):
@@ -1429,9 +1292,9 @@ def segment_subject_files(out_dir: str | Path, subject: str, sessions: list[str]
         affines.append(aff)
         brains.append(brain)
     for ses, aff, brain in zip(sessions[1:], affines[1:], brains[1:]):
-        if brain.shape != brains[0].shape or not np.allclose(aff, affines[0], atol=1e-4):
-            raise InputError(f"sub-{subject} ses-{ses}: subject-space images are not on the grid "
-                             f"of ses-{sessions[0]}; rerun the register stage")
+        require_same_grid(brain.shape, aff, brains[0].shape, affines[0],
+                          f"sub-{subject} ses-{ses}: subject-space images are not on the grid "
+                          f"of ses-{sessions[0]}; rerun the register stage")
     common = brains[0]
     for brain in brains[1:]:
         common = common & brain

@@ -12,7 +12,7 @@ from pipeline import io, preprocess
 from pipeline.errors import RegistrationError
 from pipeline.intensity import n4_correct
 from pipeline.paths import bids_path, raw_image
-from pipeline.registration import read_transform, rigid_to_matrix, set_threads
+from pipeline.imagespace import read_transform, rigid_to_matrix, set_threads
 from tests.unit.test_brainmask import head_affine, layered_head
 from tests.unit.test_registration import mean_error_mm, rigid_ras
 

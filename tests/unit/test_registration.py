@@ -1,4 +1,5 @@
-"""Rigid registration, RAS/LPS conversion and the unbiased subject space (pipeline.registration)."""
+"""Rigid registration and the unbiased subject space (pipeline.registration), with the RAS/LPS
+conversion, rigid matrices, transform files and resampling it rests on (pipeline.imagespace)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,11 @@ from scipy.spatial.transform import Rotation
 from pipeline import io
 from pipeline.errors import InputError, RegistrationError
 from pipeline.params import RegistrationParams
-from pipeline.paths import bids_path
-from pipeline.registration import (
-    build_subject_space,
+from pipeline.imagespace import (
     map_points_subject_to_session,
     matrix_to_rigid,
     mean_rigid,
     nifti_to_sitk,
-    register_rigid,
-    register_subject_files,
     resample_to_subject,
     rigid_to_matrix,
     same_grid,
@@ -26,6 +23,8 @@ from pipeline.registration import (
     sitk_to_nifti,
     write_transform,
 )
+from pipeline.paths import bids_path
+from pipeline.registration import build_subject_space, register_rigid, register_subject_files
 
 FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -355,7 +354,8 @@ def test_refused_session_is_marked_in_the_qc_table(tmp_path):
 
 
 def test_t1_at_flair_resolution_averages_over_the_flair_voxel():
-    from pipeline.registration import nifti_to_sitk, sitk_to_nifti, t1_at_flair_resolution
+    from pipeline.imagespace import nifti_to_sitk, sitk_to_nifti
+    from pipeline.registration import t1_at_flair_resolution
 
     rng = np.random.default_rng(5)
     t1 = rng.uniform(0.5, 1.0, (20, 22, 24)).astype(np.float32)

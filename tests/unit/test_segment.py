@@ -12,13 +12,12 @@ from pipeline import io
 from pipeline.errors import InputError
 from pipeline.params import SegmentationParams
 from pipeline.paths import bids_path
+from pipeline.robust import histogram_mode, lower_half_sd
 from pipeline.segment import (
     fit_flair_given_t1,
     fit_tissue_model,
     grey_matter_vertex,
-    histogram_mode,
     lesion_table,
-    lower_half_sd,
     main,
     segment_session,
     t1_hypointense_mask,
@@ -312,13 +311,13 @@ def test_cli_reports_missing_input(tmp_path, capsys):
 def test_fast_neighbourhood_filters_match_scipy(vox):
     from scipy import ndimage
 
-    from pipeline.segment import _neighbourhood_filter, face_distance_footprint
+    from pipeline.morphology import face_distance_footprint, neighbourhood_filter
 
     x = np.random.default_rng(8).normal(size=(12, 13, 14))
     fp = face_distance_footprint(vox, 1.0)
-    np.testing.assert_array_equal(_neighbourhood_filter(x, fp, "min"),
+    np.testing.assert_array_equal(neighbourhood_filter(x, fp, "min"),
                                   ndimage.minimum_filter(x, footprint=fp, mode="nearest"))
-    np.testing.assert_array_equal(_neighbourhood_filter(x, fp, "max"),
+    np.testing.assert_array_equal(neighbourhood_filter(x, fp, "max"),
                                   ndimage.maximum_filter(x, footprint=fp, mode="nearest"))
 
 
@@ -336,7 +335,7 @@ def test_block_upsampling_is_linear_interpolation():
 def test_dilate_labels_matches_grey_dilation():
     from scipy import ndimage
 
-    from pipeline.segment import dilate_labels, face_distance_footprint
+    from pipeline.morphology import dilate_labels, face_distance_footprint
 
     labels = np.zeros((20, 20, 20), np.int32)
     labels[3:6, 3:6, 3:6] = 1
