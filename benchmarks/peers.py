@@ -52,13 +52,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline import io  # noqa: E402
+from pipeline.contract import COUNT_ENDPOINTS as COUNTS  # noqa: E402
 
 #: The cohort: a seed used by no unit test, the trial preset (1 mm, baseline / m06 / m12).
 PHANTOM_ARGS = ("--preset", "trial", "--subjects", "4", "--seed", "777")
 #: Session label -> years since baseline (config/config.yaml ``sessions``, in months / 12).
 SESSION_YEARS = {"baseline": 0.0, "m06": 0.5, "m12": 1.0}
 INTERVALS = ("baseline-m06", "m06-m12", "baseline-m12")
-COUNTS = ("new_t2", "enlarging_t2", "new_t1hypo")
 STEPS = ("phantom", "masks", "rebound-masks", "rebound-builtin", "lesiontrack", "mscard", "score")
 
 #: What each tool can do, from its documentation and source (lesiontrack/tracking.py,

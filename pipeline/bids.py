@@ -52,6 +52,7 @@ from typing import Any, Iterable, Mapping, NamedTuple
 
 import pandas as pd
 
+from pipeline.contract import interval_label, split_interval_label
 from pipeline.errors import InputError
 from pipeline.io import read_tsv, write_tsv
 from pipeline.paths import raw_image
@@ -405,8 +406,8 @@ def parse_intervals(intervals: list[str], sessions_months: dict[str, float]) -> 
     """
     pairs = []
     for label in intervals:
-        parts = label.split("-")
-        if len(parts) != 2:
+        parts = split_interval_label(label)
+        if parts is None:
             raise InputError(f"config 'intervals': {label!r} must be '<ses_start>-<ses_end>', "
                              "e.g. 'baseline-m06'")
         a, b = parts
@@ -430,7 +431,8 @@ def _interval_rows(pid: str, pairs: list[tuple[str, str]], usable: dict[str, tup
         if not bad and not length > 0:
             bad = [f"ses-{b} is not after ses-{a} in the visit times ({months[a]:.2f} and "
                    f"{months[b]:.2f} months); fix sessions.tsv or the session labels"]
-        rows.append([pid, f"{a}-{b}", a, b, length, "skipped" if bad else "run", "; ".join(bad)])
+        rows.append([pid, interval_label(a, b), a, b, length, "skipped" if bad else "run",
+                     "; ".join(bad)])
     return rows
 
 

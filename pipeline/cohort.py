@@ -1,9 +1,10 @@
 """Cohort join: every subject's interval endpoints with the participants sheet.
 
 The result, ``endpoints.tsv``, is the one table the statistics and the report read: one row per
-participant x interval, the eleven endpoint columns written by the longitudinal stage
-(:data:`ENDPOINT_COLUMNS`) followed by every column of ``participants.tsv`` except its
-``participant_id`` (arm, washout_days, next_dmt, relapse counts, ... whatever the study has).
+participant x interval, the endpoint columns written by the longitudinal stage
+(:data:`pipeline.contract.ENDPOINT_COLUMNS`) followed by every column of ``participants.tsv``
+except its ``participant_id`` (arm, washout_days, next_dmt, relapse counts, ... whatever the study
+has).
 
 A participant whose endpoints exist but who has no ``participants.tsv`` row, or whose arm is missing
 or not one of the configured labels, is refused rather than silently dropped: an unassigned subject
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.contract import ENDPOINT_COLUMNS
 from pipeline.provenance import dataset_description
 from pipeline.errors import InputError
 from pipeline.io import read_tsv, write_json, write_tsv
@@ -35,13 +37,6 @@ from pipeline.participants import (
     read_sidecar,
     type_columns,
 )
-
-#: Columns of a subject endpoints table, in order (the longitudinal stage's output contract).
-ENDPOINT_COLUMNS: tuple[str, ...] = (
-    "participant_id", "interval", "ses_start", "ses_end", "months", "new_t2", "enlarging_t2",
-    "new_t1hypo", "t2lv_start_ml", "t2lv_end_ml", "t2lv_change_ml", "t2lv_change_pct",
-)
-
 
 
 def normalise_participant_id(value: object) -> str:

@@ -1,8 +1,9 @@
 """Per-interval lesion matching in subject space: new T2, enlarging T2, new T1-hypointense, T2-LV.
 
 All sessions of a subject share one grid (subject space), so lesions are compared voxel to voxel.
-Every threshold lives in :class:`pipeline.params.LesionParams`, which also defines the phantom's
-ground truth, so truth and pipeline count by one rule.
+Every threshold lives in :class:`pipeline.params.LesionParams`; the table columns and the
+enlarging and shrinking rules are :mod:`pipeline.contract`'s, which the phantom's ground truth
+applies too, so truth and pipeline count by one rule.
 
 Rules (interval a -> b)
 -----------------------
@@ -87,6 +88,16 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from pipeline import io
+from pipeline.contract import (
+    ENDPOINT_COLUMNS,
+    LESION_TABLE_COLUMNS,
+    SESSION_POSITION_COLUMNS,
+    UNCONFIRMED,
+    interval_label,
+    is_enlarging,
+    is_shrinking,
+    split_interval_label,
+)
 from pipeline.errors import InputError
 from pipeline.imagespace import map_points_subject_to_session, require_same_grid, voxel_sizes
 from pipeline.morphology import (
@@ -97,22 +108,13 @@ from pipeline.morphology import (
 )
 from pipeline.outcome import add_sources_argument, run_step
 from pipeline.params import LesionParams
-from pipeline.paths import bids_path, interval_label
+from pipeline.paths import bids_path
 from pipeline.robust import median_and_robust_sd
 
-#: Columns of the interval lesion table, in order.
-TABLE_COLUMNS = [
-    "group_id", "kind", "class", "volume_start_mm3", "volume_end_mm3", "change_mm3",
-    "change_pct", "n_start", "n_end", "merged", "split", "touches_existing", "flair_rise",
-    "flair_rise_z", "x_subject_mm", "y_subject_mm", "z_subject_mm",
-]
-#: Columns of the subject endpoints table, exactly (output contract).
-ENDPOINT_COLUMNS = [
-    "participant_id", "interval", "ses_start", "ses_end", "months", "new_t2", "enlarging_t2",
-    "new_t1hypo", "t2lv_start_ml", "t2lv_end_ml", "t2lv_change_ml", "t2lv_change_pct",
-]
-#: Class of a b-only component that fails the new-lesion volume or FLAIR-rise test.
-UNCONFIRMED = "unconfirmed"
+#: Columns of :func:`classify_interval`'s table, in order: the interval lesion table's
+#: (:data:`pipeline.contract.LESION_TABLE_COLUMNS`) less the position in session b's T1w world,
+#: which :func:`longitudinal_files` adds from the transform.
+TABLE_COLUMNS = [c for c in LESION_TABLE_COLUMNS if c not in SESSION_POSITION_COLUMNS]
 
 
 def dilation_footprint(voxel_size_mm: Any, radius_mm: float) -> np.ndarray:
@@ -268,22 +270,13 @@ def _confirmed(rise: np.ndarray, excess: np.ndarray, sd: float, params: LesionPa
 
 def _is_enlarging(v0: float, v1: float, vv: float, params: LesionParams,
                   dt_months: float | None) -> bool:
-    change = v1 - v0
-    if params.enlarging_rule == "annualised":
-        if dt_months is None or not dt_months > 0:
-            raise InputError("LesionParams.enlarging_rule='annualised' needs the interval length: "
-                             "give --sessions-months (e.g. baseline=0 m06=6 m12=12)")
-        pct_per_year = 100.0 * change / v0 * 12.0 / dt_months
-        return (pct_per_year >= params.enlarging_min_pct_per_year
-                and change >= params.enlarging_min_voxels * vv - 1e-9)
-    return (change >= params.enlarging_min_increase_mm3 - 1e-9
-            and change >= params.enlarging_min_increase_pct / 100.0 * v0 - 1e-9)
-
-
-def _is_shrinking(v0: float, v1: float, params: LesionParams) -> bool:
-    loss = v0 - v1
-    return (loss >= params.shrinking_min_decrease_mm3 - 1e-9
-            and loss >= params.shrinking_min_decrease_pct / 100.0 * v0 - 1e-9)
+    """:func:`pipeline.contract.is_enlarging` of one group, saying where the interval length
+    comes from when the annualised rule lacks it."""
+    try:
+        return bool(is_enlarging(v0, v1, dt_months, params, vv))
+    except InputError as exc:
+        raise InputError("LesionParams.enlarging_rule='annualised' needs the interval length: "
+                         "give --sessions-months (e.g. baseline=0 m06=6 m12=12)") from exc
 
 
 def classify_interval(lesion_a: np.ndarray, lesion_b: np.ndarray, flair_norm_a: np.ndarray,
@@ -503,7 +496,7 @@ def classify_interval(lesion_a: np.ndarray, lesion_b: np.ndarray, flair_norm_a: 
                 cls = "resolved"
             elif _is_enlarging(v0, v1, vv, params, dt_months) and grown_confirmed:
                 cls = "enlarging"
-            elif _is_shrinking(v0, v1, params):
+            elif is_shrinking(v0, v1, params):
                 cls = "shrinking"
             else:
                 cls = "stable"
@@ -617,8 +610,8 @@ def t2lv_ml(lesion: np.ndarray, voxel_size_mm: Any) -> float:
 def interval_endpoints(table: pd.DataFrame, t2lv_start_ml: float, t2lv_end_ml: float,
                        subject: str, ses_start: str, ses_end: str,
                        months: float | None = None) -> dict[str, Any]:
-    """One endpoints row (columns :data:`ENDPOINT_COLUMNS`) from an interval lesion table;
-    ``months`` is the interval's real length (NaN when not given)."""
+    """One endpoints row (columns :data:`pipeline.contract.ENDPOINT_COLUMNS`) from an interval
+    lesion table; ``months`` is the interval's real length (NaN when not given)."""
     t2 = table["kind"] == "t2"
     change = t2lv_end_ml - t2lv_start_ml
     return {
@@ -638,16 +631,16 @@ def interval_endpoints(table: pd.DataFrame, t2lv_start_ml: float, t2lv_end_ml: f
 
 
 def endpoints_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Endpoints rows as a DataFrame with exactly :data:`ENDPOINT_COLUMNS`."""
-    return pd.DataFrame(rows, columns=ENDPOINT_COLUMNS)
+    """Endpoints rows as a DataFrame with exactly :data:`pipeline.contract.ENDPOINT_COLUMNS`."""
+    return pd.DataFrame(rows, columns=list(ENDPOINT_COLUMNS))
 
 
 def _parse_intervals(intervals: list[str], sessions: list[str]) -> list[tuple[str, str]]:
     out = []
     missing = []
     for item in intervals:
-        parts = item.split("-")
-        if len(parts) != 2 or not all(parts):
+        parts = split_interval_label(item)
+        if parts is None or not all(parts):
             raise InputError(f"interval {item!r} must be '<ses_a>-<ses_b>', e.g. baseline-m06")
         if parts[0] == parts[1]:
             raise InputError(f"interval {item!r} compares a session with itself")
@@ -745,7 +738,7 @@ def longitudinal_files(out_dir: str | Path, subject: str, sessions: list[str],
         table.insert(table.columns.get_loc("x_subject_mm"), "x_mm", mapped[:, 0])
         table.insert(table.columns.get_loc("x_subject_mm"), "y_mm", mapped[:, 1])
         table.insert(table.columns.get_loc("x_subject_mm"), "z_mm", mapped[:, 2])
-        label = f"{ses_a}-{ses_b}"
+        label = interval_label(ses_a, ses_b)
         written[f"lesions_{label}"] = io.write_tsv(
             bids_path(out_dir, subject, from_=ses_a, to=ses_b, suffix="lesions", ext=".tsv"),
             table)

@@ -85,8 +85,3 @@ def bids_path(
 def raw_image(bids_dir: str | Path, sub: str, ses: str, suffix: str) -> Path:
     """A raw BIDS anatomical image: ``suffix`` is ``T1w`` or ``FLAIR``."""
     return bids_path(bids_dir, sub, ses, suffix=suffix)
-
-
-def interval_label(ses_start: str, ses_end: str) -> str:
-    """The ``interval`` column value of endpoints.tsv, e.g. ``baseline-m06``."""
-    return f"{ses_start}-{ses_end}"

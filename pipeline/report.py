@@ -35,12 +35,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
-from pipeline.cohort import ENDPOINT_COLUMNS
+from pipeline.contract import COUNT_ENDPOINTS, ENDPOINT_COLUMNS, VOLUME_ENDPOINT
 from pipeline.errors import InputError
 from pipeline.io import atomic_path, read_tsv
 from pipeline.params import StatsParams
 from pipeline.provenance import software_versions
-from pipeline.stats import COUNT_ENDPOINTS, VOLUME_ENDPOINT
 
 #: Display names of the endpoints (rows of the cohort table), in the table's order.
 ENDPOINT_NAMES: dict[str, str] = {

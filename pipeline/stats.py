@@ -89,6 +89,7 @@ import statsmodels.api as sm
 from scipy.stats.contingency import odds_ratio
 from statsmodels.discrete.discrete_model import NegativeBinomial
 
+from pipeline.contract import COUNT_ENDPOINTS, VOLUME_ENDPOINT
 from pipeline.errors import InputError
 from pipeline.io import read_tsv, write_tsv
 from pipeline.params import StatsParams
@@ -100,10 +101,6 @@ from pipeline.participants import (
     type_columns,
 )
 
-#: Lesion-count endpoints of endpoints.tsv.
-COUNT_ENDPOINTS: tuple[str, ...] = ("new_t2", "enlarging_t2", "new_t1hypo")
-#: The continuous endpoint of endpoints.tsv.
-VOLUME_ENDPOINT = "t2lv_change_ml"
 #: Columns of the notes table.
 NOTE_COLUMNS: tuple[str, ...] = ("endpoint", "interval", "model", "note")
 

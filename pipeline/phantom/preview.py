@@ -19,8 +19,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
+from pipeline.contract import interval_label  # noqa: E402
 from pipeline.io import atomic_path, load_nifti, read_tsv  # noqa: E402
-from pipeline.paths import bids_path, interval_label, raw_image  # noqa: E402
+from pipeline.paths import bids_path, raw_image  # noqa: E402
 from pipeline.phantom.config import SESSIONS  # noqa: E402
 
 EXISTING_COLOUR = "#ffd21f"

@@ -1,7 +1,8 @@
 """Ground truth from the rasterised lesions: per-lesion classes and per-interval endpoints.
 
-Truth classes use the pipeline's own rule (:class:`pipeline.params.LesionParams`), applied to
-voxel-counted volumes of the truth label maps, so truth and pipeline count by one rule. In an
+Truth classes use the pipeline's own rule (:mod:`pipeline.contract`'s rule functions with the
+thresholds of :class:`pipeline.params.LesionParams`), applied to voxel-counted volumes of the
+truth label maps, so truth and pipeline count by one rule. In an
 interval (a, b), with V the labelled volume (mm^3) in each session's native T1w grid:
 
 - ``new``: V_a == 0 and V_b >= ``min_new_lesion_volume_mm3``;
@@ -25,16 +26,21 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from pipeline.contract import (
+    ABSENT,
+    ENDPOINT_COLUMNS,
+    ENLARGING,
+    NEW,
+    RESOLVED,
+    SHRINKING,
+    STABLE,
+    interval_label,
+    is_enlarging,
+    is_shrinking,
+)
 from pipeline.errors import InputError
 from pipeline.params import LesionParams
-from pipeline.paths import interval_label
 from pipeline.phantom.config import INTERVALS, SESSION_MONTHS, SESSIONS
-
-#: Columns of truth_endpoints.tsv before the participants.tsv columns (the output contract).
-ENDPOINT_COLUMNS = ["participant_id", "interval", "ses_start", "ses_end", "months", "new_t2",
-                    "enlarging_t2", "new_t1hypo", "t2lv_start_ml", "t2lv_end_ml",
-                    "t2lv_change_ml", "t2lv_change_pct"]
-CLASSES = ("new", "enlarging", "stable", "shrinking", "resolved", "absent")
 
 
 def classify_change(volume_a_mm3: np.ndarray, volume_b_mm3: np.ndarray,
@@ -42,8 +48,9 @@ def classify_change(volume_a_mm3: np.ndarray, volume_b_mm3: np.ndarray,
                     voxel_mm3: float | None = None) -> np.ndarray:
     """Truth class of each lesion in an interval from its volumes at a and b.
 
-    The enlarging and shrinking tests are those of :mod:`pipeline.longitudinal` (same
-    LesionParams fields, same 1e-9 tolerance), including ``enlarging_rule = "annualised"``.
+    The enlarging and shrinking tests are :func:`pipeline.contract.is_enlarging` and
+    :func:`pipeline.contract.is_shrinking`, which :mod:`pipeline.longitudinal` applies too,
+    including ``enlarging_rule = "annualised"``.
 
     Parameters
     ----------
@@ -54,33 +61,23 @@ def classify_change(volume_a_mm3: np.ndarray, volume_b_mm3: np.ndarray,
 
     Returns
     -------
-    ndarray of shape (n,), dtype object, values in :data:`CLASSES`
+    ndarray of shape (n,), dtype object, values in :data:`pipeline.contract.TRUTH_CLASSES`
     """
     lp = params or LesionParams()
     va = np.asarray(volume_a_mm3, float)
     vb = np.asarray(volume_b_mm3, float)
-    out = np.full(va.shape, "stable", dtype=object)
-    grow = vb - va
-    tol = 1e-9
-    if lp.enlarging_rule == "annualised":
-        if dt_months is None or voxel_mm3 is None or not dt_months > 0:
-            raise InputError("LesionParams.enlarging_rule='annualised' needs the interval length "
-                             "and the voxel volume to classify truth lesions")
-        with np.errstate(divide="ignore", invalid="ignore"):
-            pct_per_year = np.where(va > 0, 100.0 * grow / np.where(va > 0, va, 1.0), 0.0) \
-                * 12.0 / dt_months
-        enlarging = (va > 0) & (pct_per_year >= lp.enlarging_min_pct_per_year) & (
-            grow >= lp.enlarging_min_voxels * voxel_mm3 - tol)
-    else:
-        enlarging = (va > 0) & (grow >= lp.enlarging_min_increase_mm3 - tol) & (
-            grow >= lp.enlarging_min_increase_pct / 100.0 * va - tol)
-    shrinking = (va > 0) & (vb > 0) & (-grow >= lp.shrinking_min_decrease_mm3 - tol) & (
-        -grow >= lp.shrinking_min_decrease_pct / 100.0 * va - tol)
-    out[enlarging] = "enlarging"
-    out[shrinking & ~enlarging] = "shrinking"
-    out[(va > 0) & (vb == 0)] = "resolved"
-    out[(va == 0)] = "absent"
-    out[(va == 0) & (vb >= lp.min_new_lesion_volume_mm3)] = "new"
+    out = np.full(va.shape, STABLE, dtype=object)
+    try:
+        enlarging = is_enlarging(va, vb, dt_months, lp, voxel_mm3)
+    except InputError as exc:
+        raise InputError("LesionParams.enlarging_rule='annualised' needs the interval length "
+                         "and the voxel volume to classify truth lesions") from exc
+    shrinking = is_shrinking(va, vb, lp)
+    out[enlarging] = ENLARGING
+    out[shrinking & ~enlarging] = SHRINKING
+    out[(va > 0) & (vb == 0)] = RESOLVED
+    out[(va == 0)] = ABSENT
+    out[(va == 0) & (vb >= lp.min_new_lesion_volume_mm3)] = NEW
     return out
 
 
@@ -201,4 +198,4 @@ def endpoints_table(participant_id: str, table: pd.DataFrame, t2lv_ml: dict[str,
             "t2lv_change_pct": 100.0 * change / start if start > 0 else np.nan,
             **participant,
         })
-    return pd.DataFrame(rows, columns=ENDPOINT_COLUMNS + list(participant))
+    return pd.DataFrame(rows, columns=list(ENDPOINT_COLUMNS) + list(participant))

@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 
 from pipeline.cohort import (
-    ENDPOINT_COLUMNS,
     check_participants,
     cohort_files,
     join_cohort,
     main,
     read_participants,
 )
+from pipeline.contract import ENDPOINT_COLUMNS
 from pipeline.errors import InputError
 from pipeline.io import read_tsv, write_tsv
 from pipeline.participants import column_types

@@ -10,7 +10,8 @@ import pytest
 from pipeline import io
 from pipeline.errors import InputError
 from pipeline.io import atomic_path, load_nifti, read_header, read_tsv, save_nifti, write_tsv
-from pipeline.paths import bids_path, interval_label
+from pipeline.contract import interval_label
+from pipeline.paths import bids_path
 
 
 def test_bids_path_orders_entities(tmp_path):

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from pipeline import io
+from pipeline.contract import ENDPOINT_COLUMNS
 from pipeline.errors import InputError
 from pipeline.longitudinal import (
-    ENDPOINT_COLUMNS,
     TABLE_COLUMNS,
     classify_interval,
     dilation_footprint,
@@ -316,7 +316,7 @@ def test_cli_writes_tables_labels_and_endpoints(tmp_path):
             "--intervals", "baseline-m06", "m06-m12", "baseline-m12"]
     assert main(args) == 0
     ep = io.read_tsv(bids_path(tmp_path, "01", suffix="endpoints", ext=".tsv"))
-    assert list(ep.columns) == ENDPOINT_COLUMNS
+    assert list(ep.columns) == list(ENDPOINT_COLUMNS)
     assert list(ep["interval"]) == ["baseline-m06", "m06-m12", "baseline-m12"]
     assert list(ep["new_t2"]) == [1, 1, 2]
     assert list(ep["new_t1hypo"]) == [0, 3, 3]

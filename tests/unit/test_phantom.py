@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from pipeline.contract import ENDPOINT_COLUMNS
 from pipeline.errors import InputError
 from pipeline.io import load_nifti, read_tsv
 from pipeline.params import LesionParams
@@ -21,7 +22,7 @@ from pipeline.phantom.anatomy import (ellipsoid_depth_mm, head_depth_bound, make
 from pipeline.phantom.cli import main as phantom_main
 from pipeline.phantom.lesions import _points_in, plan_lesions
 from pipeline.phantom.preview import sample_plane
-from pipeline.phantom.truth import ENDPOINT_COLUMNS, classify_change, expected_class
+from pipeline.phantom.truth import classify_change, expected_class
 
 PARTICIPANT_COLUMNS = ["participant_id", "arm", "washout_days", "next_dmt", "relapses_0_3m",
                        "relapses_0_12m"]
@@ -66,7 +67,7 @@ def test_layout_and_contract_columns(cohort):
     assert desc["DatasetType"] == "raw" and desc["BIDSVersion"].startswith("1.9")
     assert desc["Name"] and desc["GeneratedBy"]
     ep = read_tsv(truth / "truth_endpoints.tsv")
-    assert list(ep.columns) == ENDPOINT_COLUMNS + PARTICIPANT_COLUMNS[1:]
+    assert list(ep.columns) == list(ENDPOINT_COLUMNS) + PARTICIPANT_COLUMNS[1:]
     assert list(ep.interval[:3]) == ["baseline-m06", "m06-m12", "baseline-m12"]
     assert sorted(p.name for p in (bids / "sub-001").iterdir()) == [f"ses-{s}" for s in
                                                                   sorted(SESSIONS)]
