@@ -82,7 +82,7 @@ def session_error_pct(out: Path, truth: Path) -> pd.Series:
 def family_rows(args: argparse.Namespace, env: dict, family: str, activity_seed: int,
                 rescan_seed: int) -> list[tuple]:
     """(cohort, metric, value, target) rows of one phantom family."""
-    from pipeline.evaluate import SIZE_BINS, evaluate, size_bin_label, summary_text
+    from pipeline.phantom.evaluate import SIZE_BINS, evaluate, size_bin_label, summary_text
     from pipeline.io import write_tsv
 
     rows = []

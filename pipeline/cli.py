@@ -12,7 +12,7 @@ import sys
 #: command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "phantom": ("pipeline.phantom.cli", "write a synthetic BIDS cohort with ground truth"),
-    "evaluate": ("pipeline.evaluate", "score pipeline output against phantom ground truth"),
+    "evaluate": ("pipeline.phantom.evaluate", "score pipeline output against phantom ground truth"),
     "discover": ("pipeline.bids", "list subjects, sessions and runnable intervals of a BIDS dataset"),
     "settings": ("pipeline.settings", "validate parameter overrides and write them as JSON"),
     "validate": ("pipeline.checks", "check a BIDS session's T1w/FLAIR before any work"),

@@ -53,8 +53,10 @@ beside it:
   scaling (``intensity_scale_range``), 2-D FLAIR (``thick_flair_fraction``, ``flair_slice_mm``)
   and LAS/LPS/oblique storage (``non_ras_fraction``, ``oblique_max_deg``).
 
-Truth classes follow :class:`pipeline.params.LesionParams` (see :mod:`~.truth`). Same seed and
-options give byte-identical files; :mod:`~.preview` draws a PNG montage per subject.
+Truth classes follow the pipeline's rules (:mod:`pipeline.contract`) with the thresholds of
+:class:`pipeline.params.LesionParams` (see :mod:`~.truth`). Same seed and options give
+byte-identical files; :mod:`~.preview` draws a PNG montage per subject; :mod:`~.evaluate`
+(``python -m pipeline evaluate``) scores a pipeline run against the truth.
 """
 
 from pipeline.phantom.cohort import DEFAULT_SEED, cohort_layout, generate_cohort

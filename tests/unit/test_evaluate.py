@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import InputError
-from pipeline.evaluate import (SCORE_COLUMNS, count_errors, detection_counts, evaluate,
-                               interval_targets, main, match_predictions, precision_recall_f1)
+from pipeline.phantom.evaluate import (SCORE_COLUMNS, count_errors, detection_counts, evaluate,
+                                       interval_targets, main, match_predictions,
+                                       precision_recall_f1)
 from pipeline.io import load_nifti, read_tsv, write_tsv
 from pipeline.params import LesionParams
 from pipeline.paths import bids_path

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.evaluate import evaluate
+from pipeline.phantom.evaluate import evaluate
 from pipeline.io import read_tsv
 
 pytestmark = pytest.mark.workflow

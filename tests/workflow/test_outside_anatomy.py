@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from pipeline.evaluate import evaluate
+from pipeline.phantom.evaluate import evaluate
 from pipeline.io import read_tsv
 
 pytest.importorskip("nilearn", reason="the outside-anatomy test bed reads nilearn's template")

@@ -2,6 +2,10 @@
 
 ``python -m pipeline evaluate --derivatives OUT --truth TDIR [--bids DIR] [--out scores.tsv]``
 
+Interval lengths (for the annualised enlarging rule) come from the visit months given to
+:func:`evaluate`, by default those the truth records (``phantom.json`` ``sessions``; without it,
+the ``months`` column of ``truth_endpoints.tsv``).
+
 Lesion-wise detection, per interval (a, b) and kind (``t2``: new T2 lesions; ``t1hypo``: new
 T1-hypointense lesions):
 
@@ -37,25 +41,21 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from pipeline.contract import COUNT_ENDPOINTS, ENDPOINT_COLUMNS, T2LV_COLUMNS, VOLUME_ENDPOINT
 from pipeline.errors import InputError
 from pipeline.io import load_nifti, read_tsv, write_tsv
 from pipeline.params import LesionParams
 from pipeline.paths import bids_path, raw_image
-from pipeline.phantom.config import SESSION_MONTHS, SESSIONS
 from pipeline.phantom.truth import classify_change, new_t1hypo
 
 SIZE_BINS: tuple[tuple[float, float], ...] = ((10.0, 50.0), (50.0, 200.0), (200.0, np.inf))
 SCORE_COLUMNS = ["metric", "interval", "kind", "size_bin", "value"]
-COUNT_ENDPOINTS = ("new_t2", "enlarging_t2", "new_t1hypo")
-ENDPOINT_KEYS = ["participant_id", "interval", "ses_start", "ses_end", "months", "new_t2",
-                 "enlarging_t2", "new_t1hypo", "t2lv_start_ml", "t2lv_end_ml", "t2lv_change_ml",
-                 "t2lv_change_pct"]
 
 
 def size_bin_label(lo: float, hi: float) -> str:
@@ -264,9 +264,8 @@ def count_errors(predicted: pd.DataFrame, truth: pd.DataFrame) -> tuple[pd.DataF
     rows : tidy score rows (metric, interval, kind=endpoint, size_bin="all", value)
     """
     keys = ["participant_id", "interval"]
-    volumes = [c for c in ("t2lv_start_ml", "t2lv_end_ml")
-               if c in truth.columns and c in predicted.columns]
-    cols = list(COUNT_ENDPOINTS) + ["t2lv_change_ml"] + volumes
+    volumes = [c for c in T2LV_COLUMNS if c in truth.columns and c in predicted.columns]
+    cols = list(COUNT_ENDPOINTS) + [VOLUME_ENDPOINT] + volumes
     merged = truth[keys + cols].merge(predicted[keys + cols], on=keys, how="inner",
                                       suffixes=("_truth", "_pred"))
     for c in cols:
@@ -316,17 +315,36 @@ def read_predicted_endpoints(derivatives: str | Path) -> pd.DataFrame:
                              "found; run the pipeline (longitudinal/cohort stages) first or point "
                              "--derivatives at its output directory")
         table = pd.concat([read_tsv(f) for f in files], ignore_index=True)
-    missing = [c for c in ENDPOINT_KEYS if c not in table.columns]
+    missing = [c for c in ENDPOINT_COLUMNS if c not in table.columns]
     if missing:
         raise InputError(f"{out}: endpoints table lacks columns {missing}; expected the output "
-                         f"contract {ENDPOINT_KEYS}")
+                         f"contract {list(ENDPOINT_COLUMNS)}")
     return table
 
 
+def truth_session_months(truth_dir: str | Path) -> dict[str, float] | None:
+    """Visit month of each session as the truth records it (``phantom.json`` ``sessions``);
+    None when the truth directory has no ``phantom.json``."""
+    path = Path(truth_dir) / "phantom.json"
+    if not path.exists():
+        return None
+    return {str(k): float(v) for k, v in json.loads(path.read_text()).get("sessions", {}).items()}
+
+
 def evaluate(derivatives: str | Path, truth_dir: str | Path, bids_dir: str | Path | None = None,
-             params: LesionParams | None = None,
-             search_voxels: int = 1) -> tuple[pd.DataFrame, dict]:
+             params: LesionParams | None = None, search_voxels: int = 1,
+             session_months: Mapping[str, float] | None = None) -> tuple[pd.DataFrame, dict]:
     """Score a pipeline output directory against a phantom truth directory.
+
+    Parameters
+    ----------
+    derivatives : pipeline output directory
+    truth_dir : phantom truth directory
+    bids_dir : optional phantom BIDS directory; its T1w grids must be the truth's
+    params : LesionParams of the run (the truth is recounted by them)
+    search_voxels : neighbourhood radius (voxels) of the lesion matching
+    session_months : session label -> visit month; default :func:`truth_session_months`, else
+        each interval's ``months`` in ``truth_endpoints.tsv``
 
     Returns
     -------
@@ -339,15 +357,14 @@ def evaluate(derivatives: str | Path, truth_dir: str | Path, bids_dir: str | Pat
     lp = params or LesionParams()
     truth_ep = read_tsv(truth / "truth_endpoints.tsv")
     pred_ep = read_predicted_endpoints(out)
-    months = dict(zip(SESSIONS, SESSION_MONTHS))
-    if (truth / "phantom.json").exists():
-        months.update(json.loads((truth / "phantom.json").read_text()).get("sessions", {}))
+    months = (dict(session_months) if session_months is not None
+              else truth_session_months(truth))
     match_rows: list[dict] = []
     missing: list[str] = []
     per_kind: dict[tuple[str, str], list[pd.DataFrame]] = {}
     truth_counts: dict[tuple[str, str], dict[str, int]] = {}
-    for pid, iv, a, b in truth_ep[["participant_id", "interval", "ses_start",
-                                   "ses_end"]].itertuples(index=False):
+    for j, (pid, iv, a, b) in enumerate(truth_ep[["participant_id", "interval", "ses_start",
+                                                  "ses_end"]].itertuples(index=False)):
         sub = str(pid).removeprefix("sub-")
         table_path = bids_path(out, sub, from_=a, to=b, suffix="lesions", ext=".tsv")
         if not table_path.exists():
@@ -369,7 +386,8 @@ def evaluate(derivatives: str | Path, truth_dir: str | Path, bids_dir: str | Pat
         tissue_path = bids_path(truth, sub, b, desc="tissue", suffix="dseg")
         tissue_map = load_nifti(tissue_path)[0] if tissue_path.exists() else None
         lesions = read_tsv(truth / pid / f"{pid}_lesions.tsv")
-        dt = months[b] - months[a]
+        dt = (months[b] - months[a] if months is not None
+              else float(truth_ep["months"].iloc[j]))
         vv = float(abs(np.linalg.det(affine[:3, :3])))
         for kind in ("t2", "t1hypo"):
             targets, ignore = interval_targets(lesions, iv, a, b, kind, lp, dt, vv)
