@@ -15,7 +15,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
