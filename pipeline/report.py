@@ -357,19 +357,36 @@ def render_report(endpoints: pd.DataFrame, stats: pd.DataFrame, arm_column: str,
     params = params or StatsParams()
     arms = [str(a) for a in arms]
     figures = figures or {}
-    parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-             f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>",
-             "<nav><a href=\"#results\">Results</a><a href=\"#plots\">Plots</a>"
-             "<a href=\"#subjects\">Subjects</a><a href=\"#notes\">Notes</a>"
-             "<a href=\"#parameters\">Parameters</a></nav>"]
     participants = sorted(endpoints["participant_id"].astype(str).unique())
+    parts = _head(title)
+    parts += _summary(endpoints, participants, arm_column, arms, excluded)
+    parts += _results(endpoints, stats, arm_column, arms, params)
+    parts += _plots(endpoints, stats, arm_column, arms, params)
+    parts += _subjects(endpoints, participants, arm_column, figures, skipped)
+    parts += _notes(notes, discovery_notes)
+    parts += _parameters(config)
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def _head(title: str) -> list[str]:
+    return [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
+            f"<h1>{html.escape(title)}</h1>",
+            "<nav><a href=\"#results\">Results</a><a href=\"#plots\">Plots</a>"
+            "<a href=\"#subjects\">Subjects</a><a href=\"#notes\">Notes</a>"
+            "<a href=\"#parameters\">Parameters</a></nav>"]
+
+
+def _summary(endpoints: pd.DataFrame, participants: list[str], arm_column: str,
+             arms: Sequence[str], excluded: pd.DataFrame | None) -> list[str]:
+    """Who is in the tables, and a banner naming who is not."""
     counts = {a: int((endpoints.drop_duplicates("participant_id")[arm_column].astype(str)
                       == a).sum()) for a in arms}
-    parts.append(f"<p>{len(participants)} participants ("
-                 + ", ".join(f"{a}: {n}" for a, n in counts.items())
-                 + f"), {endpoints['interval'].nunique()} interval(s), {len(endpoints)} "
-                   "participant-interval rows.</p>")
+    parts = [f"<p>{len(participants)} participants ("
+             + ", ".join(f"{a}: {n}" for a, n in counts.items())
+             + f"), {endpoints['interval'].nunique()} interval(s), {len(endpoints)} "
+               "participant-interval rows.</p>"]
     if excluded is not None and len(excluded):
         who = sorted(excluded["participant_id"].astype(str).unique())
         parts.append(f"<div class=\"banner\"><strong>Not in these tables:</strong> "
@@ -377,17 +394,21 @@ def render_report(endpoints: pd.DataFrame, stats: pd.DataFrame, arm_column: str,
                      f"({html.escape(', '.join(who))}) were refused, excluded or missing "
                      "(excluded.tsv):" + _table(_plain(excluded), left=tuple(excluded.columns))
                      + "</div>")
+    return parts
 
-    # 1. results
+
+def _results(endpoints: pd.DataFrame, stats: pd.DataFrame, arm_column: str,
+             arms: Sequence[str], params: StatsParams) -> list[str]:
+    """1. The cohort table by arm, and every model."""
     table, significant = cohort_table(endpoints, stats, arm_column, arms, params.alpha)
-    parts.append("<h2 id=\"results\">Results by arm</h2>")
-    parts.append(f"<p class=\"note\">Estimates compare {html.escape(arms[0])} with "
-                 f"{html.escape(arms[1])} (reference): rate ratios for counts and relapses "
-                 "(negative binomial, or Poisson when NB cannot be fitted; see notes), "
-                 f"difference {html.escape(arms[0])} \u2212 {html.escape(arms[1])} in mean change "
-                 "for T2-LV (OLS). <em>adjusted</em>: with the configured covariates (and T2-LV at "
-                 "the interval start for T2-LV change). <em>p rank</em>: Mann\u2013Whitney U. "
-                 f"Rows with p &lt; {params.alpha:g} (primary model) in red.</p>")
+    parts = ["<h2 id=\"results\">Results by arm</h2>",
+             f"<p class=\"note\">Estimates compare {html.escape(arms[0])} with "
+             f"{html.escape(arms[1])} (reference): rate ratios for counts and relapses "
+             "(negative binomial, or Poisson when NB cannot be fitted; see notes), "
+             f"difference {html.escape(arms[0])} \u2212 {html.escape(arms[1])} in mean change "
+             "for T2-LV (OLS). <em>adjusted</em>: with the configured covariates (and T2-LV at "
+             "the interval start for T2-LV change). <em>p rank</em>: Mann\u2013Whitney U. "
+             f"Rows with p &lt; {params.alpha:g} (primary model) in red.</p>"]
     if len(table):
         parts.append(_table(table, left=("Endpoint", "Interval", "model"),
                             row_class=["sig" if s else "" for s in significant],
@@ -396,15 +417,26 @@ def render_report(endpoints: pd.DataFrame, stats: pd.DataFrame, arm_column: str,
         parts.append("<p>No statistics.</p>")
     parts.append("<details><summary>All models (group_stats.tsv)</summary>"
                  + _table(_plain(stats), left=("endpoint", "interval", "model")) + "</details>")
+    return parts
 
-    # 2. plots
-    parts.append("<h2 id=\"plots\">Endpoints by arm</h2>")
-    for caption, png in endpoint_plots(endpoints, stats, arm_column, arms, params.plot_seed):
-        parts.append(f"<figure><img alt=\"{html.escape(caption)}\" src=\"{png_data_uri(png)}\">"
-                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
-    # 3. subjects
-    parts.append("<h2 id=\"subjects\">Subjects</h2>")
+def _figure(caption: str, png: bytes) -> str:
+    return (f"<figure><img alt=\"{html.escape(caption)}\" src=\"{png_data_uri(png)}\">"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _plots(endpoints: pd.DataFrame, stats: pd.DataFrame, arm_column: str,
+           arms: Sequence[str], params: StatsParams) -> list[str]:
+    """2. Endpoints by arm."""
+    return ["<h2 id=\"plots\">Endpoints by arm</h2>"] + [
+        _figure(caption, png)
+        for caption, png in endpoint_plots(endpoints, stats, arm_column, arms, params.plot_seed)]
+
+
+def _subjects(endpoints: pd.DataFrame, participants: list[str], arm_column: str,
+              figures: Figures, skipped: pd.DataFrame | None) -> list[str]:
+    """3. One fold per subject: its endpoints, skipped intervals and QC figures."""
+    parts = ["<h2 id=\"subjects\">Subjects</h2>"]
     skipped = skipped if skipped is not None else pd.DataFrame(columns=["participant_id"])
     if "status" in skipped.columns:  # the discovery table lists run and skipped intervals
         skipped = skipped[skipped["status"].astype(str) == "skipped"]
@@ -427,13 +459,14 @@ def render_report(endpoints: pd.DataFrame, stats: pd.DataFrame, arm_column: str,
             shown = [c for c in gaps.columns if c in ("interval", "session", "reason", "status")]
             parts.append("<p>Skipped:</p>" + _table(_plain(gaps[shown or list(gaps.columns)]),
                                                     left=tuple(shown)))
-        for name, png in figures.get(pid, ()):
-            parts.append(f"<figure><img alt=\"{html.escape(name)}\" src=\"{png_data_uri(png)}\">"
-                         f"<figcaption>{html.escape(name)}</figcaption></figure>")
+        parts += [_figure(name, png) for name, png in figures.get(pid, ())]
         parts.append("</details>")
+    return parts
 
-    # 4. notes
-    parts.append("<h2 id=\"notes\">Notes from the statistics</h2>")
+
+def _notes(notes: pd.DataFrame | None, discovery_notes: pd.DataFrame | None) -> list[str]:
+    """4. Notes from the statistics and from the dataset discovery."""
+    parts = ["<h2 id=\"notes\">Notes from the statistics</h2>"]
     if notes is not None and len(notes):
         parts.append(_table(_plain(notes), left=tuple(notes.columns)))
     else:
@@ -443,16 +476,18 @@ def render_report(endpoints: pd.DataFrame, stats: pd.DataFrame, arm_column: str,
         parts.append(_table(_plain(discovery_notes), left=tuple(discovery_notes.columns)))
     else:
         parts.append("<p>None: every folder was a subject or session of the configuration.</p>")
+    return parts
 
-    # 5. parameters and software
-    parts.append("<h2 id=\"parameters\">Parameters and software</h2>")
+
+def _parameters(config: Any) -> list[str]:
+    """5. The configuration used and the software versions."""
+    parts = ["<h2 id=\"parameters\">Parameters and software</h2>"]
     if config is not None:
         text = json.dumps(config, indent=2, sort_keys=True, default=str)
         parts.append(f"<h3>Configuration</h3><pre>{html.escape(text)}</pre>")
     versions = pd.DataFrame(list(software_versions().items()), columns=["software", "version"])
     parts.append("<h3>Software</h3>" + _table(versions, left=("software", "version")))
-    parts.append("</body></html>\n")
-    return "\n".join(parts)
+    return parts
 
 
 def _read_optional(path: Path | None) -> pd.DataFrame | None:
