@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import importlib
 import sys
+import time
+from collections.abc import Callable
+
+from pipeline.errors import InputError
 
 #: command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -26,6 +30,25 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "qc": ("pipeline.qc", "per subject: registration and lesion QC figures"),
     "report": ("pipeline.report", "write the self-contained HTML report"),
 }
+
+
+def run_command(name: str, work: Callable[[], object],
+                errors: tuple[type[BaseException], ...] = (InputError,)) -> int:
+    """Run one command's ``work`` with the project's error handling and timing log.
+
+    Returns the exit code: 0 when it ran; 1 when the input or configuration was refused, with
+    the message (file, check, fix) on stderr after the command's name, never a traceback.
+    Either way the time taken goes to stderr, so every job's log ends the same way.
+    """
+    start = time.perf_counter()
+    try:
+        work()
+    except errors as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        print(f"{name}: {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    return 0
 
 
 def _usage() -> str:

@@ -20,7 +20,6 @@ carried into ``endpoints.tsv`` as read.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import pandas as pd
 from pipeline.contract import ENDPOINT_COLUMNS
 from pipeline.provenance import dataset_description
 from pipeline.errors import InputError
+from pipeline.cli import run_command
 from pipeline.io import read_tsv, write_json, write_tsv
 from pipeline.participants import (
     ColumnType,
@@ -287,12 +287,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="BIDS sidecar declaring column types (default: participants.json beside "
                          "--participants, if present)")
     args = ap.parse_args(argv)
-    try:
+    def work() -> None:
         cohort_files(args.participants, args.endpoints, args.out, args.arm_column, args.arms,
                      args.intervals, args.dataset_description, args.covariates,
                      parse_covariate_types(args.covariate_types),
                      _column_names(args.relapse_columns), args.participants_json)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+
+    return run_command("cohort", work)

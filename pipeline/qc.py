@@ -20,7 +20,6 @@ software or time metadata, so rerunning on the same images writes the same bytes
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from matplotlib.figure import Figure
 from skimage.feature import canny
 
 from pipeline.errors import InputError
+from pipeline.cli import run_command
 from pipeline.imagespace import require_same_grid, voxel_sizes
 from pipeline.io import atomic_path, load_nifti
 from pipeline.paths import bids_path
@@ -395,10 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sessions", nargs="+", required=True)
     ap.add_argument("--intervals", nargs="*", default=[], help="e.g. baseline-m06 m06-m12")
     args = ap.parse_args(argv)
-    try:
+    def work() -> None:
         for path in qc_files(args.out, args.subject, args.sessions, args.intervals):
             print(path)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+
+    return run_command("qc", work)

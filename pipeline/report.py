@@ -25,7 +25,6 @@ import html
 import io
 import json
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from PIL import Image
 
 from pipeline.contract import COUNT_ENDPOINTS, ENDPOINT_COLUMNS, VOLUME_ENDPOINT
 from pipeline.errors import InputError
+from pipeline.cli import run_command
 from pipeline.io import atomic_path, read_tsv
 from pipeline.params import StatsParams
 from pipeline.provenance import software_versions
@@ -561,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="parameter JSON (python -m pipeline settings): StatsParams.alpha labels "
                          "the CIs, plot_seed jitters the strip plots")
     args = ap.parse_args(argv)
-    try:
+    def work() -> None:
         params = None
         if args.params is not None:
             from pipeline.settings import load_params
@@ -569,7 +569,5 @@ def main(argv: list[str] | None = None) -> int:
         report_files(args.out, args.endpoints, args.group_stats, args.html, args.arm_column,
                      args.arms, args.notes, args.config_json, args.figures, args.skipped,
                      params, args.excluded, args.discovery_notes)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+
+    return run_command("report", work)

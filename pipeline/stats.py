@@ -75,7 +75,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -91,6 +90,7 @@ from statsmodels.discrete.discrete_model import NegativeBinomial
 
 from pipeline.contract import COUNT_ENDPOINTS, VOLUME_ENDPOINT
 from pipeline.errors import InputError
+from pipeline.cli import run_command
 from pipeline.io import read_tsv, write_tsv
 from pipeline.params import StatsParams
 from pipeline.participants import (
@@ -879,7 +879,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", type=Path, default=None,
                     help="parameter JSON (python -m pipeline settings); uses StatsParams")
     args = ap.parse_args(argv)
-    try:
+    def work() -> None:
         params = None
         if args.params is not None:
             from pipeline.settings import load_params
@@ -890,7 +890,5 @@ def main(argv: list[str] | None = None) -> int:
                     parse_sessions_months(args.sessions_months), args.covariates,
                     parse_sessions_months(args.relapse_columns), args.notes, params,
                     covariate_types, args.participants_json)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+
+    return run_command("stats", work)
