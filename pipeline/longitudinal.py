@@ -279,6 +279,417 @@ def _is_enlarging(v0: float, v1: float, vv: float, params: LesionParams,
                          "give --sessions-months (e.g. baseline=0 m06=6 m12=12)") from exc
 
 
+@dataclass(frozen=True, eq=False)
+class _CropGrid:
+    """Box around every lesion voxel of both sessions (plus the footprint's reach) in which an
+    interval is classified, and the geometry mapping crop indices to the full volume and to
+    subject RAS mm."""
+
+    box: tuple[slice, ...]  # crop of the full (I, J, K) volume
+    shape: tuple[int, ...]  # full volume shape (I, J, K)
+    crop_shape: tuple[int, ...]
+    origin: np.ndarray  # (3,) float, full-volume index of the crop's first voxel
+    affine: np.ndarray  # (4, 4) voxel -> subject RAS mm
+    voxel_size_mm: np.ndarray  # (3,)
+    voxel_mm3: float
+
+    def full_first(self, flat_crop: int) -> int:
+        """Flat (C order) index in the full volume of the flat crop index ``flat_crop``."""
+        ijk = np.array(np.unravel_index(int(flat_crop), self.crop_shape)) + self.origin.astype(int)
+        return int(np.ravel_multi_index(tuple(ijk), self.shape))
+
+    def centroid_world(self, csum: np.ndarray, count: float) -> np.ndarray:
+        """Subject RAS mm of the centroid of ``count`` voxels whose crop indices sum to ``csum``."""
+        ijk = csum / count + self.origin
+        return self.affine[:3, :3] @ ijk + self.affine[:3, 3]
+
+
+def _crop_grid(any_lesion: np.ndarray, vox: np.ndarray, affine: np.ndarray,
+               footprint: np.ndarray) -> _CropGrid | None:
+    """The crop around ``any_lesion`` (bool, full volume), None when it is empty."""
+    box = bounding_box(any_lesion, max(footprint.shape) // 2 + 2)
+    if box is None:
+        return None
+    return _CropGrid(box=box, shape=any_lesion.shape,
+                     crop_shape=tuple(s.stop - s.start for s in box),
+                     origin=np.array([s.start for s in box], dtype=np.float64), affine=affine,
+                     voxel_size_mm=vox, voxel_mm3=float(np.prod(vox)))
+
+
+def _checked_voxel_size(arrays: dict[str, Any], voxel_size_mm: Any) -> np.ndarray:
+    """Voxel size (3,) mm after checking that all ``arrays`` are 3-D on one grid."""
+    shape = np.shape(arrays["lesion_a"])
+    for name, arr in arrays.items():
+        if np.ndim(arr) != 3 or np.shape(arr) != shape:
+            raise InputError(f"{name} has shape {np.shape(arr)}; all inputs must be 3-D arrays "
+                             f"on one subject grid of shape {shape}")
+    vox = np.broadcast_to(np.asarray(voxel_size_mm, dtype=np.float64), (3,)).copy()
+    if np.any(vox <= 0):
+        raise InputError(f"voxel_size_mm={voxel_size_mm!r} must be positive")
+    return vox
+
+
+def _empty_table() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=float) for c in TABLE_COLUMNS})
+
+
+@dataclass(eq=False)
+class _Difference:
+    """The FLAIR difference image on the crop and its reference SD."""
+
+    diff: np.ndarray  # crop, flair_b - flair_a - centre; NaN where either session has no brain
+    flair_b: np.ndarray  # crop, float64 normalised FLAIR at b
+    sd: float  # robust SD of the difference in normal-appearing brain
+    grown_any: np.ndarray  # crop bool, grown a lesions or grown b lesions
+
+
+def _flair_difference(flair_norm_a: np.ndarray, flair_norm_b: np.ndarray, m: _Match,
+                      lesion_b_crop: np.ndarray, footprint: np.ndarray, grid: _CropGrid
+                      ) -> _Difference:
+    """Method step "FLAIR rise": the difference image ``d = flair_norm_b - flair_norm_a`` less
+    its centre, with the centre and robust SD measured outside both grown lesion masks."""
+    grown_b = (ndimage.binary_dilation(lesion_b_crop, structure=footprint)
+               if lesion_b_crop.any() else lesion_b_crop)
+    grown_any = (m.grown_a > 0) | grown_b
+    exclude = np.zeros(grid.shape, bool)
+    exclude[grid.box] = grown_any
+    centre, sd = difference_reference(flair_norm_a, flair_norm_b, exclude)
+    # FLAIR rise only where both sessions have brain (normalised FLAIR is 0 outside a brain
+    # mask): a lesion where the earlier mask has no brain cannot be confirmed.
+    fa_c = flair_norm_a[grid.box].astype(np.float64)
+    fb_c = flair_norm_b[grid.box].astype(np.float64)
+    diff = np.where((fa_c > 0) & (fb_c > 0), fb_c - fa_c - centre, np.nan)
+    return _Difference(diff, fb_c, sd, grown_any)
+
+
+@dataclass(eq=False)
+class _Pieces:
+    """Pieces of b outside the grown a-mask (crop labels 1..n) and their statistics."""
+
+    labels: np.ndarray
+    n: int
+    stats: dict[str, np.ndarray]  # :func:`_label_stats` of the pieces
+    group: np.ndarray  # (n + 1,), matched group of each piece
+    volume_mm3: np.ndarray  # (n + 1,)
+    ok: np.ndarray  # (n + 1,) bool, large enough and FLAIR-rise confirmed
+    group_has_a: np.ndarray  # (n_groups,) bool, the group has a-components
+
+
+def _outside_pieces(m: _Match, dif: _Difference, params: LesionParams, grid: _CropGrid
+                    ) -> _Pieces:
+    """Method steps "New T2" and "New T2 touching an old lesion": the b voxels outside the grown
+    a-mask as 26-connected pieces, each tested for volume and FLAIR rise."""
+    outside = (m.lb > 0) & (m.grown_a == 0)
+    lp, npieces = ndimage.label(outside, structure=CONNECTIVITY_26)
+    ps = _label_stats(lp, npieces, dif.diff, dif.flair_b)
+    piece_b = np.zeros(npieces + 1, dtype=np.int64)
+    if npieces:
+        piece_b[1:] = np.asarray(ndimage.maximum(m.lb, lp, index=np.arange(1, npieces + 1)),
+                                 dtype=np.int64)
+    piece_vol = ps["count"] * grid.voxel_mm3
+    piece_ok = ((piece_vol >= params.min_new_lesion_volume_mm3 - 1e-9)
+                & _confirmed(ps["rise"], ps["excess"], dif.sd, params))
+    piece_ok[0] = False
+    group_has_a = np.zeros(m.n_groups, bool)
+    if m.na:
+        group_has_a[m.group_of_a[1:]] = True
+    return _Pieces(lp, npieces, ps, m.group_of_b[piece_b], piece_vol, piece_ok, group_has_a)
+
+
+def _bordered_surface(m: _Match, pieces: _Pieces, rising: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Contact rule (i): per group, the old-lesion surface (one-voxel shell of the grown a-mask)
+    and the fraction of it bordered by the ``rising`` pieces; per piece, how many old lesions
+    it borders. Returns ``(shell_total, frac, n_old)``."""
+    shell = (m.grown_a > 0) & (m.la == 0)
+    shell_a = m.grown_a[shell]
+    shell_group = m.group_of_a[shell_a]
+    shell_total = np.bincount(shell_group, minlength=m.n_groups)
+    lab_r = np.where(rising[pieces.labels], pieces.labels, 0)
+    near_r = ndimage.grey_dilation(lab_r, footprint=CONNECTIVITY_26)[shell]
+    hit = (near_r > 0) & (pieces.group[near_r] == shell_group)
+    pairs = np.unique(near_r[hit].astype(np.int64) * (m.na + 1) + shell_a[hit])
+    n_old = np.bincount(pairs // (m.na + 1), minlength=pieces.n + 1)
+    bordered = np.bincount(shell_group[hit], minlength=m.n_groups)
+    return shell_total, bordered / np.maximum(shell_total, 1), n_old
+
+
+def _rising_offset_mm(m: _Match, pieces: _Pieces, rising: np.ndarray, grid: _CropGrid
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Contact rule (ii): per group, the distance (mm) from the old lesion's centroid to the
+    common centroid of its ``rising`` pieces, and the old lesion's equivalent-sphere radius
+    (mm). Returns ``(offset_mm, r_eq_mm)``."""
+    qg = pieces.group[1:][rising[1:]]
+    qn = pieces.stats["count"][1:][rising[1:]]
+    qc = pieces.stats["csum"][1:][rising[1:]]
+    q_count = np.bincount(qg, weights=qn, minlength=m.n_groups)
+    q_cent = np.column_stack([np.bincount(qg, weights=qc[:, k], minlength=m.n_groups)
+                              for k in range(3)]) / np.maximum(q_count, 1)[:, None]
+    la_flat = np.nonzero(m.la.ravel())[0]
+    la_g = m.group_of_a[m.la.ravel()[la_flat]]
+    la_ijk = np.column_stack(np.unravel_index(la_flat, grid.crop_shape)).astype(np.float64)
+    a_count = np.bincount(la_g, minlength=m.n_groups)
+    a_cent = np.column_stack([np.bincount(la_g, weights=la_ijk[:, k], minlength=m.n_groups)
+                              for k in range(3)]) / np.maximum(a_count, 1)[:, None]
+    offset_mm = np.sqrt((((q_cent - a_cent) * grid.voxel_size_mm) ** 2).sum(axis=1))
+    r_eq_mm = np.cbrt(3.0 * a_count * grid.voxel_mm3 / (4.0 * np.pi))
+    return offset_mm, r_eq_mm
+
+
+def _new_touching_pieces(m: _Match, pieces: _Pieces, sd: float, params: LesionParams,
+                         grid: _CropGrid) -> np.ndarray:
+    """Method step "New T2 touching an old lesion" (the one-sided contact rule): which
+    qualifying pieces of groups with a-components are new lesions, (npieces + 1,) bool."""
+    is_new_piece = np.zeros(pieces.n + 1, bool)
+    touching = pieces.ok.copy()
+    touching[1:] &= pieces.group_has_a[pieces.group[1:]]
+    if not touching.any():
+        return is_new_piece
+    # Every outside piece with a FLAIR rise (any size) shows where the old lesion grew;
+    # coverage and one-sidedness are judged on all of them together, so a concentric shell
+    # broken into fragments (thin growth at coarse voxels) is still seen as a shell.
+    rising = _confirmed(pieces.stats["rise"], pieces.stats["excess"], sd, params)
+    rising[0] = False
+    rising[1:] &= pieces.group_has_a[pieces.group[1:]]
+    shell_total, frac, n_old = _bordered_surface(m, pieces, rising)
+    # A piece bordering two or more old lesions bridges them: a merge, not a new lesion.
+    touching &= n_old <= 1
+    # One-sidedness: the rising pieces' common centroid must sit off the old lesion's
+    # centroid by a fraction of its equivalent-sphere radius (concentric growth, even when
+    # thick slices cut it into caps, stays centred).
+    offset_mm, r_eq_mm = _rising_offset_mm(m, pieces, rising, grid)
+    ok_group = ((shell_total > 0) & (frac < params.touching_max_surface_fraction)
+                & (offset_mm >= params.touching_min_offset_fraction * r_eq_mm))
+    is_new_piece[1:] = touching[1:] & ok_group[pieces.group[1:]]
+    return is_new_piece
+
+
+def _new_lesion_rows(pieces: _Pieces, is_new_piece: np.ndarray, grid: _CropGrid
+                     ) -> list[dict[str, Any]]:
+    """Method steps "New T2" and "New T2 touching an old lesion": one row per b-only component
+    (``new`` or ``unconfirmed``) and per new touching piece; ``_piece`` is the piece label of a
+    row counted as new (its voxels go to the new-lesion image), else 0."""
+    ps = pieces.stats
+    rows = []
+    # b-only groups are whole pieces (a b-component without an edge lies entirely outside).
+    for p in range(1, pieces.n + 1):
+        g = pieces.group[p]
+        if pieces.group_has_a[g] and not is_new_piece[p]:
+            continue
+        if pieces.group_has_a[g]:
+            cls, touches = "new", 1
+        else:
+            cls, touches = ("new" if pieces.ok[p] else UNCONFIRMED), 0
+        rows.append({"kind": "t2", "class": cls, "volume_start_mm3": 0.0,
+                     "volume_end_mm3": pieces.volume_mm3[p], "n_start": 0, "n_end": 1,
+                     "merged": 0, "split": 0, "touches_existing": touches,
+                     "flair_rise": ps["rise"][p],
+                     "_xyz": grid.centroid_world(ps["csum"][p], ps["count"][p]),
+                     "_first": grid.full_first(ps["first"][p]),
+                     "_piece": p if cls == "new" else 0})
+    return rows
+
+
+def _group_sums(idx: np.ndarray, gflat: np.ndarray, ng: int, crop_shape: tuple[int, ...]
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Per group 0..ng-1 of the flat crop voxels ``idx`` (group ``gflat[idx]``): the sums of
+    their crop indices (ng, 3) and their first flat index (C order)."""
+    ijk = np.column_stack(np.unravel_index(idx, crop_shape)).astype(np.float64)
+    g = gflat[idx]
+    cs = np.column_stack([np.bincount(g, weights=ijk[:, k], minlength=ng) for k in range(3)])
+    first = np.full(ng, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first, g, idx.astype(np.int64))
+    return cs, first
+
+
+def _group_class(v0: float, v1: float, rise: float, excess: float, sd: float,
+                 params: LesionParams, dt_months: float | None, vv: float) -> str:
+    """Method step "Enlarging / shrinking / stable / resolved" for one group of start volume
+    ``v0`` and end volume ``v1`` (mm3) whose grown part has FLAIR rise ``rise``."""
+    grown_confirmed = (not params.enlarging_requires_flair_rise
+                       or bool(_confirmed(np.array([rise]), np.array([excess]), sd, params)[0]))
+    if v1 == 0:
+        return "resolved"
+    if _is_enlarging(v0, v1, vv, params, dt_months) and grown_confirmed:
+        return "enlarging"
+    if is_shrinking(v0, v1, params):
+        return "shrinking"
+    return "stable"
+
+
+def _matched_group_rows(m: _Match, pieces: _Pieces, is_new_piece: np.ndarray,
+                        dif: _Difference, params: LesionParams, dt_months: float | None,
+                        grid: _CropGrid) -> list[dict[str, Any]]:
+    """Method steps "Matching" and "Enlarging / shrinking / stable / resolved": one row per
+    matched group with a-components, its new pieces removed; merged and split from the
+    overlap graph's degrees."""
+    if not m.na:
+        return []
+    vv = grid.voxel_mm3
+    new_vox = is_new_piece[pieces.labels] & (pieces.labels > 0)
+    rest_b = np.where(new_vox, 0, m.lb)
+    gb = np.where(rest_b > 0, m.group_of_b[rest_b], -1)
+    ga = np.where(m.la > 0, m.group_of_a[m.la], -1)
+    ng = m.n_groups
+    cnt_b = np.bincount(gb[gb >= 0], minlength=ng).astype(np.float64)
+    cnt_a = np.bincount(ga[ga >= 0], minlength=ng).astype(np.float64)
+    growth = (gb >= 0) & (m.la == 0) & np.isfinite(dif.diff)
+    cnt_g = np.bincount(gb[growth], minlength=ng).astype(np.float64)
+    dsum_g = np.bincount(gb[growth], weights=dif.diff[growth], minlength=ng)
+    esum_g = np.bincount(gb[growth], weights=dif.flair_b[growth] - 1.0, minlength=ng)
+    # growth voxels inside both brains, for the half-coverage rule of the FLAIR rise
+    all_growth = np.bincount(gb[(gb >= 0) & (m.la == 0)], minlength=ng).astype(np.float64)
+    cs_b, first_b = _group_sums(np.nonzero(gb.ravel() >= 0)[0], gb.ravel(), ng, grid.crop_shape)
+    cs_a, first_a = _group_sums(np.nonzero(ga.ravel() >= 0)[0], ga.ravel(), ng, grid.crop_shape)
+    deg_a = np.bincount(m.edge_a, minlength=m.na + 1)
+    deg_b = np.bincount(m.edge_b, minlength=m.nb + 1)
+    n_start = np.bincount(m.group_of_a[1:], minlength=ng)
+    n_end = np.bincount(m.group_of_b[np.unique(rest_b[rest_b > 0])], minlength=ng)
+    merged = np.zeros(ng, bool)
+    split = np.zeros(ng, bool)
+    if m.nb:
+        merged[m.group_of_b[1:][deg_b[1:] >= 2]] = True
+    split[m.group_of_a[1:][deg_a[1:] >= 2]] = True
+    rows = []
+    for g in np.nonzero(pieces.group_has_a)[0]:
+        v0 = cnt_a[g] * vv
+        v1 = cnt_b[g] * vv
+        ok_cover = cnt_g[g] > 0 and cnt_g[g] >= 0.5 * all_growth[g]
+        rise = dsum_g[g] / cnt_g[g] if ok_cover else np.nan
+        excess = esum_g[g] / cnt_g[g] if ok_cover else np.nan
+        if cnt_b[g] > 0:
+            xyz = grid.centroid_world(cs_b[g], cnt_b[g])
+        else:
+            xyz = grid.centroid_world(cs_a[g], cnt_a[g])
+        rows.append({"kind": "t2",
+                     "class": _group_class(v0, v1, rise, excess, dif.sd, params, dt_months, vv),
+                     "volume_start_mm3": v0, "volume_end_mm3": v1, "n_start": int(n_start[g]),
+                     "n_end": int(n_end[g]), "merged": int(merged[g]),
+                     "split": int(split[g]), "touches_existing": 0, "flair_rise": rise,
+                     "_xyz": xyz, "_first": grid.full_first(min(first_a[g], first_b[g])),
+                     "_piece": 0})
+    return rows
+
+
+def _t1_evidence(mh: _Match, hs: dict[str, np.ndarray], t1_norm_a: np.ndarray | None,
+                 t1hypo_limit_a: float | None, t1_norm_b: np.ndarray | None,
+                 grown_any: np.ndarray, grid: _CropGrid
+                 ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Method step "New T1-hypointense", intensity evidence per black hole at b: mean
+    normalised T1 at a (None without ``t1_norm_a`` or ``t1hypo_limit_a``) and T1 fall in
+    robust SDs (None without both T1s, or too little normal-appearing brain)."""
+    # Not hypointense at a, judged by intensity when session a's normalised T1 is given: the
+    # mean T1 at a over the component must be at or above a's black-hole limit (a T2 lesion
+    # missed at a, or a segmentation difference, otherwise makes an old black hole look new).
+    ta = None if t1_norm_a is None else np.asarray(t1_norm_a)[grid.box].astype(np.float64)
+    t1_at_a = None
+    if ta is not None and t1hypo_limit_a is not None:
+        t1_at_a = _component_mean(mh.lb, mh.nb, ta, ta > 0, hs["count"])
+    # T1 fall: the mean of T1_a - T1_b over the core, in robust SDs of the voxelwise T1
+    # difference in normal-appearing brain, the T1 analogue of the FLAIR-rise confirmation (a
+    # noise dip in a GM-like lesion is not a new black hole; a lesion turning hypointense is).
+    t1_fall_z = None
+    if ta is not None and t1_norm_b is not None:
+        tb = np.asarray(t1_norm_b)[grid.box].astype(np.float64)
+        both_t = (ta > 0) & (tb > 0)
+        ref_t = both_t & ~grown_any
+        if ref_t.sum() >= 100:
+            dt1 = ta - tb
+            c_t, sd_t = median_and_robust_sd(dt1[ref_t])
+            sd_t = max(sd_t, 1e-6)
+            t1_fall_z = _component_mean(mh.lb, mh.nb, dt1 - c_t, both_t, hs["count"]) / sd_t
+    return t1_at_a, t1_fall_z
+
+
+def _t2_volume_of_black_holes(mh: _Match, m: _Match, vv: float) -> np.ndarray:
+    """Per black hole at b (index 0 unused): total volume (mm3) of the T2 lesion(s) at b that
+    contain it. A black hole is as large as the T2 lesion it marks (its hypointense core is
+    smaller by the partial-volume rim), so the volume test applies to those."""
+    t2_count_b = np.bincount(m.lb.ravel(), minlength=m.nb + 1).astype(np.float64)
+    both = (mh.lb > 0) & (m.lb > 0)
+    pair = np.unique(mh.lb[both].astype(np.int64) * (m.nb + 1) + m.lb[both])
+    return np.bincount(pair // (m.nb + 1), weights=t2_count_b[pair % (m.nb + 1)],
+                       minlength=mh.nb + 1) * vv
+
+
+def _new_black_hole_rows(t1hypo_a_crop: np.ndarray, t1hypo_b_crop: np.ndarray,
+                         footprint: np.ndarray, m: _Match, pieces: _Pieces, dif: _Difference,
+                         t1: tuple[np.ndarray | None, float | None, np.ndarray | None],
+                         params: LesionParams, grid: _CropGrid) -> list[dict[str, Any]]:
+    """Method step "New T1-hypointense": one row per T1-hypointense component at b inside T2
+    lesion(s) of at least ``min_t1hypo_volume_mm3``, ``new``, ``persistent`` or
+    ``unconfirmed``; ``t1`` is ``(t1_norm_a, t1hypo_limit_a, t1_norm_b)``."""
+    vv = grid.voxel_mm3
+    mh = _match(t1hypo_a_crop, t1hypo_b_crop, footprint)
+    hs = _label_stats(mh.lb, mh.nb, dif.diff, dif.flair_b)
+    vol_ha = _per_label(mh.la, mh.na) * vv
+    linked: dict[int, list[int]] = {}
+    for ea, eb in zip(mh.edge_a, mh.edge_b):
+        linked.setdefault(int(eb), []).append(int(ea))
+    t1_norm_a, t1hypo_limit_a, t1_norm_b = t1
+    t1_at_a, t1_fall_z = _t1_evidence(mh, hs, t1_norm_a, t1hypo_limit_a, t1_norm_b,
+                                      dif.grown_any, grid)
+    # Without it: a black hole inside a T2 component that failed the new-lesion test (no FLAIR
+    # rise, too small) is segmentation noise, not a new black hole.
+    unconfirmed_piece = np.zeros(pieces.n + 1, bool)
+    unconfirmed_piece[1:] = ~pieces.group_has_a[pieces.group[1:]] & ~pieces.ok[1:]
+    in_unconfirmed = np.bincount(mh.lb.ravel(), weights=unconfirmed_piece[pieces.labels].ravel(),
+                                 minlength=mh.nb + 1)
+    t2_volume_of_hypo = _t2_volume_of_black_holes(mh, m, vv)
+    rows = []
+    for j in range(1, mh.nb + 1):
+        if t2_volume_of_hypo[j] < params.min_t1hypo_volume_mm3 - 1e-9:
+            continue
+        olds = linked.get(j, [])
+        cls = "persistent" if olds else "new"
+        if not olds and t1_at_a is not None:
+            if not t1_at_a[j] >= t1hypo_limit_a:  # hypointense at a already (or not seen)
+                cls = "persistent" if np.isfinite(t1_at_a[j]) else UNCONFIRMED
+            elif t1_fall_z is not None and not t1_fall_z[j] >= params.t1_fall_min_sd:
+                cls = UNCONFIRMED  # no T1 fall: not a change
+        elif not olds and in_unconfirmed[j] > 0.5 * hs["count"][j]:
+            cls = UNCONFIRMED
+        rows.append({"kind": "t1hypo", "class": cls,
+                     "volume_start_mm3": float(sum(vol_ha[i] for i in olds)),
+                     "volume_end_mm3": hs["count"][j] * vv, "n_start": len(olds), "n_end": 1,
+                     "merged": int(len(olds) >= 2), "split": 0, "touches_existing": 0,
+                     "flair_rise": hs["rise"][j],
+                     "_xyz": grid.centroid_world(hs["csum"][j], hs["count"][j]),
+                     "_first": grid.full_first(hs["first"][j]), "_piece": 0})
+    return rows
+
+
+def _interval_table(rows: list[dict[str, Any]], piece_labels: np.ndarray, sd: float,
+                    grid: _CropGrid) -> tuple[pd.DataFrame, np.ndarray]:
+    """Table rows sorted by kind (t2 first) and first voxel, numbered ``group_id`` 1..n, and
+    the new-lesion label image (new T2 lesions 1..m in that order, full volume)."""
+    new_labels = np.zeros(grid.shape, np.int32)
+    if not rows:
+        return _empty_table(), new_labels
+    order = sorted(range(len(rows)), key=lambda i: (rows[i]["kind"] != "t2", rows[i]["_first"]))
+    new_crop = np.zeros(grid.crop_shape, np.int32)
+    n_new = 0
+    out_rows = []
+    for gid, i in enumerate(order, start=1):
+        r = rows[i]
+        if r["_piece"]:
+            n_new += 1
+            new_crop[piece_labels == r["_piece"]] = n_new
+        v0, v1 = r["volume_start_mm3"], r["volume_end_mm3"]
+        out_rows.append({
+            "group_id": gid, "kind": r["kind"], "class": r["class"],
+            "volume_start_mm3": v0, "volume_end_mm3": v1, "change_mm3": v1 - v0,
+            "change_pct": 100.0 * (v1 - v0) / v0 if v0 > 0 else np.nan,
+            "n_start": r["n_start"], "n_end": r["n_end"], "merged": r["merged"],
+            "split": r["split"], "touches_existing": r["touches_existing"],
+            "flair_rise": r["flair_rise"], "flair_rise_z": r["flair_rise"] / sd,
+            "x_subject_mm": r["_xyz"][0], "y_subject_mm": r["_xyz"][1],
+            "z_subject_mm": r["_xyz"][2],
+        })
+    new_labels[grid.box] = new_crop
+    return pd.DataFrame(out_rows, columns=TABLE_COLUMNS), new_labels
+
+
 def classify_interval(lesion_a: np.ndarray, lesion_b: np.ndarray, flair_norm_a: np.ndarray,
                       flair_norm_b: np.ndarray, t1hypo_a: np.ndarray, t1hypo_b: np.ndarray,
                       voxel_size_mm: Any, params: LesionParams | None = None, *,
@@ -312,293 +723,28 @@ def classify_interval(lesion_a: np.ndarray, lesion_b: np.ndarray, flair_norm_a: 
     new_labels : int32 ndarray (I, J, K), new T2 lesions 1..m in table order
     """
     params = params or LesionParams()
-    arrays = {"lesion_a": lesion_a, "lesion_b": lesion_b, "flair_norm_a": flair_norm_a,
-              "flair_norm_b": flair_norm_b, "t1hypo_a": t1hypo_a, "t1hypo_b": t1hypo_b}
-    shape = np.shape(lesion_a)
-    for name, arr in arrays.items():
-        if np.ndim(arr) != 3 or np.shape(arr) != shape:
-            raise InputError(f"{name} has shape {np.shape(arr)}; all inputs must be 3-D arrays "
-                             f"on one subject grid of shape {shape}")
-    vox = np.broadcast_to(np.asarray(voxel_size_mm, dtype=np.float64), (3,)).copy()
-    if np.any(vox <= 0):
-        raise InputError(f"voxel_size_mm={voxel_size_mm!r} must be positive")
-    vv = float(np.prod(vox))
+    vox = _checked_voxel_size(
+        {"lesion_a": lesion_a, "lesion_b": lesion_b, "flair_norm_a": flair_norm_a,
+         "flair_norm_b": flair_norm_b, "t1hypo_a": t1hypo_a, "t1hypo_b": t1hypo_b},
+        voxel_size_mm)
     if affine is None:
         affine = np.diag([*vox, 1.0])
-    a = np.asarray(lesion_a) > 0
-    b = np.asarray(lesion_b) > 0
-    ha = np.asarray(t1hypo_a) > 0
-    hb = np.asarray(t1hypo_b) > 0
-    fa = np.asarray(flair_norm_a)
-    fb = np.asarray(flair_norm_b)
+    a, b = np.asarray(lesion_a) > 0, np.asarray(lesion_b) > 0
+    ha, hb = np.asarray(t1hypo_a) > 0, np.asarray(t1hypo_b) > 0
     fp = dilation_footprint(vox, params.new_lesion_dilation_mm)
-    new_labels = np.zeros(shape, np.int32)
-
-    margin = max(fp.shape) // 2 + 2
-    sl = bounding_box(a | b | ha | hb, margin)
-    if sl is None:
-        return pd.DataFrame({c: pd.Series(dtype=float) for c in TABLE_COLUMNS}), new_labels
-    crop_shape = tuple(s.stop - s.start for s in sl)
-    origin = np.array([s.start for s in sl], dtype=np.float64)
-
-    ac, bc, hac, hbc = a[sl], b[sl], ha[sl], hb[sl]
-    m = _match(ac, bc, fp)
-    grown_any = (m.grown_a > 0) | (ndimage.binary_dilation(bc, structure=fp) if bc.any() else bc)
-    exclude = np.zeros(shape, bool)
-    exclude[sl] = grown_any
-    centre, sd = difference_reference(fa, fb, exclude)
-    # FLAIR rise only where both sessions have brain (normalised FLAIR is 0 outside a brain
-    # mask): a lesion where the earlier mask has no brain cannot be confirmed.
-    fa_c = fa[sl].astype(np.float64)
-    fb_c = fb[sl].astype(np.float64)
-    diff = np.where((fa_c > 0) & (fb_c > 0), fb_c - fa_c - centre, np.nan)
-
-    rows: list[dict[str, Any]] = []
-    row_voxels: list[tuple[str, np.ndarray, int]] = []  # (image, labels, label) for new labels
-
-    def full_first(flat_crop: int) -> int:
-        ijk = np.array(np.unravel_index(int(flat_crop), crop_shape)) + origin.astype(int)
-        return int(np.ravel_multi_index(tuple(ijk), shape))
-
-    def centroid_world(csum: np.ndarray, count: float) -> np.ndarray:
-        ijk = csum / count + origin
-        return affine[:3, :3] @ ijk + affine[:3, 3]
-
-    # --- pieces of b outside the grown a-mask ------------------------------------------------
-    outside = (m.lb > 0) & (m.grown_a == 0)
-    lp, npieces = ndimage.label(outside, structure=CONNECTIVITY_26)
-    ps = _label_stats(lp, npieces, diff, fb_c)
-    piece_b = np.zeros(npieces + 1, dtype=np.int64)
-    if npieces:
-        piece_b[1:] = np.asarray(ndimage.maximum(m.lb, lp, index=np.arange(1, npieces + 1)),
-                                 dtype=np.int64)
-    piece_group = m.group_of_b[piece_b]
-    piece_vol = ps["count"] * vv
-    piece_rise = ps["rise"]
-    piece_ok = ((piece_vol >= params.min_new_lesion_volume_mm3 - 1e-9)
-                & _confirmed(piece_rise, ps["excess"], sd, params))
-    piece_ok[0] = False
-    group_has_a = np.zeros(m.n_groups, bool)
-    if m.na:
-        group_has_a[m.group_of_a[1:]] = True
-
-    # Old-lesion surface per group: shell of the grown a-mask, and the part bordered by
-    # qualifying touching pieces.
-    is_new_piece = np.zeros(npieces + 1, bool)
-    touching = piece_ok.copy()
-    touching[1:] &= group_has_a[piece_group[1:]]
-    if touching.any():
-        # Every outside piece with a FLAIR rise (any size) shows where the old lesion grew;
-        # coverage and one-sidedness are judged on all of them together, so a concentric shell
-        # broken into fragments (thin growth at coarse voxels) is still seen as a shell.
-        rising = _confirmed(piece_rise, ps["excess"], sd, params)
-        rising[0] = False
-        rising[1:] &= group_has_a[piece_group[1:]]
-        shell = (m.grown_a > 0) & (m.la == 0)
-        shell_a = m.grown_a[shell]
-        shell_group = m.group_of_a[shell_a]
-        shell_total = np.bincount(shell_group, minlength=m.n_groups)
-        lab_r = np.where(rising[lp], lp, 0)
-        near_r = ndimage.grey_dilation(lab_r, footprint=CONNECTIVITY_26)[shell]
-        hit = (near_r > 0) & (piece_group[near_r] == shell_group)
-        # A piece bordering two or more old lesions bridges them: a merge, not a new lesion.
-        pairs = np.unique(near_r[hit].astype(np.int64) * (m.na + 1) + shell_a[hit])
-        n_old = np.bincount(pairs // (m.na + 1), minlength=npieces + 1)
-        touching &= n_old <= 1
-        bordered = np.bincount(shell_group[hit], minlength=m.n_groups)
-        frac = bordered / np.maximum(shell_total, 1)
-        # One-sidedness: the rising pieces' common centroid must sit off the old lesion's
-        # centroid by a fraction of its equivalent-sphere radius (concentric growth, even when
-        # thick slices cut it into caps, stays centred).
-        qg = piece_group[1:][rising[1:]]
-        qn = ps["count"][1:][rising[1:]]
-        qc = ps["csum"][1:][rising[1:]]
-        q_count = np.bincount(qg, weights=qn, minlength=m.n_groups)
-        q_cent = np.column_stack([np.bincount(qg, weights=qc[:, k], minlength=m.n_groups)
-                                  for k in range(3)]) / np.maximum(q_count, 1)[:, None]
-        la_flat = np.nonzero(m.la.ravel())[0]
-        la_g = m.group_of_a[m.la.ravel()[la_flat]]
-        la_ijk = np.column_stack(np.unravel_index(la_flat, crop_shape)).astype(np.float64)
-        a_count = np.bincount(la_g, minlength=m.n_groups)
-        a_cent = np.column_stack([np.bincount(la_g, weights=la_ijk[:, k], minlength=m.n_groups)
-                                  for k in range(3)]) / np.maximum(a_count, 1)[:, None]
-        offset_mm = np.sqrt((((q_cent - a_cent) * vox) ** 2).sum(axis=1))
-        r_eq_mm = np.cbrt(3.0 * a_count * vv / (4.0 * np.pi))
-        ok_group = ((shell_total > 0) & (frac < params.touching_max_surface_fraction)
-                    & (offset_mm >= params.touching_min_offset_fraction * r_eq_mm))
-        is_new_piece[1:] = touching[1:] & ok_group[piece_group[1:]]
-
-    # b-only groups are whole pieces (a b-component without an edge lies entirely outside).
-    for p in range(1, npieces + 1):
-        g = piece_group[p]
-        if group_has_a[g] and not is_new_piece[p]:
-            continue
-        if group_has_a[g]:
-            cls, touches = "new", 1
-        else:
-            cls, touches = ("new" if piece_ok[p] else UNCONFIRMED), 0
-        xyz = centroid_world(ps["csum"][p], ps["count"][p])
-        rows.append({"kind": "t2", "class": cls, "volume_start_mm3": 0.0,
-                     "volume_end_mm3": piece_vol[p], "n_start": 0, "n_end": 1, "merged": 0,
-                     "split": 0, "touches_existing": touches, "flair_rise": piece_rise[p],
-                     "_xyz": xyz, "_first": full_first(ps["first"][p])})
-        row_voxels.append(("piece", lp, p) if cls == "new" else ("", lp, 0))
-
-    # --- matched groups with a-components --------------------------------------------------
-    if m.na:
-        new_vox = is_new_piece[lp] & (lp > 0)
-        rest_b = np.where(new_vox, 0, m.lb)
-        gb = np.where(rest_b > 0, m.group_of_b[rest_b], -1)
-        ga = np.where(m.la > 0, m.group_of_a[m.la], -1)
-        ng = m.n_groups
-        cnt_b = np.bincount(gb[gb >= 0], minlength=ng).astype(np.float64)
-        cnt_a = np.bincount(ga[ga >= 0], minlength=ng).astype(np.float64)
-        growth = (gb >= 0) & (m.la == 0) & np.isfinite(diff)
-        cnt_g = np.bincount(gb[growth], minlength=ng).astype(np.float64)
-        dsum_g = np.bincount(gb[growth], weights=diff[growth], minlength=ng)
-        esum_g = np.bincount(gb[growth], weights=fb_c[growth] - 1.0, minlength=ng)
-        # growth voxels inside both brains, for the half-coverage rule of the FLAIR rise
-        all_growth = np.bincount(gb[(gb >= 0) & (m.la == 0)], minlength=ng).astype(np.float64)
-        idx_b = np.nonzero(gb.ravel() >= 0)[0]
-        idx_a = np.nonzero(ga.ravel() >= 0)[0]
-
-        def sums(idx: np.ndarray, gflat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            ijk = np.column_stack(np.unravel_index(idx, crop_shape)).astype(np.float64)
-            g = gflat[idx]
-            cs = np.column_stack([np.bincount(g, weights=ijk[:, k], minlength=ng)
-                                  for k in range(3)])
-            first = np.full(ng, np.iinfo(np.int64).max, dtype=np.int64)
-            np.minimum.at(first, g, idx.astype(np.int64))
-            return cs, first
-
-        cs_b, first_b = sums(idx_b, gb.ravel())
-        cs_a, first_a = sums(idx_a, ga.ravel())
-        deg_a = np.bincount(m.edge_a, minlength=m.na + 1)
-        deg_b = np.bincount(m.edge_b, minlength=m.nb + 1)
-        n_start = np.bincount(m.group_of_a[1:], minlength=ng)
-        b_in_rest = np.unique(rest_b[rest_b > 0])
-        n_end = np.bincount(m.group_of_b[b_in_rest], minlength=ng)
-        merged = np.zeros(ng, bool)
-        split = np.zeros(ng, bool)
-        if m.nb:
-            merged[m.group_of_b[1:][deg_b[1:] >= 2]] = True
-        split[m.group_of_a[1:][deg_a[1:] >= 2]] = True
-        for g in np.nonzero(group_has_a)[0]:
-            v0 = cnt_a[g] * vv
-            v1 = cnt_b[g] * vv
-            ok_cover = cnt_g[g] > 0 and cnt_g[g] >= 0.5 * all_growth[g]
-            rise = dsum_g[g] / cnt_g[g] if ok_cover else np.nan
-            excess = esum_g[g] / cnt_g[g] if ok_cover else np.nan
-            grown_confirmed = (not params.enlarging_requires_flair_rise
-                               or bool(_confirmed(np.array([rise]), np.array([excess]), sd,
-                                                  params)[0]))
-            if cnt_b[g] == 0:
-                cls = "resolved"
-            elif _is_enlarging(v0, v1, vv, params, dt_months) and grown_confirmed:
-                cls = "enlarging"
-            elif is_shrinking(v0, v1, params):
-                cls = "shrinking"
-            else:
-                cls = "stable"
-            if cnt_b[g] > 0:
-                xyz = centroid_world(cs_b[g], cnt_b[g])
-            else:
-                xyz = centroid_world(cs_a[g], cnt_a[g])
-            first = min(first_a[g], first_b[g])
-            rows.append({"kind": "t2", "class": cls, "volume_start_mm3": v0,
-                         "volume_end_mm3": v1, "n_start": int(n_start[g]),
-                         "n_end": int(n_end[g]), "merged": int(merged[g]),
-                         "split": int(split[g]), "touches_existing": 0, "flair_rise": rise,
-                         "_xyz": xyz, "_first": full_first(first)})
-            row_voxels.append(("", lp, 0))
-
-    # --- T1-hypointense components at b ------------------------------------------------------
-    mh = _match(hac, hbc, fp)
-    hs = _label_stats(mh.lb, mh.nb, diff, fb_c)
-    vol_ha = _per_label(mh.la, mh.na) * vv
-    linked: dict[int, list[int]] = {}
-    for ea, eb in zip(mh.edge_a, mh.edge_b):
-        linked.setdefault(int(eb), []).append(int(ea))
-    # Not hypointense at a, judged by intensity when session a's normalised T1 is given: the
-    # mean T1 at a over the component must be at or above a's black-hole limit (a T2 lesion
-    # missed at a, or a segmentation difference, otherwise makes an old black hole look new).
-    ta = None if t1_norm_a is None else np.asarray(t1_norm_a)[sl].astype(np.float64)
-    t1_at_a = None
-    if ta is not None and t1hypo_limit_a is not None:
-        t1_at_a = _component_mean(mh.lb, mh.nb, ta, ta > 0, hs["count"])
-    # T1 fall: the mean of T1_a - T1_b over the core, in robust SDs of the voxelwise T1
-    # difference in normal-appearing brain, the T1 analogue of the FLAIR-rise confirmation (a
-    # noise dip in a GM-like lesion is not a new black hole; a lesion turning hypointense is).
-    t1_fall_z = None
-    if ta is not None and t1_norm_b is not None:
-        tb = np.asarray(t1_norm_b)[sl].astype(np.float64)
-        both_t = (ta > 0) & (tb > 0)
-        ref_t = both_t & ~grown_any
-        if ref_t.sum() >= 100:
-            dt1 = ta - tb
-            c_t, sd_t = median_and_robust_sd(dt1[ref_t])
-            sd_t = max(sd_t, 1e-6)
-            t1_fall_z = _component_mean(mh.lb, mh.nb, dt1 - c_t, both_t, hs["count"]) / sd_t
-    # Without it: a black hole inside a T2 component that failed the new-lesion test (no FLAIR
-    # rise, too small) is segmentation noise, not a new black hole.
-    unconfirmed_piece = np.zeros(npieces + 1, bool)
-    unconfirmed_piece[1:] = ~group_has_a[piece_group[1:]] & ~piece_ok[1:]
-    in_unconfirmed = np.bincount(mh.lb.ravel(), weights=unconfirmed_piece[lp].ravel(),
-                                 minlength=mh.nb + 1)
-    # A black hole is as large as the T2 lesion it marks (its hypointense core is smaller by the
-    # partial-volume rim): the volume test applies to the b lesion(s) containing the core.
-    t2_count_b = np.bincount(m.lb.ravel(), minlength=m.nb + 1).astype(np.float64)
-    both = (mh.lb > 0) & (m.lb > 0)
-    pair = np.unique(mh.lb[both].astype(np.int64) * (m.nb + 1) + m.lb[both])
-    t2_volume_of_hypo = np.bincount(pair // (m.nb + 1), weights=t2_count_b[pair % (m.nb + 1)],
-                                    minlength=mh.nb + 1) * vv
-    for j in range(1, mh.nb + 1):
-        v1 = hs["count"][j] * vv
-        if t2_volume_of_hypo[j] < params.min_t1hypo_volume_mm3 - 1e-9:
-            continue
-        olds = linked.get(j, [])
-        cls = "persistent" if olds else "new"
-        if not olds and t1_at_a is not None:
-            if not t1_at_a[j] >= t1hypo_limit_a:  # hypointense at a already (or not seen)
-                cls = "persistent" if np.isfinite(t1_at_a[j]) else UNCONFIRMED
-            elif t1_fall_z is not None and not t1_fall_z[j] >= params.t1_fall_min_sd:
-                cls = UNCONFIRMED  # no T1 fall: not a change
-        elif not olds and in_unconfirmed[j] > 0.5 * hs["count"][j]:
-            cls = UNCONFIRMED
-        rows.append({"kind": "t1hypo", "class": cls,
-                     "volume_start_mm3": float(sum(vol_ha[i] for i in olds)),
-                     "volume_end_mm3": v1, "n_start": len(olds), "n_end": 1,
-                     "merged": int(len(olds) >= 2), "split": 0, "touches_existing": 0,
-                     "flair_rise": hs["rise"][j],
-                     "_xyz": centroid_world(hs["csum"][j], hs["count"][j]),
-                     "_first": full_first(hs["first"][j])})
-        row_voxels.append(("", lp, 0))
-
-    if not rows:
-        return pd.DataFrame({c: pd.Series(dtype=float) for c in TABLE_COLUMNS}), new_labels
-    order = sorted(range(len(rows)), key=lambda i: (rows[i]["kind"] != "t2", rows[i]["_first"]))
-    new_crop = np.zeros(crop_shape, np.int32)
-    n_new = 0
-    out_rows = []
-    for gid, i in enumerate(order, start=1):
-        r = rows[i]
-        kind_img, labels, lab = row_voxels[i]
-        if kind_img == "piece":
-            n_new += 1
-            new_crop[labels == lab] = n_new
-        v0, v1 = r["volume_start_mm3"], r["volume_end_mm3"]
-        out_rows.append({
-            "group_id": gid, "kind": r["kind"], "class": r["class"],
-            "volume_start_mm3": v0, "volume_end_mm3": v1, "change_mm3": v1 - v0,
-            "change_pct": 100.0 * (v1 - v0) / v0 if v0 > 0 else np.nan,
-            "n_start": r["n_start"], "n_end": r["n_end"], "merged": r["merged"],
-            "split": r["split"], "touches_existing": r["touches_existing"],
-            "flair_rise": r["flair_rise"], "flair_rise_z": r["flair_rise"] / sd,
-            "x_subject_mm": r["_xyz"][0], "y_subject_mm": r["_xyz"][1],
-            "z_subject_mm": r["_xyz"][2],
-        })
-    new_labels[sl] = new_crop
-    return pd.DataFrame(out_rows, columns=TABLE_COLUMNS), new_labels
+    grid = _crop_grid(a | b | ha | hb, vox, affine, fp)
+    if grid is None:
+        return _empty_table(), np.zeros(np.shape(lesion_a), np.int32)
+    m = _match(a[grid.box], b[grid.box], fp)
+    dif = _flair_difference(np.asarray(flair_norm_a), np.asarray(flair_norm_b), m,
+                            b[grid.box], fp, grid)
+    pieces = _outside_pieces(m, dif, params, grid)
+    is_new_piece = _new_touching_pieces(m, pieces, dif.sd, params, grid)
+    rows = (_new_lesion_rows(pieces, is_new_piece, grid)
+            + _matched_group_rows(m, pieces, is_new_piece, dif, params, dt_months, grid)
+            + _new_black_hole_rows(ha[grid.box], hb[grid.box], fp, m, pieces, dif,
+                                   (t1_norm_a, t1hypo_limit_a, t1_norm_b), params, grid))
+    return _interval_table(rows, pieces.labels, dif.sd, grid)
 
 
 def t2lv_ml(lesion: np.ndarray, voxel_size_mm: Any) -> float:
