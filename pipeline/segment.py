@@ -706,44 +706,104 @@ def resolve_z_unit(params: SegmentationParams, flair_voxel_mm: Any, t1_voxel_mm:
     return "noise" if longest <= params.noise_unit_max_voxel_mm + 1e-6 else "tissue"
 
 
-def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_size_mm: Any,
-                    params: SegmentationParams | None = None,
-                    lesion_mask: np.ndarray | None = None,
-                    t1_flair_resolution: np.ndarray | None = None,
-                    flair_voxel_mm: Any = None, t1_voxel_mm: Any = None) -> SegmentationResult:
-    """Segment T2/FLAIR lesions and black holes of one session (all arrays on one grid).
+@dataclass
+class _SessionImages:
+    """One session on the brain's bounding box ``sl`` of the subject grid (step 1-4 inputs).
 
-    Parameters
-    ----------
-    t1, flair : ndarray (I, J, K), bias-corrected, any global scale
-    brain : ndarray (I, J, K), brain mask (non-zero = brain)
-    voxel_size_mm : sequence of 3 floats, voxel size along I, J, K in mm
-    params : SegmentationParams (defaults when None)
-    lesion_mask : optional bool ndarray (I, J, K); when given it is used as the T2 lesion mask
-        (components below ``min_component_volume_mm3`` dropped) instead of segmenting.
-    t1_flair_resolution : optional ndarray (I, J, K), the T1 degraded to the FLAIR's resolution
-        (:func:`pipeline.registration.t1_at_flair_resolution`); the FLAIR-given-T1 model and
-        the grey-matter vertex use it, so that a thick-slice FLAIR is compared with a T1 that
-        mixes tissues as it does. ``t1`` itself still gives the tissue classes, the WM
-        reference and the black-hole test. Default: ``t1``.
-    flair_voxel_mm, t1_voxel_mm : optional, the native voxel sizes (mm) of the session's FLAIR
-        and T1 (default: ``voxel_size_mm``); with ``params.z_unit == "auto"`` they choose the
-        z unit (see :class:`pipeline.params.SegmentationParams`).
-
-    Returns
-    -------
-    SegmentationResult
+    ``*_v`` and the smoothed images are vectors over the brain voxels ``b`` of the crop, in the
+    images' own (bias-corrected, any global scale) units; ``t1m_*`` is the T1 at the FLAIR's
+    resolution (the T1 itself when none is given).
     """
-    params = params or SegmentationParams()
+
+    shape: tuple[int, ...]  # the full subject grid
+    sl: tuple[slice, ...]  # crop of the subject grid around the brain
+    b: np.ndarray  # bool, brain mask on the crop
+    vox: np.ndarray  # (3,) voxel size, mm
+    vv: float  # voxel volume, mm3
+    z_unit: str  # "noise" or "tissue", see resolve_z_unit
+    t1_raw: np.ndarray  # float64 T1 on the crop
+    fl_raw: np.ndarray  # float64 FLAIR on the crop
+    t1v: np.ndarray  # T1 at the brain voxels
+    flv: np.ndarray  # FLAIR at the brain voxels
+    t1s: np.ndarray  # T1 smoothed inside the brain (smoothing_mm), brain voxels
+    fls: np.ndarray  # FLAIR smoothed likewise
+    t1m_raw_v: np.ndarray  # T1 at the FLAIR's resolution, brain voxels
+    t1ms_raw: np.ndarray  # the same smoothed
+    depth: BrainDepth  # depth below the brain surface
+    t1_fp: np.ndarray  # footprint of the T1 neighbourhood (t1_neighbourhood_mm)
+    band: np.ndarray  # bool, brain voxels within cortical_depth_mm of the surface
+
+
+@dataclass
+class _TissueClasses:
+    """Step 1: the three-class T1 mixture over the brain voxels and its pure-tissue voxels."""
+
+    model: TissueModel
+    post: np.ndarray  # (N, 3) class posteriors (CSF, GM, WM) of the brain voxels
+    hard: np.ndarray  # (N,) most probable class, 0 CSF, 1 GM, 2 WM
+    pmin: float  # posterior that makes a voxel pure tissue
+    wm_interior: np.ndarray  # (N,) bool, pure WM eroded with 26-connectivity
+
+
+@dataclass
+class _Normalisation:
+    """Step 2, one pass: images divided by their WM reference fields, and the NAWM statistics.
+
+    ``t1v``, ``flv``, ``t1s``, ``t1mv`` are corrected but in image units; ``t1n`` (smoothed T1
+    at the FLAIR's resolution) and ``fln`` (smoothed FLAIR) are normalised to WM = 1.
+    """
+
+    excl: np.ndarray  # (N,) bool, current lesions and their rim, excluded from the statistics
+    sel: np.ndarray  # (N, 3) bool, pure tissue outside excl
+    counts: np.ndarray  # (3,) pure-tissue voxel counts
+    core_wm: np.ndarray  # (N,) bool, NAWM interior for noise estimates
+    field_t1: np.ndarray  # (N,) T1 non-uniformity field
+    t1v: np.ndarray
+    flv: np.ndarray
+    t1s: np.ndarray
+    t1mv: np.ndarray
+    wm_t1: float  # WM T1 mode, image units
+    nawm_flair: float  # NAWM FLAIR mode, image units
+    sd_fl: float  # robust SD of unsmoothed NAWM FLAIR, normalised units
+    sd_t1: float  # noise SD of the smoothed T1 in the NAWM interior, normalised units
+    t1n: np.ndarray
+    fln: np.ndarray
+
+
+@dataclass
+class _BlackHoles:
+    """Step 5: the T1-hypointense mask and the grey-matter reference it was tested against."""
+
+    mask: np.ndarray  # bool (I, J, K)
+    gm_t1: float  # pure cortical GM T1, image units
+    gm_t1_norm: float  # the same, WM = 1
+    gm_flair_norm: float  # FLAIR of the GM vertex, NAWM = 1 (NaN without a vertex)
+    noise_t1: float  # noise SD of T1 smoothed like the test, image units
+    limit_norm: float  # T1 below which a lesion voxel is hypointense, WM = 1
+
+
+def _check_session_inputs(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray,
+                          voxel_size_mm: Any
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Input checks: 3-D T1, FLAIR and brain mask on one grid, finite inside the brain, and
+    three positive voxel sizes. Returns the arrays, the brain as bool, and the voxel size (mm)."""
     t1 = _check_volume("t1", t1)
     flair = _check_volume("flair", flair, t1.shape)
     brain = _check_volume("brain", brain, t1.shape) > 0
     vox = _voxel_size(voxel_size_mm)
-    vv = float(np.prod(vox))
     for name, arr in (("t1", t1), ("flair", flair)):
         if not np.all(np.isfinite(arr[brain])):
             raise InputError(f"{name} has non-finite values inside the brain mask; rerun "
                              "preprocessing for this session")
+    return t1, flair, brain, vox
+
+
+def _session_images(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, vox: np.ndarray,
+                    params: SegmentationParams, t1_flair_resolution: np.ndarray | None,
+                    flair_voxel_mm: Any, t1_voxel_mm: Any) -> _SessionImages:
+    """The z unit, the crop around the brain, the images smoothed inside the brain
+    (``smoothing_mm``) and the brain's depth and cortical band (``cortical_depth_mm``)."""
+    vv = float(np.prod(vox))
     z_unit = resolve_z_unit(params, vox if flair_voxel_mm is None else flair_voxel_mm,
                             vox if t1_voxel_mm is None else t1_voxel_mm)
     sl = _brain_bbox(brain, margin=int(np.ceil(3 * params.smoothing_mm / vox.min())) + 1)
@@ -767,175 +827,486 @@ def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_
                              "rerun the register stage for this session")
         t1m_raw_v = t1m[b]
         t1ms_raw = smooth_in_mask(t1m, b, params.smoothing_mm, vox)[b]
-
-    model = fit_tissue_model(t1v)
-    post = model.posteriors(t1v)
-    hard = np.argmax(post, axis=1)
-    pmin = pure_tissue_posterior(post, params.tissue_posterior_min)
-
     depth = BrainDepth(b, vox)
     t1_fp = face_distance_footprint(vox, params.t1_neighbourhood_mm)
     band = depth.band(params.cortical_depth_mm)[b]
+    return _SessionImages(t1.shape, sl, b, vox, vv, z_unit, t1_raw, fl_raw, t1v, flv, t1s, fls,
+                          t1m_raw_v, t1ms_raw, depth, t1_fp, band)
 
-    user_mask = None
-    if lesion_mask is not None:
-        user_mask = _check_volume("lesion_mask", lesion_mask, t1.shape) > 0
-        user_mask, _, _ = remove_small_components(user_mask, params.min_component_volume_mm3, vv)
 
-    lesion_crop = np.zeros(b.shape, bool) if user_mask is None else user_mask[sl] & b
-    n_iter = 1 if user_mask is not None else params.normalisation_iterations
+def _tissue_classes(s: _SessionImages, params: SegmentationParams) -> _TissueClasses:
+    """Step 1, tissue classes from T1: the mixture fitted to the unsmoothed T1 of the brain, the
+    pure-tissue posterior (``tissue_posterior_min``) and the interior of pure WM."""
+    model = fit_tissue_model(s.t1v)
+    post = model.posteriors(s.t1v)
+    hard = np.argmax(post, axis=1)
+    pmin = pure_tissue_posterior(post, params.tissue_posterior_min)
     # Interior of pure WM (26-eroded, so the smoothing kernel saw only WM) for noise estimates.
-    pure_img = np.zeros(b.shape, bool)
-    pure_img[b] = post[:, 2] >= pmin
-    wm_interior = ndimage.binary_erosion(pure_img, structure=CONNECTIVITY_26)[b]
-    t1_raw_v, fl_raw_v, t1s_raw, fls_raw = t1v, flv, t1s, fls
-    for _ in range(n_iter):
-        # Exclude current lesions and their partial-volume rim from the reference statistics.
-        excl = (ndimage.binary_dilation(lesion_crop, structure=CONNECTIVITY_26)
-                if lesion_crop.any() else lesion_crop)[b]
-        # Residual non-uniformity, referenced to normal WM (the fields are smooth, so dividing
-        # the smoothed images by them equals smoothing the corrected images).
-        ref_img = np.zeros(b.shape, bool)
-        ref_img[b] = (post[:, 2] >= pmin) & ~excl
-        field_t1 = wm_reference_field(t1_raw, ref_img, params.bias_smoothing_mm, vox)[b]
-        field_fl = wm_reference_field(fl_raw, ref_img, params.bias_smoothing_mm, vox)[b]
-        t1v, flv = t1_raw_v / field_t1, fl_raw_v / field_fl
-        t1s, fls = t1s_raw / field_t1, fls_raw / field_fl
-        t1mv, t1ms = t1m_raw_v / field_t1, t1ms_raw / field_t1  # at the FLAIR's resolution
-        sel = (post >= pmin) & ~excl[:, None]
-        counts = sel.sum(axis=0)
-        if counts[2] < 50:
-            raise InputError(f"only {int(counts[2])} pure white-matter voxels in the brain mask; "
-                             "cannot normalise FLAIR (check the T1w contrast and brain mask)")
-        wm_t1 = histogram_mode(t1v[sel[:, 2]])
-        nawm_flair = histogram_mode(flv[sel[:, 2]])
-        if not (wm_t1 > 0 and nawm_flair > 0):
-            raise InputError("non-positive white-matter T1 or FLAIR mode; check that the "
-                             "images are magnitude images with a zero background")
-        # Noise of the smoothed images in the interior of pure NAWM (eroded, so the smoothing
-        # kernel saw only WM); falls back to all pure WM when erosion leaves too few voxels.
-        core_wm = wm_interior & ~excl
-        if core_wm.sum() < 50:
-            core_wm = sel[:, 2]
-        # z unit: robust SD of (unsmoothed) NAWM FLAIR, which includes tissue heterogeneity;
-        # T1 tolerance: noise of the smoothed T1 that the curve is evaluated at.
-        sd_fl = lower_half_sd(flv[sel[:, 2]] / nawm_flair, 1.0)
-        t1n = t1ms / wm_t1
-        fln = fls / nawm_flair
-        sd_t1 = upper_half_sd(t1n[core_wm], float(np.median(t1n[core_wm])))
-        curve = fit_flair_given_t1(t1n[~excl], fln[~excl])
-        # T1 values compatible with the voxel: its neighbourhood (FLAIR-T1 registration error
-        # and different blurring at tissue borders) widened by the T1 noise.
-        tol = params.t1_uncertainty_sd * sd_t1
-        t1_img = np.full(b.shape, np.nan)
-        t1_img[b] = t1n
-        t1_lo = neighbourhood_filter(np.where(b, t1_img, np.inf), t1_fp, "min")[b] - tol
-        t1_hi = neighbourhood_filter(np.where(b, t1_img, -np.inf), t1_fp, "max")[b] + tol
-        m_env, s_env = curve.envelope(t1_lo, t1_hi)
-        if params.grey_matter_bound:
-            # Pure GM is a minority of its T1 bins when the cortex is thin, so the median there
-            # is partial volume: bound normal FLAIR below by the CSF-GM-WM mixing lines through
-            # the pure-GM vertex of the cortical band. In the cortical band, where GM is next
-            # to every voxel, over the neighbourhood's T1 range; deeper, at the voxel's own T1
-            # (+- noise) only, so a small black hole next to WM is not compared with GM.
-            gm_v = grey_matter_vertex(t1mv[band & ~excl] / wm_t1,
-                                      flv[band & ~excl] / nawm_flair,
-                                      upper_half_sd(t1mv[sel[:, 2]] / wm_t1, 1.0))
-            if np.isfinite(gm_v[0]) and curve.centres[0] < gm_v[0] < 1.0:
-                lo = np.where(band, t1_lo, t1n - tol)
-                hi = np.where(band, t1_hi, t1n + tol)
-                m_env = np.maximum(m_env, mixing_line_envelope(
-                    lo, hi, np.array([curve.centres[0], gm_v[0], 1.0]),
-                    np.array([curve.median[0], gm_v[1], 1.0])))
-        z = np.zeros(b.shape)
-        unit = max(sd_fl, 1e-6) if z_unit == "noise" else np.maximum(s_env, max(sd_fl, 1e-6))
-        z[b] = (fln - m_env) / unit
-        if user_mask is None:
-            fl_img = np.zeros(b.shape)
-            fl_img[b] = flv / nawm_flair
-            fls_img = np.zeros(b.shape)
-            fls_img[b] = fln
-            # Cores must lie edge_margin_mm inside the brain (depth only where z is high).
-            core_allowed = np.zeros(b.shape, bool)
-            excess = np.zeros(b.shape)
-            excess[b] = fln - m_env
-            cand = np.nonzero((z >= params.flair_z_threshold)
-                              & (excess >= params.flair_core_min_excess))
-            core_allowed[cand] = depth(cand, params.edge_margin_mm) >= params.edge_margin_mm
-            lesion_crop = hysteresis_lesions(z, fl_img, fls_img, core_allowed, b, params, vox)
+    pure_img = np.zeros(s.b.shape, bool)
+    pure_img[s.b] = post[:, 2] >= pmin
+    wm_interior = ndimage.binary_erosion(pure_img, structure=CONNECTIVITY_26)[s.b]
+    return _TissueClasses(model, post, hard, pmin, wm_interior)
 
-    lesion = np.zeros(t1.shape, bool)
-    lesion[sl] = lesion_crop & b
-    lesion_labels, n_lesions = ndimage.label(lesion, structure=CONNECTIVITY_26)
-    lesion_labels = lesion_labels.astype(np.int32)
 
-    flair_norm = np.zeros(t1.shape, np.float32)
-    fn_crop = np.zeros(b.shape, np.float32)
-    fn_crop[b] = flv / nawm_flair
-    flair_norm[sl] = fn_crop
-    tissue = np.zeros(t1.shape, np.uint8)
-    t_crop = np.zeros(b.shape, np.uint8)
-    t_crop[b] = hard.astype(np.uint8) + 1
-    tissue[sl] = t_crop
+def _normalise_to_white_matter(s: _SessionImages, tissue: _TissueClasses,
+                               lesion_crop: np.ndarray, params: SegmentationParams
+                               ) -> _Normalisation:
+    """Step 2, one pass of intensity normalisation with the current lesions ``lesion_crop``
+    (bool, crop) excluded: residual non-uniformity removed by the WM reference fields
+    (``bias_smoothing_mm``), T1 and FLAIR divided by the WM modes, NAWM noise SDs."""
+    b, post, pmin = s.b, tissue.post, tissue.pmin
+    # Exclude current lesions and their partial-volume rim from the reference statistics.
+    excl = (ndimage.binary_dilation(lesion_crop, structure=CONNECTIVITY_26)
+            if lesion_crop.any() else lesion_crop)[b]
+    # Residual non-uniformity, referenced to normal WM (the fields are smooth, so dividing
+    # the smoothed images by them equals smoothing the corrected images).
+    ref_img = np.zeros(b.shape, bool)
+    ref_img[b] = (post[:, 2] >= pmin) & ~excl
+    field_t1 = wm_reference_field(s.t1_raw, ref_img, params.bias_smoothing_mm, s.vox)[b]
+    field_fl = wm_reference_field(s.fl_raw, ref_img, params.bias_smoothing_mm, s.vox)[b]
+    t1v, flv = s.t1v / field_t1, s.flv / field_fl
+    t1s, fls = s.t1s / field_t1, s.fls / field_fl
+    t1mv, t1ms = s.t1m_raw_v / field_t1, s.t1ms_raw / field_t1  # at the FLAIR's resolution
+    sel = (post >= pmin) & ~excl[:, None]
+    counts = sel.sum(axis=0)
+    if counts[2] < 50:
+        raise InputError(f"only {int(counts[2])} pure white-matter voxels in the brain mask; "
+                         "cannot normalise FLAIR (check the T1w contrast and brain mask)")
+    wm_t1 = histogram_mode(t1v[sel[:, 2]])
+    nawm_flair = histogram_mode(flv[sel[:, 2]])
+    if not (wm_t1 > 0 and nawm_flair > 0):
+        raise InputError("non-positive white-matter T1 or FLAIR mode; check that the "
+                         "images are magnitude images with a zero background")
+    # Noise of the smoothed images in the interior of pure NAWM (eroded, so the smoothing
+    # kernel saw only WM); falls back to all pure WM when erosion leaves too few voxels.
+    core_wm = tissue.wm_interior & ~excl
+    if core_wm.sum() < 50:
+        core_wm = sel[:, 2]
+    # z unit: robust SD of (unsmoothed) NAWM FLAIR, which includes tissue heterogeneity;
+    # T1 tolerance: noise of the smoothed T1 that the curve is evaluated at.
+    sd_fl = lower_half_sd(flv[sel[:, 2]] / nawm_flair, 1.0)
+    t1n = t1ms / wm_t1
+    fln = fls / nawm_flair
+    sd_t1 = upper_half_sd(t1n[core_wm], float(np.median(t1n[core_wm])))
+    return _Normalisation(excl, sel, counts, core_wm, field_t1, t1v, flv, t1s, t1mv, wm_t1,
+                          nawm_flair, sd_fl, sd_t1, t1n, fln)
 
+
+def _normal_flair_envelope(s: _SessionImages, norm: _Normalisation, params: SegmentationParams
+                           ) -> tuple[FlairGivenT1, np.ndarray, np.ndarray]:
+    """Step 3, the FLAIR-given-T1 model: the normal FLAIR expected at each brain voxel, the
+    brightest median and SD of normal FLAIR over the T1 range compatible with the voxel
+    (``t1_neighbourhood_mm`` widened by ``t1_uncertainty_sd`` T1 noise SDs), bounded below by
+    the grey-matter mixing lines with ``grey_matter_bound``. Returns (model, median, SD),
+    normalised units, vectors over the brain voxels."""
+    b, t1n, excl = s.b, norm.t1n, norm.excl
+    curve = fit_flair_given_t1(t1n[~excl], norm.fln[~excl])
+    # T1 values compatible with the voxel: its neighbourhood (FLAIR-T1 registration error
+    # and different blurring at tissue borders) widened by the T1 noise.
+    tol = params.t1_uncertainty_sd * norm.sd_t1
+    t1_img = np.full(b.shape, np.nan)
+    t1_img[b] = t1n
+    t1_lo = neighbourhood_filter(np.where(b, t1_img, np.inf), s.t1_fp, "min")[b] - tol
+    t1_hi = neighbourhood_filter(np.where(b, t1_img, -np.inf), s.t1_fp, "max")[b] + tol
+    m_env, s_env = curve.envelope(t1_lo, t1_hi)
+    if params.grey_matter_bound:
+        # Pure GM is a minority of its T1 bins when the cortex is thin, so the median there
+        # is partial volume: bound normal FLAIR below by the CSF-GM-WM mixing lines through
+        # the pure-GM vertex of the cortical band. In the cortical band, where GM is next
+        # to every voxel, over the neighbourhood's T1 range; deeper, at the voxel's own T1
+        # (+- noise) only, so a small black hole next to WM is not compared with GM.
+        band, wm_t1 = s.band, norm.wm_t1
+        gm_v = grey_matter_vertex(norm.t1mv[band & ~excl] / wm_t1,
+                                  norm.flv[band & ~excl] / norm.nawm_flair,
+                                  upper_half_sd(norm.t1mv[norm.sel[:, 2]] / wm_t1, 1.0))
+        if np.isfinite(gm_v[0]) and curve.centres[0] < gm_v[0] < 1.0:
+            lo = np.where(band, t1_lo, t1n - tol)
+            hi = np.where(band, t1_hi, t1n + tol)
+            m_env = np.maximum(m_env, mixing_line_envelope(
+                lo, hi, np.array([curve.centres[0], gm_v[0], 1.0]),
+                np.array([curve.median[0], gm_v[1], 1.0])))
+    return curve, m_env, s_env
+
+
+def _hyperintensity_score(s: _SessionImages, norm: _Normalisation, m_env: np.ndarray,
+                          s_env: np.ndarray) -> np.ndarray:
+    """Step 3, the hyperintensity score z: the smoothed FLAIR's excess over the normal envelope
+    in the session's z unit (NAWM noise SD, or at least the envelope's SD for "tissue").
+    Returns a float64 image on the crop, 0 outside the brain."""
+    z = np.zeros(s.b.shape)
+    sd_fl = norm.sd_fl
+    unit = max(sd_fl, 1e-6) if s.z_unit == "noise" else np.maximum(s_env, max(sd_fl, 1e-6))
+    z[s.b] = (norm.fln - m_env) / unit
+    return z
+
+
+def _cores_and_growth(s: _SessionImages, norm: _Normalisation, m_env: np.ndarray,
+                      z: np.ndarray, params: SegmentationParams) -> np.ndarray:
+    """Step 4, lesions: cores (``flair_z_threshold``, ``flair_core_min_excess``, at least
+    ``edge_margin_mm`` deep) grown and cut at their half-maximum edge
+    (:func:`hysteresis_lesions`). Returns a bool mask on the crop."""
+    b = s.b
+    fl_img = np.zeros(b.shape)
+    fl_img[b] = norm.flv / norm.nawm_flair
+    fls_img = np.zeros(b.shape)
+    fls_img[b] = norm.fln
+    # Cores must lie edge_margin_mm inside the brain (depth only where z is high).
+    core_allowed = np.zeros(b.shape, bool)
+    excess = np.zeros(b.shape)
+    excess[b] = norm.fln - m_env
+    cand = np.nonzero((z >= params.flair_z_threshold)
+                      & (excess >= params.flair_core_min_excess))
+    core_allowed[cand] = s.depth(cand, params.edge_margin_mm) >= params.edge_margin_mm
+    return hysteresis_lesions(z, fl_img, fls_img, core_allowed, b, params, s.vox)
+
+
+def _on_subject_grid(s: _SessionImages, values: np.ndarray, dtype: Any) -> np.ndarray:
+    """Brain-voxel ``values`` of the crop as an image of the full subject grid, 0 elsewhere."""
+    crop = np.zeros(s.b.shape, dtype)
+    crop[s.b] = values
+    image = np.zeros(s.shape, dtype)
+    image[s.sl] = crop
+    return image
+
+
+def _black_holes(s: _SessionImages, tissue: _TissueClasses, norm: _Normalisation,
+                 lesion: np.ndarray, t1_norm: np.ndarray, params: SegmentationParams
+                 ) -> _BlackHoles:
+    """Step 5, T1-hypointense: the pure cortical GM vertex outside the lesions (the T1 mixture's
+    GM mean without one), the noise of T1 smoothed like the test (``t1hypo_smoothing_mm``), and
+    :func:`t1_hypointense_mask` on the written normalised T1 ``t1_norm`` inside ``lesion``."""
+    b, wm_t1, nawm_flair = s.b, norm.wm_t1, norm.nawm_flair
     # GM reference for black holes: the pure cortical GM vertex of the cortical band.
-    excl = ndimage.binary_dilation(lesion[sl], structure=CONNECTIVITY_26)[b]
-    sd_t1_raw = upper_half_sd(t1v[sel[:, 2]] / wm_t1, 1.0)
-    band_na = band & ~excl
-    gm_t1_norm, gm_flair_norm = grey_matter_vertex(t1v[band_na] / wm_t1,
-                                                   flv[band_na] / nawm_flair, sd_t1_raw)
+    excl = ndimage.binary_dilation(lesion[s.sl], structure=CONNECTIVITY_26)[b]
+    sd_t1_raw = upper_half_sd(norm.t1v[norm.sel[:, 2]] / wm_t1, 1.0)
+    band_na = s.band & ~excl
+    gm_t1_norm, gm_flair_norm = grey_matter_vertex(norm.t1v[band_na] / wm_t1,
+                                                   norm.flv[band_na] / nawm_flair, sd_t1_raw)
     if not np.isfinite(gm_t1_norm):  # no measurable vertex: fall back to the T1 mixture
-        gm_t1_norm = float(model.means[1] / wm_t1)
+        gm_t1_norm = float(tissue.model.means[1] / wm_t1)
         gm_flair_norm = float("nan")
     gm_t1 = gm_t1_norm * wm_t1
     # noise of T1 smoothed like the black-hole test, measured in the interior of pure NAWM
     if params.t1hypo_smoothing_mm == params.smoothing_mm:
-        t1_test = t1s  # already smoothed (and corrected) with the same kernel
+        t1_test = norm.t1s  # already smoothed (and corrected) with the same kernel
     elif params.t1hypo_smoothing_mm > 0:
-        t1_test = smooth_in_mask(t1_raw, b, params.t1hypo_smoothing_mm, vox)[b] / field_t1
+        t1_test = smooth_in_mask(s.t1_raw, b, params.t1hypo_smoothing_mm, s.vox)[b] / norm.field_t1
     else:
-        t1_test = t1v
-    noise_t1 = upper_half_sd(t1_test[core_wm], float(np.median(t1_test[core_wm])))
-    t1_corr = np.zeros(t1.shape)
-    t1_corr_crop = np.zeros(b.shape)
-    t1_corr_crop[b] = t1v
-    t1_corr[sl] = t1_corr_crop
-    t1_norm = (t1_corr / wm_t1).astype(np.float32)
+        t1_test = norm.t1v
+    noise_t1 = upper_half_sd(t1_test[norm.core_wm], float(np.median(t1_test[norm.core_wm])))
     # on the written normalised T1, so that a later pass (longitudinal_refinement) reproduces it
-    t1hypo = t1_hypointense_mask(t1_norm, lesion, gm_t1_norm, vox, params, noise_t1 / wm_t1)
+    t1hypo = t1_hypointense_mask(t1_norm, lesion, gm_t1_norm, s.vox, params, noise_t1 / wm_t1)
     t1hypo_limit_norm = (params.t1hypo_gm_ratio * gm_t1
                          - params.t1hypo_margin_sd * noise_t1) / wm_t1
+    return _BlackHoles(t1hypo, gm_t1, gm_t1_norm, gm_flair_norm, noise_t1, t1hypo_limit_norm)
 
-    qc: dict[str, Any] = {
-        "lesion_source": "segmented" if user_mask is None else "user mask",
-        "z_unit": z_unit,
-        "tissue_posterior_used": float(pmin),
+
+def _session_qc(s: _SessionImages, tissue: _TissueClasses, norm: _Normalisation,
+                curve: FlairGivenT1, holes: _BlackHoles, lesion: np.ndarray, n_lesions: int,
+                lesion_source: str) -> dict[str, Any]:
+    """QC record of one session: lesion burden, the tissue references and units of every step,
+    the T1 mixture and the FLAIR-given-T1 model."""
+    model, hard, vv = tissue.model, tissue.hard, s.vv
+    t1hypo, nawm_flair, noise_t1, wm_t1 = holes.mask, norm.nawm_flair, holes.noise_t1, norm.wm_t1
+    return {
+        "lesion_source": lesion_source,
+        "z_unit": s.z_unit,
+        "tissue_posterior_used": float(tissue.pmin),
         "n_lesions": int(n_lesions),
         "t2lv_ml": float(lesion.sum() * vv / 1000.0),
         "t1hypo_ml": float(t1hypo.sum() * vv / 1000.0),
         "n_t1hypo": int(ndimage.label(t1hypo, structure=CONNECTIVITY_26)[1]),
         "nawm_flair_mode": float(nawm_flair),
-        "nawm_flair_sd_norm": float(sd_fl),
+        "nawm_flair_sd_norm": float(norm.sd_fl),
         "wm_t1_mode": float(wm_t1),
-        "wm_t1_sd_norm": float(sd_t1),
-        "gm_t1": float(gm_t1),
-        "gm_t1_norm": float(gm_t1_norm),
-        "gm_flair_norm": float(gm_flair_norm),
-        "t1hypo_limit_norm": float(t1hypo_limit_norm),
+        "wm_t1_sd_norm": float(norm.sd_t1),
+        "gm_t1": float(holes.gm_t1),
+        "gm_t1_norm": float(holes.gm_t1_norm),
+        "gm_flair_norm": float(holes.gm_flair_norm),
+        "t1hypo_limit_norm": float(holes.limit_norm),
         "t1_noise_sd_norm": float(noise_t1 / wm_t1),
         "t1_mixture": {TISSUE_NAMES[c + 1]: {"mean": float(model.means[c]),
                                              "sd": float(model.sds[c]),
                                              "weight": float(model.weights[c])}
                        for c in range(3)},
         "tissue_flair_norm_median": {
-            TISSUE_NAMES[c + 1]: float(np.median(flv[hard == c]) / nawm_flair)
+            TISSUE_NAMES[c + 1]: float(np.median(norm.flv[hard == c]) / nawm_flair)
             if np.any(hard == c) else None for c in range(3)},
-        "pure_tissue_voxels": {TISSUE_NAMES[c + 1]: int(counts[c]) for c in range(3)},
+        "pure_tissue_voxels": {TISSUE_NAMES[c + 1]: int(norm.counts[c]) for c in range(3)},
         "flair_given_t1": {"t1_norm": np.round(curve.centres, 4),
                            "median": np.round(curve.median, 4), "sd": np.round(curve.sd, 4)},
-        "voxel_size_mm": [float(v) for v in vox],
+        "voxel_size_mm": [float(v) for v in s.vox],
     }
-    return SegmentationResult(lesion, lesion_labels, t1hypo, flair_norm, tissue, t1_norm, qc)
+
+
+def segment_session(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, voxel_size_mm: Any,
+                    params: SegmentationParams | None = None,
+                    lesion_mask: np.ndarray | None = None,
+                    t1_flair_resolution: np.ndarray | None = None,
+                    flair_voxel_mm: Any = None, t1_voxel_mm: Any = None) -> SegmentationResult:
+    """Segment T2/FLAIR lesions and black holes of one session (all arrays on one grid).
+
+    Steps 1-6 of the module docstring: tissue classes, then ``normalisation_iterations`` passes
+    of normalisation, FLAIR-given-T1 envelope, hyperintensity score and cores grown to lesions
+    (each pass excluding the lesions of the previous one), then black holes and the QC record.
+
+    Parameters
+    ----------
+    t1, flair : ndarray (I, J, K), bias-corrected, any global scale
+    brain : ndarray (I, J, K), brain mask (non-zero = brain)
+    voxel_size_mm : sequence of 3 floats, voxel size along I, J, K in mm
+    params : SegmentationParams (defaults when None)
+    lesion_mask : optional bool ndarray (I, J, K); when given it is used as the T2 lesion mask
+        (components below ``min_component_volume_mm3`` dropped) instead of segmenting.
+    t1_flair_resolution : optional ndarray (I, J, K), the T1 degraded to the FLAIR's resolution
+        (:func:`pipeline.registration.t1_at_flair_resolution`); the FLAIR-given-T1 model and
+        the grey-matter vertex use it, so that a thick-slice FLAIR is compared with a T1 that
+        mixes tissues as it does. ``t1`` itself still gives the tissue classes, the WM
+        reference and the black-hole test. Default: ``t1``.
+    flair_voxel_mm, t1_voxel_mm : optional, the native voxel sizes (mm) of the session's FLAIR
+        and T1 (default: ``voxel_size_mm``); with ``params.z_unit == "auto"`` they choose the
+        z unit (see :class:`pipeline.params.SegmentationParams`).
+
+    Returns
+    -------
+    SegmentationResult
+    """
+    params = params or SegmentationParams()
+    t1, flair, brain, vox = _check_session_inputs(t1, flair, brain, voxel_size_mm)
+    s = _session_images(t1, flair, brain, vox, params, t1_flair_resolution, flair_voxel_mm,
+                        t1_voxel_mm)
+    tissue = _tissue_classes(s, params)
+
+    user_mask = None
+    if lesion_mask is not None:
+        user_mask = _check_volume("lesion_mask", lesion_mask, t1.shape) > 0
+        user_mask, _, _ = remove_small_components(user_mask, params.min_component_volume_mm3,
+                                                  s.vv)
+    lesion_crop = np.zeros(s.b.shape, bool) if user_mask is None else user_mask[s.sl] & s.b
+    n_iter = 1 if user_mask is not None else params.normalisation_iterations
+    for _ in range(n_iter):
+        norm = _normalise_to_white_matter(s, tissue, lesion_crop, params)
+        curve, m_env, s_env = _normal_flair_envelope(s, norm, params)
+        z = _hyperintensity_score(s, norm, m_env, s_env)
+        if user_mask is None:
+            lesion_crop = _cores_and_growth(s, norm, m_env, z, params)
+
+    lesion = np.zeros(t1.shape, bool)
+    lesion[s.sl] = lesion_crop & s.b
+    lesion_labels, n_lesions = ndimage.label(lesion, structure=CONNECTIVITY_26)
+    lesion_labels = lesion_labels.astype(np.int32)
+    flair_norm = _on_subject_grid(s, norm.flv / norm.nawm_flair, np.float32)
+    tissue_img = _on_subject_grid(s, tissue.hard.astype(np.uint8) + 1, np.uint8)
+    t1_norm = (_on_subject_grid(s, norm.t1v, np.float64) / norm.wm_t1).astype(np.float32)
+    holes = _black_holes(s, tissue, norm, lesion, t1_norm, params)
+    qc = _session_qc(s, tissue, norm, curve, holes, lesion, n_lesions,
+                     "segmented" if user_mask is None else "user mask")
+    return SegmentationResult(lesion, lesion_labels, holes.mask, flair_norm, tissue_img, t1_norm,
+                              qc)
+
+
+@dataclass
+class _SubjectSessions:
+    """All sessions of a subject on the common brain's bounding box ``sl``, for step 7.
+
+    Lists hold one crop-sized array per session; ``diff_z[(i, j)]`` is the focal FLAIR
+    difference of session i minus session j in robust SDs.
+    """
+
+    shape: tuple[int, ...]  # the full subject grid
+    sl: tuple[slice, ...]
+    b: np.ndarray  # bool, common brain mask on the crop
+    vox: np.ndarray  # (3,) mm
+    vv: float  # mm3
+    depth: BrainDepth
+    smooth: list[np.ndarray]  # normalised FLAIR smoothed inside the brain (smoothing_mm)
+    grown: list[np.ndarray]  # lesion masks grown by 1 mm
+    nawm: list[np.ndarray]  # normal-appearing WM of each session
+    diff_z: dict[tuple[int, int], np.ndarray]
+    z_wm: list[np.ndarray]  # smoothed FLAIR against NAWM, in NAWM SDs
+
+
+def _normal_wm_reference(results: list[SegmentationResult], sl: tuple[slice, ...],
+                         b: np.ndarray, smooth: list[np.ndarray], vox: np.ndarray,
+                         params: SegmentationParams) -> list[np.ndarray]:
+    """Step 7, the other sessions' normal-tissue reference: the normal-appearing WM of each
+    session, smoothed T1 and FLAIR within 2 SDs of the WM modes (bool masks on the crop)."""
+    # (a GM/WM border voxel, whose partial volume shifts with atrophy, is not a reference).
+    nawm = []
+    for r, fl_s in zip(results, smooth):
+        t1_s = smooth_in_mask(np.asarray(r.t1_norm[sl], np.float64), b, params.smoothing_mm, vox)
+        nawm.append(b & (np.abs(t1_s - 1.0) <= 2.0 * float(r.qc["wm_t1_sd_norm"]))
+                    & (np.abs(fl_s - 1.0) <= 2.0 * float(r.qc["nawm_flair_sd_norm"])))
+    return nawm
+
+
+def _focal_differences(smooth: list[np.ndarray], grown: list[np.ndarray], b: np.ndarray,
+                       vox: np.ndarray, params: SegmentationParams
+                       ) -> dict[tuple[int, int], np.ndarray]:
+    """Step 7, focal FLAIR difference of every pair of sessions in robust SDs (median and MAD
+    over brain outside both grown lesion masks, after removing the local level of the
+    difference, ``refinement_background_mm``); pairs with under 100 reference voxels are left
+    out. Returns float32 maps on the crop keyed (i, j) for s_i - s_j."""
+    n = len(smooth)
+    # diff_z[(i, j)] = s_i - s_j; the map of (j, i) is its negative (same reference voxels,
+    # same level), so each pair is computed once.
+    diff_z: dict[tuple[int, int], np.ndarray] = {}
+    for i in range(n):
+        for j in range(i + 1, n):
+            ref = b & ~grown[i] & ~grown[j]
+            if ref.sum() < 100:
+                continue
+            d = smooth[i] - smooth[j]
+            centre, sd = median_and_robust_sd(d[ref])
+            sd = max(sd, 1e-6)
+            # Residual intensity non-uniformity differs between sessions: take the rise
+            # against the local level of the difference (Gaussian refinement_background_mm,
+            # over voxels that are not candidates), so only focal rises count.
+            if params.refinement_background_mm > 0:
+                quiet = ref & (np.abs(d - centre) < 2.0 * sd)
+                level = masked_smooth_field(d, quiet, params.refinement_background_mm, vox)
+                if level is not None:
+                    d = d - level
+                    centre, sd = median_and_robust_sd(d[ref])
+                    sd = max(sd, 1e-6)
+            diff_z[(i, j)] = ((d - centre) / sd).astype(np.float32)
+            diff_z[(j, i)] = -diff_z[(i, j)]
+    return diff_z
+
+
+def _subject_sessions(results: list[SegmentationResult], brain: np.ndarray, vox: np.ndarray,
+                      params: SegmentationParams) -> _SubjectSessions:
+    """Step 7 inputs: the crop around the common brain, each session's smoothed FLAIR, grown
+    lesions and NAWM, the focal differences of every pair and the FLAIR z against NAWM."""
+    sl = _brain_bbox(brain, margin=int(np.ceil(3 * params.smoothing_mm / vox.min())) + 1)
+    b = brain[sl]
+    smooth = [smooth_in_mask(np.asarray(r.flair_norm[sl], np.float64), b, params.smoothing_mm,
+                             vox) for r in results]
+    grow_fp = face_distance_footprint(vox, 1.0)
+    grown = [ndimage.binary_dilation(r.lesion_mask[sl], structure=grow_fp) for r in results]
+    depth = BrainDepth(b, vox)
+    nawm = _normal_wm_reference(results, sl, b, smooth, vox, params)
+    diff_z = _focal_differences(smooth, grown, b, vox, params)
+    z_wm = [(smooth[i] - 1.0) / max(float(r.qc["nawm_flair_sd_norm"]), 1e-6)
+            for i, r in enumerate(results)]
+    return _SubjectSessions(results[0].lesion_mask.shape, sl, b, vox, float(np.prod(vox)), depth,
+                            smooth, grown, nawm, diff_z, z_wm)
+
+
+def _rise_lesions(results: list[SegmentationResult], f: _SubjectSessions,
+                  params: SegmentationParams) -> tuple[list[np.ndarray], list[int]]:
+    """Step 7(a), the rise test: cores that rose by ``refinement_rise_sd`` against a session
+    where the voxel was NAWM, hyperintense against NAWM here and ``edge_margin_mm`` deep, grown
+    and edged as in step 4. Returns each session's mask (crop) and its added voxel count."""
+    # GM or CSF at the other session is not a reference, so no normal-tissue envelope is
+    # needed and atrophy at tissue borders cannot rise.
+    b, sl, n = f.b, f.sl, len(results)
+    masks = []
+    added_rise = []
+    for i, res in enumerate(results):
+        rise_z = np.full(b.shape, -np.inf)
+        for j in range(n):
+            if (i, j) in f.diff_z:
+                rise_z = np.maximum(rise_z, np.where(~f.grown[j] & f.nawm[j], f.diff_z[(i, j)],
+                                                     -np.inf))
+        z = np.where(b, np.minimum(rise_z, f.z_wm[i]), -np.inf)
+        core = (b & ~res.lesion_mask[sl] & (rise_z >= params.refinement_rise_sd)
+                & (f.z_wm[i] >= params.flair_z_threshold))
+        cand = np.nonzero(core)
+        core[cand] = f.depth(cand, params.edge_margin_mm) >= params.edge_margin_mm
+        mask = res.lesion_mask[sl] & b
+        if core.any():
+            fl = np.asarray(res.flair_norm[sl], np.float64)
+            mask = mask | hysteresis_lesions(z, fl, f.smooth[i], core, b & np.isfinite(rise_z),
+                                             params, f.vox, core=core)
+        added_rise.append(int((mask & ~res.lesion_mask[sl]).sum()))
+        masks.append(mask)
+    return masks, added_rise
+
+
+def _persist_from(mask: np.ndarray, i: int, j: int, components_j: tuple[np.ndarray, int],
+                  flair_norm_i: np.ndarray, f: _SubjectSessions,
+                  params: SegmentationParams) -> None:
+    """Step 7(b) for one other session ``j``: adds to session ``i``'s ``mask`` (in place) the
+    lesions of ``j`` whose mean focal difference did not fall, and the unchanged pieces of
+    those that did, where bright here and within this session's half-maximum edge."""
+    labels_j, n_j = components_j
+    dz = f.diff_z[(i, j)]
+    count = np.bincount(labels_j.ravel(), minlength=n_j + 1)
+    mean_dz = np.bincount(labels_j.ravel(), weights=dz.ravel(),
+                          minlength=n_j + 1) / np.maximum(count, 1)
+    keep = mean_dz >= -params.refinement_rise_sd
+    keep[0] = False
+    # ... cut at this session's half-maximum edge, as its own lesions are
+    peak = np.full(n_j + 1, -np.inf)
+    inside = labels_j > 0
+    np.maximum.at(peak, labels_j[inside], f.smooth[i][inside])
+    excess = np.maximum(peak - 1.0, 1e-6)[labels_j]
+    alpha = (np.asarray(flair_norm_i, np.float64) - 1.0) / excess
+    # voxels still bright here whose own focal difference did not fall either (a grown
+    # lesion's new rim is not carried back into the earlier session)
+    bright = ((f.z_wm[i] >= params.flair_z_grow_threshold)
+              & (alpha >= params.edge_fraction_of_peak) & f.b
+              & (dz >= -params.refinement_rise_sd))
+    mask |= keep[labels_j] & bright
+    # A lesion that changed (e.g. grew) persists in its unchanged part: pieces whose
+    # own focal difference did not fall, at least persistence_min_piece_mm3 large and
+    # with a core-level hyperintensity here (noise in NAWM is neither).
+    unchanged = (labels_j > 0) & ~keep[labels_j] & bright & ~mask
+    if unchanged.any():
+        pieces, n_p = ndimage.label(unchanged, structure=CONNECTIVITY_26)
+        size = np.bincount(pieces.ravel(), minlength=n_p + 1) * f.vv
+        zmax = np.full(n_p + 1, -np.inf)
+        np.maximum.at(zmax, pieces[pieces > 0], f.z_wm[i][pieces > 0])
+        ok = (size >= params.persistence_min_piece_mm3) & (zmax >= params.flair_z_threshold)
+        ok[0] = False
+        mask |= ok[pieces]
+
+
+def _persistent_lesions(results: list[SegmentationResult], f: _SubjectSessions,
+                        masks: list[np.ndarray], params: SegmentationParams) -> list[np.ndarray]:
+    """Step 7(b), persistence: a lesion of another session whose FLAIR here did not fall is
+    lesion here too, where hyperintense against NAWM (:func:`_persist_from`); from the masks of
+    step 7(a), so there is no chain across sessions. Returns each session's mask (crop)."""
+    # A lesion does not vanish unless its signal does, so one session's threshold cannot drop
+    # or trim a stable lesion.
+    components = [ndimage.label(m, structure=CONNECTIVITY_26) for m in masks]
+    final = []
+    for i in range(len(results)):
+        mask = masks[i].copy()
+        flair_norm_i = results[i].flair_norm[f.sl]
+        for j in range(len(results)):
+            if (i, j) not in f.diff_z or not masks[j].any():
+                continue
+            _persist_from(mask, i, j, components[j], flair_norm_i, f, params)
+        final.append(mask)
+    return final
+
+
+def _refined_session(res: SegmentationResult, refined_crop: np.ndarray, rise_voxels: int,
+                     f: _SubjectSessions, params: SegmentationParams) -> SegmentationResult:
+    """Step 7, the session's result after the joint pass: voxels only added (never removed),
+    small components dropped, labels, black holes and QC figures recomputed; ``qc`` gains
+    ``refinement_added_voxels`` and ``refinement_rise_voxels``."""
+    vv = f.vv
+    lesion = np.zeros(f.shape, bool)
+    lesion[f.sl] = refined_crop
+    lesion |= res.lesion_mask  # never removes a voxel
+    added = int(lesion.sum() - res.lesion_mask.sum())
+    if added == 0:
+        qc = dict(res.qc, refinement_added_voxels=0, refinement_rise_voxels=0)
+        return SegmentationResult(res.lesion_mask, res.lesion_labels, res.t1hypo_mask,
+                                  res.flair_norm, res.tissue, res.t1_norm, qc)
+    lesion, _, _ = remove_small_components(lesion, params.min_component_volume_mm3, vv)
+    labels, n_lesions = ndimage.label(lesion, structure=CONNECTIVITY_26)
+    t1hypo = t1_hypointense_mask(res.t1_norm, lesion, res.qc["gm_t1_norm"], f.vox, params,
+                                 res.qc["t1_noise_sd_norm"])
+    qc = dict(res.qc, refinement_added_voxels=added, refinement_rise_voxels=rise_voxels,
+              n_lesions=int(n_lesions), t2lv_ml=float(lesion.sum() * vv / 1000.0),
+              t1hypo_ml=float(t1hypo.sum() * vv / 1000.0),
+              n_t1hypo=int(ndimage.label(t1hypo, structure=CONNECTIVITY_26)[1]))
+    return SegmentationResult(lesion, labels.astype(np.int32), t1hypo, res.flair_norm,
+                              res.tissue, res.t1_norm, qc)
 
 
 def longitudinal_refinement(results: list[SegmentationResult], brain: np.ndarray,
@@ -976,143 +1347,16 @@ def longitudinal_refinement(results: list[SegmentationResult], brain: np.ndarray
     """
     params = params or SegmentationParams()
     vox = _voxel_size(voxel_size_mm)
-    vv = float(np.prod(vox))
     if (len(results) < 2 or not params.longitudinal_refinement
             or any(r.qc.get("lesion_source") == "user mask" for r in results)
             or any(r.t1_norm is None for r in results)):
         return list(results)
-    shape = results[0].lesion_mask.shape
-    brain = _check_volume("brain", brain, shape) > 0
-    sl = _brain_bbox(brain, margin=int(np.ceil(3 * params.smoothing_mm / vox.min())) + 1)
-    b = brain[sl]
-    smooth = [smooth_in_mask(np.asarray(r.flair_norm[sl], np.float64), b, params.smoothing_mm,
-                             vox) for r in results]
-    grow_fp = face_distance_footprint(vox, 1.0)
-    grown = [ndimage.binary_dilation(r.lesion_mask[sl], structure=grow_fp) for r in results]
-    depth = BrainDepth(b, vox)
-    # Normal-appearing WM of each session: smoothed T1 and FLAIR within 2 SDs of the WM modes
-    # (a GM/WM border voxel, whose partial volume shifts with atrophy, is not a reference).
-    nawm = []
-    for r, fl_s in zip(results, smooth):
-        t1_s = smooth_in_mask(np.asarray(r.t1_norm[sl], np.float64), b, params.smoothing_mm, vox)
-        nawm.append(b & (np.abs(t1_s - 1.0) <= 2.0 * float(r.qc["wm_t1_sd_norm"]))
-                    & (np.abs(fl_s - 1.0) <= 2.0 * float(r.qc["nawm_flair_sd_norm"])))
-    n = len(results)
-    # Focal FLAIR difference of every pair in robust SDs: diff_z[(i, j)] = s_i - s_j; the map of
-    # (j, i) is its negative (same reference voxels, same level), so each pair is computed once.
-    diff_z: dict[tuple[int, int], np.ndarray] = {}
-    for i in range(n):
-        for j in range(i + 1, n):
-            ref = b & ~grown[i] & ~grown[j]
-            if ref.sum() < 100:
-                continue
-            d = smooth[i] - smooth[j]
-            centre, sd = median_and_robust_sd(d[ref])
-            sd = max(sd, 1e-6)
-            # Residual intensity non-uniformity differs between sessions: take the rise
-            # against the local level of the difference (Gaussian refinement_background_mm,
-            # over voxels that are not candidates), so only focal rises count.
-            if params.refinement_background_mm > 0:
-                quiet = ref & (np.abs(d - centre) < 2.0 * sd)
-                level = masked_smooth_field(d, quiet, params.refinement_background_mm, vox)
-                if level is not None:
-                    d = d - level
-                    centre, sd = median_and_robust_sd(d[ref])
-                    sd = max(sd, 1e-6)
-            diff_z[(i, j)] = ((d - centre) / sd).astype(np.float32)
-            diff_z[(j, i)] = -diff_z[(i, j)]
-    z_wm = [(smooth[i] - 1.0) / max(float(r.qc["nawm_flair_sd_norm"]), 1e-6)
-            for i, r in enumerate(results)]
-
-    # 1. Rise: cores that rose against a session where the voxel was normal-appearing WM (GM or
-    # CSF at the other session is not a reference, so no normal-tissue envelope is needed and
-    # atrophy at tissue borders cannot rise), hyperintense against NAWM at this session.
-    masks = []
-    added_rise = []
-    for i, res in enumerate(results):
-        rise_z = np.full(b.shape, -np.inf)
-        for j in range(n):
-            if (i, j) in diff_z:
-                rise_z = np.maximum(rise_z, np.where(~grown[j] & nawm[j], diff_z[(i, j)],
-                                                     -np.inf))
-        z = np.where(b, np.minimum(rise_z, z_wm[i]), -np.inf)
-        core = (b & ~res.lesion_mask[sl] & (rise_z >= params.refinement_rise_sd)
-                & (z_wm[i] >= params.flair_z_threshold))
-        cand = np.nonzero(core)
-        core[cand] = depth(cand, params.edge_margin_mm) >= params.edge_margin_mm
-        mask = res.lesion_mask[sl] & b
-        if core.any():
-            fl = np.asarray(res.flair_norm[sl], np.float64)
-            mask = mask | hysteresis_lesions(z, fl, smooth[i], core, b & np.isfinite(rise_z),
-                                             params, vox, core=core)
-        added_rise.append(int((mask & ~res.lesion_mask[sl]).sum()))
-        masks.append(mask)
-
-    # 2. Persistence: a lesion of another session whose FLAIR here did not fall (its mean focal
-    # difference is above -refinement_rise_sd) is lesion here too, where hyperintense against
-    # NAWM: a lesion does not vanish unless its signal does, so one session's threshold cannot
-    # drop or trim a stable lesion (the masks of step 1, so no chain across sessions).
-    components = [ndimage.label(m, structure=CONNECTIVITY_26) for m in masks]
-    final = []
-    for i in range(n):
-        mask = masks[i].copy()
-        for j in range(n):
-            if (i, j) not in diff_z or not masks[j].any():
-                continue
-            labels_j, n_j = components[j]
-            count = np.bincount(labels_j.ravel(), minlength=n_j + 1)
-            mean_dz = np.bincount(labels_j.ravel(), weights=diff_z[(i, j)].ravel(),
-                                  minlength=n_j + 1) / np.maximum(count, 1)
-            keep = mean_dz >= -params.refinement_rise_sd
-            keep[0] = False
-            # ... cut at this session's half-maximum edge, as its own lesions are
-            peak = np.full(n_j + 1, -np.inf)
-            inside = labels_j > 0
-            np.maximum.at(peak, labels_j[inside], smooth[i][inside])
-            excess = np.maximum(peak - 1.0, 1e-6)[labels_j]
-            alpha = (np.asarray(results[i].flair_norm[sl], np.float64) - 1.0) / excess
-            # voxels still bright here whose own focal difference did not fall either (a grown
-            # lesion's new rim is not carried back into the earlier session)
-            bright = ((z_wm[i] >= params.flair_z_grow_threshold)
-                      & (alpha >= params.edge_fraction_of_peak) & b
-                      & (diff_z[(i, j)] >= -params.refinement_rise_sd))
-            mask |= keep[labels_j] & bright
-            # A lesion that changed (e.g. grew) persists in its unchanged part: pieces whose
-            # own focal difference did not fall, at least persistence_min_piece_mm3 large and
-            # with a core-level hyperintensity here (noise in NAWM is neither).
-            unchanged = (labels_j > 0) & ~keep[labels_j] & bright & ~mask
-            if unchanged.any():
-                pieces, n_p = ndimage.label(unchanged, structure=CONNECTIVITY_26)
-                size = np.bincount(pieces.ravel(), minlength=n_p + 1) * vv
-                zmax = np.full(n_p + 1, -np.inf)
-                np.maximum.at(zmax, pieces[pieces > 0], z_wm[i][pieces > 0])
-                ok = (size >= params.persistence_min_piece_mm3) & (zmax >= params.flair_z_threshold)
-                ok[0] = False
-                mask |= ok[pieces]
-        final.append(mask)
-
-    out = []
-    for i, res in enumerate(results):
-        lesion = np.zeros(shape, bool)
-        lesion[sl] = final[i]
-        lesion |= res.lesion_mask  # never removes a voxel
-        added = int(lesion.sum() - res.lesion_mask.sum())
-        if added == 0:
-            qc = dict(res.qc, refinement_added_voxels=0, refinement_rise_voxels=0)
-            out.append(SegmentationResult(res.lesion_mask, res.lesion_labels, res.t1hypo_mask,
-                                          res.flair_norm, res.tissue, res.t1_norm, qc))
-            continue
-        lesion, _, _ = remove_small_components(lesion, params.min_component_volume_mm3, vv)
-        labels, n_lesions = ndimage.label(lesion, structure=CONNECTIVITY_26)
-        t1hypo = t1_hypointense_mask(res.t1_norm, lesion, res.qc["gm_t1_norm"], vox, params,
-                                     res.qc["t1_noise_sd_norm"])
-        qc = dict(res.qc, refinement_added_voxels=added, refinement_rise_voxels=added_rise[i],
-                  n_lesions=int(n_lesions), t2lv_ml=float(lesion.sum() * vv / 1000.0),
-                  t1hypo_ml=float(t1hypo.sum() * vv / 1000.0),
-                  n_t1hypo=int(ndimage.label(t1hypo, structure=CONNECTIVITY_26)[1]))
-        out.append(SegmentationResult(lesion, labels.astype(np.int32), t1hypo, res.flair_norm,
-                                      res.tissue, res.t1_norm, qc))
-    return out
+    brain = _check_volume("brain", brain, results[0].lesion_mask.shape) > 0
+    f = _subject_sessions(results, brain, vox, params)
+    masks, added_rise = _rise_lesions(results, f, params)
+    final = _persistent_lesions(results, f, masks, params)
+    return [_refined_session(res, final[i], added_rise[i], f, params)
+            for i, res in enumerate(results)]
 
 
 def lesion_table(labels: np.ndarray, flair_norm: np.ndarray, t1hypo: np.ndarray,
