@@ -813,6 +813,35 @@ def _parse_months(items: list[str] | None) -> dict[str, float]:
     return months
 
 
+def _load_session(out_dir: Path, subject: str, ses: str,
+                  grid: list[tuple[tuple[int, ...], np.ndarray]]) -> dict[str, Any]:
+    """One session's space-subject images (lesion, t1hypo, norm FLAIR, norm T1w), its
+    T1w->subject transform path and its black-hole limit. ``grid`` holds the (shape, affine) of
+    the first image read (set here when empty); every image must lie on it."""
+    d: dict[str, Any] = {}
+    for key, desc, suffix in (("lesion", "lesion", "mask"), ("t1hypo", "t1hypo", "mask"),
+                              ("flair", "norm", "FLAIR"), ("t1", "norm", "T1w")):
+        path = bids_path(out_dir, subject, ses, space="subject", desc=desc, suffix=suffix)
+        data, aff, _ = io.load_nifti(path)
+        if not grid:
+            grid.append((data.shape, aff))
+        require_same_grid(data.shape, aff, grid[0][0], grid[0][1],
+                          f"{path}: not on the subject grid shared by the other images "
+                          f"(shape {data.shape} vs {grid[0][0]} or affine differs); rerun "
+                          "the register and segment stages")
+        d[key] = data
+    d["xfm"] = bids_path(out_dir, subject, ses, from_="T1w", to="subject", mode="image",
+                         suffix="xfm", ext=".txt")
+    qc_path = bids_path(out_dir, subject, ses, space="subject", desc="lesion", suffix="qc",
+                        ext=".json")
+    try:
+        d["t1hypo_limit"] = float(json.loads(qc_path.read_text())["t1hypo_limit_norm"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{qc_path}: cannot read t1hypo_limit_norm ({exc}); rerun the "
+                         "segment stage for this session") from exc
+    return d
+
+
 def longitudinal_files(out_dir: str | Path, subject: str, sessions: list[str],
                        intervals: list[str], params: LesionParams | None = None,
                        sessions_months: dict[str, float] | None = None) -> dict[str, Path]:
@@ -833,31 +862,9 @@ def longitudinal_files(out_dir: str | Path, subject: str, sessions: list[str],
     grid: list[tuple[tuple[int, ...], np.ndarray]] = []  # (shape, affine) of the first image
 
     def load(ses: str) -> dict[str, Any]:
-        if ses in cache:
-            return cache[ses]
-        d: dict[str, Any] = {}
-        for key, desc, suffix in (("lesion", "lesion", "mask"), ("t1hypo", "t1hypo", "mask"),
-                                  ("flair", "norm", "FLAIR"), ("t1", "norm", "T1w")):
-            path = bids_path(out_dir, subject, ses, space="subject", desc=desc, suffix=suffix)
-            data, aff, _ = io.load_nifti(path)
-            if not grid:
-                grid.append((data.shape, aff))
-            require_same_grid(data.shape, aff, grid[0][0], grid[0][1],
-                              f"{path}: not on the subject grid shared by the other images "
-                              f"(shape {data.shape} vs {grid[0][0]} or affine differs); rerun "
-                              "the register and segment stages")
-            d[key] = data
-        d["xfm"] = bids_path(out_dir, subject, ses, from_="T1w", to="subject", mode="image",
-                             suffix="xfm", ext=".txt")
-        qc_path = bids_path(out_dir, subject, ses, space="subject", desc="lesion", suffix="qc",
-                            ext=".json")
-        try:
-            d["t1hypo_limit"] = float(json.loads(qc_path.read_text())["t1hypo_limit_norm"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise InputError(f"{qc_path}: cannot read t1hypo_limit_norm ({exc}); rerun the "
-                             "segment stage for this session") from exc
-        cache[ses] = d
-        return d
+        if ses not in cache:
+            cache[ses] = _load_session(out_dir, subject, ses, grid)
+        return cache[ses]
 
     written: dict[str, Path] = {}
     endpoint_rows = []
