@@ -354,6 +354,48 @@ def register_rigid_images(fixed: sitk.Image, moving: sitk.Image, params: Registr
     RegistrationError
         When no initialisation gives a plausible result.
     """
+    problem = _rigid_problem(fixed, moving, params, fixed_mask, moving_mask, multimodal,
+                             initialisations)
+    results: list[tuple[RigidResult, list[str]]] = []
+    for init in initialisations:
+        start = _starting_transform(problem, init)
+        if start is None:
+            continue
+        result = _register_from_start(problem, init, start)
+        problems = _implausibility(problem, result)
+        results.append((result, problems))
+        if not problems:
+            break
+    return _choose_result(problem, results, pair)
+
+
+@dataclass
+class _RigidProblem:
+    """What every start of one rigid registration shares (fixed <- moving).
+
+    ``fixed`` and ``moving`` are the float32 images; ``metric_fixed`` and ``metric_mask`` the
+    fixed image and mask the metric sees (the dilated brain region, or the whole image);
+    ``center_lps`` the fixed brain centre (LPS mm) the rotations are about; ``threshold`` the
+    plausibility threshold of the similarity called ``similarity_name``.
+    """
+
+    fixed: sitk.Image
+    moving: sitk.Image
+    fixed_mask: sitk.Image | None
+    moving_mask: sitk.Image | None
+    metric_fixed: sitk.Image
+    metric_mask: sitk.Image | None
+    center_lps: np.ndarray
+    threshold: float
+    similarity_name: str
+    multimodal: bool
+    params: RegistrationParams
+
+
+def _rigid_problem(fixed: sitk.Image, moving: sitk.Image, params: RegistrationParams,
+                   fixed_mask: sitk.Image | None, moving_mask: sitk.Image | None,
+                   multimodal: bool, initialisations: tuple[str, ...]) -> _RigidProblem:
+    """Step 1, set-up: float images, brain centre, metric region, threshold; checks the starts."""
     fixed = sitk.Cast(fixed, sitk.sitkFloat32)
     moving = sitk.Cast(moving, sitk.sitkFloat32)
     center = _mask_centroid_lps(fixed_mask, fixed)
@@ -367,48 +409,72 @@ def register_rigid_images(fixed: sitk.Image, moving: sitk.Image, params: Registr
     if unknown or not initialisations:
         raise InputError(f"initialisations {list(initialisations)} must be some of "
                          f"{list(_INITIALISATIONS)}")
-    results: list[tuple[RigidResult, list[str]]] = []
-    for init in initialisations:
-        if init == "identity":
-            start = sitk.Euler3DTransform()
-        elif init == "mask_centroid":
-            if fixed_mask is None or moving_mask is None:
-                continue
-            # Brain centres aligned: far closer than image centres when fields of view are
-            # placed differently (oblique or shifted grids).
-            start = sitk.Euler3DTransform()
-            start.SetTranslation([float(v) for v in _mask_centroid_lps(moving_mask, moving)
-                                  - center])
-        else:
-            try:
-                start = sitk.Euler3DTransform(sitk.CenteredTransformInitializer(
-                    fixed, moving, sitk.Euler3DTransform(), _INITIALISATIONS[init]))
-            except RuntimeError:
-                # Moments are undefined for an all-zero image; the other starts still ran.
-                continue
-        # Rotate about the brain centre so translation and rotation decouple in the optimiser.
-        start_matrix = rigid_to_matrix(start)
-        start = matrix_to_rigid(start_matrix, center)
-        transform, metric, stop, iterations, converged = _run_registration(
-            metric_fixed, moving, params, metric_mask, start)
-        f_vals, m_vals = paired_samples(fixed, moving, transform, fixed_mask, moving_mask)
-        similarity = (normalised_mutual_information(f_vals, m_vals, params.mi_histogram_bins)
-                      if multimodal else normalised_cross_correlation(f_vals, m_vals))
-        matrix = rigid_to_matrix(transform)
-        rotation = rotation_angle_deg(matrix)
-        translation = float(np.linalg.norm(matrix[:3, :3] @ center + matrix[:3, 3] - center))
-        problems = []
-        if not np.isfinite(similarity) or similarity < threshold:
-            problems.append(f"post-registration {name} {similarity:.3f} < {threshold}")
-        if rotation > params.max_rotation_deg:
-            problems.append(f"rotation {rotation:.1f} deg > {params.max_rotation_deg} deg")
-        if not converged:
-            problems.append(f"optimiser did not converge ({stop})")
-        result = RigidResult(transform, metric, similarity, name, rotation, translation,
-                             converged, stop, init, iterations)
-        results.append((result, problems))
-        if not problems:
-            break
+    return _RigidProblem(fixed, moving, fixed_mask, moving_mask, metric_fixed, metric_mask,
+                         center, threshold, name, multimodal, params)
+
+
+def _starting_transform(problem: _RigidProblem, init: str) -> sitk.Euler3DTransform | None:
+    """Step 2, initialisation: the start ``init``, or None where it cannot be formed."""
+    fixed, moving = problem.fixed, problem.moving
+    if init == "identity":
+        start = sitk.Euler3DTransform()
+    elif init == "mask_centroid":
+        if problem.fixed_mask is None or problem.moving_mask is None:
+            return None
+        # Brain centres aligned: far closer than image centres when fields of view are
+        # placed differently (oblique or shifted grids).
+        start = sitk.Euler3DTransform()
+        start.SetTranslation([float(v) for v in _mask_centroid_lps(problem.moving_mask, moving)
+                              - problem.center_lps])
+    else:
+        try:
+            start = sitk.Euler3DTransform(sitk.CenteredTransformInitializer(
+                fixed, moving, sitk.Euler3DTransform(), _INITIALISATIONS[init]))
+        except RuntimeError:
+            # Moments are undefined for an all-zero image; the other starts still ran.
+            return None
+    return start
+
+
+def _register_from_start(problem: _RigidProblem, init: str,
+                         start: sitk.Euler3DTransform) -> RigidResult:
+    """Step 3, one registration from ``start``: optimise, then similarity and brain motion."""
+    params, center = problem.params, problem.center_lps
+    fixed, moving = problem.fixed, problem.moving
+    # Rotate about the brain centre so translation and rotation decouple in the optimiser.
+    start_matrix = rigid_to_matrix(start)
+    start = matrix_to_rigid(start_matrix, center)
+    transform, metric, stop, iterations, converged = _run_registration(
+        problem.metric_fixed, moving, params, problem.metric_mask, start)
+    f_vals, m_vals = paired_samples(fixed, moving, transform, problem.fixed_mask,
+                                    problem.moving_mask)
+    similarity = (normalised_mutual_information(f_vals, m_vals, params.mi_histogram_bins)
+                  if problem.multimodal else normalised_cross_correlation(f_vals, m_vals))
+    matrix = rigid_to_matrix(transform)
+    rotation = rotation_angle_deg(matrix)
+    translation = float(np.linalg.norm(matrix[:3, :3] @ center + matrix[:3, 3] - center))
+    return RigidResult(transform, metric, similarity, problem.similarity_name, rotation,
+                       translation, converged, stop, init, iterations)
+
+
+def _implausibility(problem: _RigidProblem, result: RigidResult) -> list[str]:
+    """Step 4, plausibility test: what is wrong with ``result`` (empty when plausible)."""
+    params, threshold, name = problem.params, problem.threshold, problem.similarity_name
+    similarity, rotation = result.similarity, result.rotation_deg
+    problems = []
+    if not np.isfinite(similarity) or similarity < threshold:
+        problems.append(f"post-registration {name} {similarity:.3f} < {threshold}")
+    if rotation > params.max_rotation_deg:
+        problems.append(f"rotation {rotation:.1f} deg > {params.max_rotation_deg} deg")
+    if not result.converged:
+        problems.append(f"optimiser did not converge ({result.stop_condition})")
+    return problems
+
+
+def _choose_result(problem: _RigidProblem, results: list[tuple[RigidResult, list[str]]],
+                   pair: str) -> RigidResult:
+    """Step 5, choice: the most similar plausible result, else a RegistrationError with all."""
+    params, threshold, name = problem.params, problem.threshold, problem.similarity_name
     plausible = [r for r, p in results if not p]
     if plausible:
         return max(plausible, key=lambda r: r.similarity)
@@ -650,8 +716,8 @@ def register_subject_files(out_dir: str | Path, subject: str, sessions: list[str
 
     Reads per session (from ``out_dir``): N4 T1, N4 FLAIR, native brain mask, FLAIR->T1
     transform. Writes per session: T1->subject transform, space-subject desc-preproc T1w and
-    FLAIR, desc-flairres T1w (the T1 at the FLAIR's resolution), desc-brain mask; per subject: space-subject desc-template T1w and the
-    desc-registration QC TSV.
+    FLAIR, desc-flairres T1w (the T1 at the FLAIR's resolution), desc-brain mask; per subject:
+    space-subject desc-template T1w and the desc-registration QC TSV.
 
     Returns
     -------
@@ -663,6 +729,49 @@ def register_subject_files(out_dir: str | Path, subject: str, sessions: list[str
         raise InputError(f"sessions must be distinct labels, got {sessions}")
     timer = time.perf_counter()
     seconds: dict[str, float] = {}
+    images = _read_sessions(out_dir, subject, sessions)
+    seconds["read"] = time.perf_counter() - timer
+
+    timer = time.perf_counter()
+    qc_path = bids_path(out_dir, subject, desc="registration", suffix="qc", ext=".tsv")
+    space = _subject_space_keeping_qc(images, sessions, params, qc_path)
+    seconds["register"] = time.perf_counter() - timer
+
+    timer = time.perf_counter()
+    written: dict[str, object] = {"sessions": {}}
+    subject_t1s, subject_masks = [], []
+    for k, ses in enumerate(sessions):
+        paths, t1_sub, mask_sub = _write_session_products(out_dir, subject, ses, k, images,
+                                                          space, params)
+        written["sessions"][ses] = paths
+        subject_t1s.append(t1_sub)
+        subject_masks.append(mask_sub)
+    written["template"] = _write_template(out_dir, subject, subject_t1s, subject_masks, space)
+    seconds["resample_write"] = time.perf_counter() - timer
+
+    written["qc"] = _write_registration_qc(qc_path, space)
+    written["seconds"] = seconds
+    return written
+
+
+@dataclass
+class _SessionImages:
+    """One subject's session inputs, in session order, as SimpleITK images (LPS).
+
+    ``t1s`` and ``flairs`` the N4 images (float32), ``masks`` the native brain masks (uint8, on
+    the T1 grids), ``flair_tx`` the FLAIR->T1 transforms (T1 points -> FLAIR points),
+    ``t1_affines`` the T1 voxel -> RAS mm affines.
+    """
+
+    t1s: list[sitk.Image]
+    flairs: list[sitk.Image]
+    masks: list[sitk.Image]
+    flair_tx: list[sitk.Transform]
+    t1_affines: list[np.ndarray]
+
+
+def _read_sessions(out_dir: str | Path, subject: str, sessions: list[str]) -> _SessionImages:
+    """Step 1, read the sessions: N4 T1 and FLAIR, brain mask (on the T1 grid), FLAIR->T1."""
     t1s, flairs, masks, flair_tx, t1_affines = [], [], [], [], []
     for ses in sessions:
         t1_data, t1_aff, _ = io.load_nifti(bids_path(out_dir, subject, ses, desc="n4",
@@ -680,52 +789,62 @@ def register_subject_files(out_dir: str | Path, subject: str, sessions: list[str
         flair_tx.append(read_transform(bids_path(out_dir, subject, ses, from_="FLAIR", to="T1w",
                                                  mode="image", suffix="xfm", ext=".txt")))
         t1_affines.append(t1_aff)
-    seconds["read"] = time.perf_counter() - timer
+    return _SessionImages(t1s, flairs, masks, flair_tx, t1_affines)
 
-    timer = time.perf_counter()
-    qc_path = bids_path(out_dir, subject, desc="registration", suffix="qc", ext=".tsv")
+
+def _subject_space_keeping_qc(images: _SessionImages, sessions: list[str],
+                              params: RegistrationParams, qc_path: Path) -> SubjectSpace:
+    """Step 2, build the subject space; a refusal still writes its QC table to ``qc_path``."""
     try:
-        space = build_subject_space(t1s, masks, sessions, params)
+        space = build_subject_space(images.t1s, images.masks, sessions, params)
     except RegistrationError as exc:
         # Keep the evidence: the QC table with the refused pair(s) marked accepted = no.
         if getattr(exc, "table", None) is not None:
             io.write_tsv(qc_path, exc.table)
         raise
-    seconds["register"] = time.perf_counter() - timer
+    return space
 
-    timer = time.perf_counter()
-    written: dict[str, object] = {"sessions": {}}
-    subject_t1s, subject_masks = [], []
-    for k, ses in enumerate(sessions):
-        to_session = matrix_to_rigid(space.to_session[k], space.center_lps)
-        xfm_path = write_transform(bids_path(out_dir, subject, ses, from_="T1w", to="subject",
-                                             mode="image", suffix="xfm", ext=".txt"),
-                                   to_session)
-        t1_sub = resample_image(t1s[k], space.reference, to_session, params.t1_interpolation)
-        fl_sub = resample_image(flairs[k], space.reference, compose([flair_tx[k], to_session]),
-                                params.t1_interpolation)
-        # T1 with the FLAIR's resolution, brought along the FLAIR's own path (segmentation
-        # compares the two images voxel by voxel)
-        t1_fl = t1_at_flair_resolution(t1s[k], flairs[k], flair_tx[k], params.t1_interpolation)
-        t1_fl_sub = resample_image(t1_fl, space.reference, compose([flair_tx[k], to_session]),
-                                   params.t1_interpolation)
-        mask_sub = resample_mask(masks[k], space.reference, to_session)
-        paths = {"xfm": xfm_path}
-        for key, img, desc, suffix in (("t1", t1_sub, "preproc", "T1w"),
-                                       ("flair", fl_sub, "preproc", "FLAIR"),
-                                       ("t1_flairres", t1_fl_sub, "flairres", "T1w")):
-            data, affine = sitk_to_nifti(img)
-            paths[key] = io.save_intensity_image(
-                bids_path(out_dir, subject, ses, space="subject", desc=desc, suffix=suffix),
-                data, affine)
-        data, affine = sitk_to_nifti(mask_sub)
-        paths["mask"] = io.save_nifti(bids_path(out_dir, subject, ses, space="subject",
-                                                desc="brain", suffix="mask"), data, affine,
-                                      dtype=np.uint8)
-        written["sessions"][ses] = paths
-        subject_t1s.append(t1_sub)
-        subject_masks.append(mask_sub)
 
+def _write_session_products(out_dir: str | Path, subject: str, ses: str, k: int,
+                            images: _SessionImages, space: SubjectSpace,
+                            params: RegistrationParams
+                            ) -> tuple[dict, sitk.Image, sitk.Image]:
+    """Step 3, one session (index ``k``) into subject space: its transform, images and mask.
+
+    Returns the written paths and the session's T1 and brain mask on the subject grid.
+    """
+    t1s, flairs, masks, flair_tx = images.t1s, images.flairs, images.masks, images.flair_tx
+    to_session = matrix_to_rigid(space.to_session[k], space.center_lps)
+    xfm_path = write_transform(bids_path(out_dir, subject, ses, from_="T1w", to="subject",
+                                         mode="image", suffix="xfm", ext=".txt"),
+                               to_session)
+    t1_sub = resample_image(t1s[k], space.reference, to_session, params.t1_interpolation)
+    fl_sub = resample_image(flairs[k], space.reference, compose([flair_tx[k], to_session]),
+                            params.t1_interpolation)
+    # T1 with the FLAIR's resolution, brought along the FLAIR's own path (segmentation
+    # compares the two images voxel by voxel)
+    t1_fl = t1_at_flair_resolution(t1s[k], flairs[k], flair_tx[k], params.t1_interpolation)
+    t1_fl_sub = resample_image(t1_fl, space.reference, compose([flair_tx[k], to_session]),
+                               params.t1_interpolation)
+    mask_sub = resample_mask(masks[k], space.reference, to_session)
+    paths = {"xfm": xfm_path}
+    for key, img, desc, suffix in (("t1", t1_sub, "preproc", "T1w"),
+                                   ("flair", fl_sub, "preproc", "FLAIR"),
+                                   ("t1_flairres", t1_fl_sub, "flairres", "T1w")):
+        data, affine = sitk_to_nifti(img)
+        paths[key] = io.save_intensity_image(
+            bids_path(out_dir, subject, ses, space="subject", desc=desc, suffix=suffix),
+            data, affine)
+    data, affine = sitk_to_nifti(mask_sub)
+    paths["mask"] = io.save_nifti(bids_path(out_dir, subject, ses, space="subject",
+                                            desc="brain", suffix="mask"), data, affine,
+                                  dtype=np.uint8)
+    return paths, t1_sub, mask_sub
+
+
+def _write_template(out_dir: str | Path, subject: str, subject_t1s: list[sitk.Image],
+                    subject_masks: list[sitk.Image], space: SubjectSpace) -> Path:
+    """Step 4, the subject template T1: session T1s in subject space, median-scaled, averaged."""
     # Template: each session's T1 scaled to the mean of the brain medians (N4 leaves a
     # per-session global scale), then averaged, so no session dominates by brightness.
     medians = np.array([_brain_median(i, m) for i, m in zip(subject_t1s, subject_masks)])
@@ -737,14 +856,14 @@ def register_subject_files(out_dir: str | Path, subject: str, sessions: list[str
     tmpl_img = sitk.GetImageFromArray(template.astype(np.float32))
     tmpl_img.CopyInformation(space.reference)
     data, affine = sitk_to_nifti(tmpl_img)
-    written["template"] = io.save_intensity_image(
+    return io.save_intensity_image(
         bids_path(out_dir, subject, space="subject", desc="template", suffix="T1w"), data, affine)
-    seconds["resample_write"] = time.perf_counter() - timer
 
+
+def _write_registration_qc(qc_path: Path, space: SubjectSpace) -> Path:
+    """Step 5, the QC table: one row per registered pair (session -> reference session)."""
     table = registration_table(space.pairs, space.pair_names)
-    written["qc"] = io.write_tsv(qc_path, table)
-    written["seconds"] = seconds
-    return written
+    return io.write_tsv(qc_path, table)
 
 
 def registration_table(pairs: list[RigidResult], names: list[tuple[str, str]],
