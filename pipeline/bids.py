@@ -185,6 +185,25 @@ def choose_file(names: Iterable[str], sub: str, ses: str, role: str,
     if multiple_runs not in MULTIPLE_RUNS:
         raise InputError(f"config 'inputs.multiple_runs': {multiple_runs!r} must be one of "
                          f"{list(MULTIPLE_RUNS)}")
+    candidates, left_out, near = _candidates(names, sub, ses, role, wanted)
+    every = [f for f, _ in candidates]
+    kept = [(f, p) for f, p in candidates if f not in left_out]
+    filt = f"inputs.{role} {_filter_text(wanted)}"
+    if not kept:
+        return _nothing_found(sub, ses, role, every, left_out, near, filt)
+    note = f"; left out by {filt}: {', '.join(left_out)}" if left_out else ""
+    if len(kept) == 1:
+        return Choice(kept[0][0], every, f"{role}: {kept[0][0]}" + note)
+    if len({p.without("run") + (("ext", p.extension),) for _, p in kept}) > 1:
+        return _refuse_ambiguous(kept, every, role, note)
+    return _choose_run(kept, every, role, multiple_runs, note)
+
+
+def _candidates(names: Iterable[str], sub: str, ses: str, role: str,
+                wanted: Mapping[str, str | None]
+                ) -> tuple[list[tuple[str, BidsName]], list[str], list[str]]:
+    """Candidates: the session's NIfTI files of suffix ``role`` (sorted, with their parsed
+    names), those of them the filter ``wanted`` leaves out, and near misses (with why)."""
     near: list[str] = []
     candidates: list[tuple[str, BidsName]] = []
     left_out: list[str] = []
@@ -208,36 +227,44 @@ def choose_file(names: Iterable[str], sub: str, ses: str, role: str,
         candidates.append((fname, parsed))
         if not _passes(parsed, wanted):
             left_out.append(fname)
-    every = [f for f, _ in candidates]
-    kept = [(f, p) for f, p in candidates if f not in left_out]
-    filt = f"inputs.{role} {_filter_text(wanted)}"
-    if not kept:
-        pattern = (f"sub-{sub}_ses-{ses}_{role}.nii.gz (or .nii, or with entities: "
-                   f"sub-{sub}_ses-{ses}_<acq-/ce-/rec-/run-/part-...>_{role}.nii.gz)")
-        seen = [f"{f} (left out by {filt})" for f in left_out] + near
-        return Choice(None, every, f"no {role}: looked for {pattern}"
-                      + (f"; closest seen: {', '.join(seen[:6])}" if seen else
-                         "; no file of that kind in the folder"))
-    note = f"; left out by {filt}: {', '.join(left_out)}" if left_out else ""
-    if len(kept) == 1:
-        return Choice(kept[0][0], every, f"{role}: {kept[0][0]}" + note)
-    others = {p.without("run") + (("ext", p.extension),) for _, p in kept}
-    if len(others) > 1:
-        differ = sorted({k for _, p in kept for k, v in p.entities.items()
-                         if any(q.entities.get(k) != v for _, q in kept)}
-                        | ({"extension"} if len({p.extension for _, p in kept}) > 1 else set()))
-        hints = []
-        for d in (d for d in differ if d != "run"):
-            if d == "extension":
-                hints.append("keep one of the .nii.gz/.nii copies")
-                continue
-            values = sorted({p.entities[d] for _, p in kept if d in p.entities})
-            absent = any(d not in p.entities for _, p in kept)
-            hints.append(f"set inputs.{role}.{d} to one of {', '.join(values)}"
-                         + (f" or null ({d} absent)" if absent else ""))
-        return Choice(None, every, f"{role}: {len(kept)} candidates and nothing to choose "
-                      f"between them: {', '.join(f for f, _ in kept)}; {'; '.join(hints)}{note}",
-                      refused=True)
+    return candidates, left_out, near
+
+
+def _nothing_found(sub: str, ses: str, role: str, every: list[str], left_out: list[str],
+                   near: list[str], filt: str) -> Choice:
+    """No candidate kept: what was looked for and the closest names seen."""
+    pattern = (f"sub-{sub}_ses-{ses}_{role}.nii.gz (or .nii, or with entities: "
+               f"sub-{sub}_ses-{ses}_<acq-/ce-/rec-/run-/part-...>_{role}.nii.gz)")
+    seen = [f"{f} (left out by {filt})" for f in left_out] + near
+    return Choice(None, every, f"no {role}: looked for {pattern}"
+                  + (f"; closest seen: {', '.join(seen[:6])}" if seen else
+                     "; no file of that kind in the folder"))
+
+
+def _refuse_ambiguous(kept: list[tuple[str, BidsName]], every: list[str], role: str,
+                      note: str) -> Choice:
+    """Several candidates differing by more than ``run``: refused, naming the entities that
+    differ and the filter values that would choose."""
+    differ = sorted({k for _, p in kept for k, v in p.entities.items()
+                     if any(q.entities.get(k) != v for _, q in kept)}
+                    | ({"extension"} if len({p.extension for _, p in kept}) > 1 else set()))
+    hints = []
+    for d in (d for d in differ if d != "run"):
+        if d == "extension":
+            hints.append("keep one of the .nii.gz/.nii copies")
+            continue
+        values = sorted({p.entities[d] for _, p in kept if d in p.entities})
+        absent = any(d not in p.entities for _, p in kept)
+        hints.append(f"set inputs.{role}.{d} to one of {', '.join(values)}"
+                     + (f" or null ({d} absent)" if absent else ""))
+    return Choice(None, every, f"{role}: {len(kept)} candidates and nothing to choose "
+                  f"between them: {', '.join(f for f, _ in kept)}; {'; '.join(hints)}{note}",
+                  refused=True)
+
+
+def _choose_run(kept: list[tuple[str, BidsName]], every: list[str], role: str,
+                multiple_runs: str, note: str) -> Choice:
+    """Several candidates differing only by ``run``: the rule ``multiple_runs`` decides."""
     runs = sorted(kept, key=lambda fp: _run_number(fp[1]))
     labels = ", ".join(f"run-{p.entities.get('run', '(none)')}" for _, p in runs)
     if multiple_runs == "refuse":
@@ -622,13 +649,45 @@ def discover(bids_dir: str | Path, sessions_months: dict[str, float], intervals:
         raise InputError(f"{bids_dir}: BIDS directory not found; set config 'bids_dir' to the "
                          "dataset root (the folder holding dataset_description.json)")
     pairs = parse_intervals(intervals, sessions_months)
+    wanted = _wanted_filters(filters)
+    exclude = {k if k.startswith("sub-") else f"sub-{k}": v for k, v in (exclude or {}).items()}
+    found, notes = _subject_folders(bids_dir, subjects)
+    participants = _participant_ids(bids_dir / "participants.tsv")
+    if participants is not None:
+        notes += _participant_notes(bids_dir, participants, found, exclude, not subjects)
+
+    ses_rows, int_rows = [], []
+    for sub in found:
+        sub_ses, sub_int, sub_notes = _subject_rows(bids_dir, sub, sessions_months, pairs,
+                                                    wanted, multiple_runs, exclude, visit_times)
+        ses_rows += sub_ses
+        int_rows += sub_int
+        notes += sub_notes
+    return Discovery(pd.DataFrame(ses_rows, columns=SESSION_COLUMNS),
+                     pd.DataFrame(int_rows, columns=INTERVAL_COLUMNS), _note_table(notes))
+
+
+def _wanted_filters(filters: Mapping[str, Mapping[str, str | None]] | None
+                    ) -> dict[str, dict[str, str | None]]:
+    """Filters per role (config ``inputs``; a role not given takes :data:`DEFAULT_FILTERS`),
+    refusing entities BIDS does not define."""
     wanted = {role: dict((filters or {}).get(role, DEFAULT_FILTERS[role])) for role in ROLES}
     for role, entities in wanted.items():
         unknown = sorted(set(entities) - set(ENTITY_ORDER[2:]))
         if unknown:
             raise InputError(f"config 'inputs.{role}': unknown BIDS entities {unknown}; use "
                              f"{list(ENTITY_ORDER[2:])}")
-    exclude = {k if k.startswith("sub-") else f"sub-{k}": v for k, v in (exclude or {}).items()}
+    return wanted
+
+
+def _subject_folders(bids_dir: Path, subjects: list[str] | None
+                     ) -> tuple[list[str], list[list[str | None]]]:
+    """Subject folders: the labels of the root's ``sub-<label>`` folders, restricted to
+    ``subjects`` when given, and notes on the folders skipped for their name.
+
+    Raises :class:`InputError` when the root cannot be listed, ``subjects`` names a bad label
+    or a subject without a folder, or no subject folder is left.
+    """
     try:
         root = _listdir(bids_dir)
     except OSError as exc:
@@ -652,66 +711,85 @@ def discover(bids_dir: str | Path, sessions_months: dict[str, float], intervals:
         skipped = f" (skipped: {', '.join(n for n, _, _ in odd[:6])})" if odd else ""
         raise InputError(f"{bids_dir}: no sub-<label> folders found{skipped}; is this a BIDS "
                          "dataset root?")
-    participants = _participant_ids(bids_dir / "participants.tsv")
-    if participants is not None:
-        notes += _participant_notes(bids_dir, participants, found, exclude, not subjects)
+    return found, notes
 
-    ses_rows, int_rows = [], []
-    for sub in found:
-        pid = f"sub-{sub}"
-        sub_dir = bids_dir / pid
+
+def _subject_rows(bids_dir: Path, sub: str, sessions_months: Mapping[str, float],
+                  pairs: list[tuple[str, str]], wanted: Mapping[str, Mapping[str, str | None]],
+                  multiple_runs: str, exclude: Mapping[str, str],
+                  visit_times: Mapping[str, Any] | None
+                  ) -> tuple[list[list[Any]], list[list[Any]], list[list[str | None]]]:
+    """One subject: its sessions-table rows (status, chosen files, visit months), its
+    interval rows and its notes on session folders."""
+    pid = f"sub-{sub}"
+    sub_dir = bids_dir / pid
+    present, unreadable, notes = _session_folders(sub_dir, pid, sessions_months)
+    usable: dict[str, tuple[str, str]] = {}
+    rows: dict[str, list[Any]] = {}
+    for ses in sessions_months:
+        rows[ses] = _session_row(sub_dir, sub, ses, present, unreadable, wanted, multiple_runs,
+                                 exclude)
+        usable[ses] = (rows[ses][4], rows[ses][5])
+    timed = [s for s, (status, _) in usable.items() if status == "ok"]
+    months, source = visit_months(bids_dir, sub, sessions_months, timed, visit_times)
+    for ses, row in rows.items():
+        row[2], row[3] = months[ses], source if ses in timed else "nominal"
+    return list(rows.values()), _interval_rows(pid, pairs, usable, months), notes
+
+
+def _session_folders(sub_dir: Path, pid: str, sessions_months: Mapping[str, float]
+                     ) -> tuple[list[str], str, list[list[str | None]]]:
+    """Session folders of one subject: the ``ses-<label>`` labels present, why the subject
+    folder could not be read (``""`` when it could), and notes on session folders skipped for
+    their name or not in config ``sessions``."""
+    try:
+        entries, unreadable = _listdir(sub_dir), ""
+    except OSError as exc:
+        entries, unreadable = [], f"{sub_dir} cannot be read ({exc.strerror})"
+    present, odd = _folder_labels(entries, "ses")
+    notes = [[pid, None, str(sub_dir / name), kind, why] for name, kind, why in odd]
+    notes += [[pid, ses, str(sub_dir / f"ses-{ses}"), "session_not_configured",
+               f"ses-{ses} is not in config sessions ({', '.join(sessions_months)}), so "
+               f"not processed; to use it, add it to config sessions ({ses}: <months>) "
+               "and to an interval"]
+              for ses in present if ses not in sessions_months]
+    return present, unreadable, notes
+
+
+def _session_row(sub_dir: Path, sub: str, ses: str, present: list[str], unreadable: str,
+                 wanted: Mapping[str, Mapping[str, str | None]], multiple_runs: str,
+                 exclude: Mapping[str, str]) -> list[Any]:
+    """One session's status and chosen files: its sessions-table row (:data:`SESSION_COLUMNS`),
+    months and months_source left None for :func:`visit_months`."""
+    pid = f"sub-{sub}"
+    ses_dir = sub_dir / f"ses-{ses}"
+    anat = ses_dir / "anat"
+    names, why_none = None, unreadable or f"no ses-{ses} folder"
+    if ses in present:
         try:
-            entries, unreadable = _listdir(sub_dir), ""
+            names = [name for name, kind in _listdir(anat) if kind == "file"]
+        except (FileNotFoundError, NotADirectoryError):
+            why_none = f"no anat/ folder in {ses_dir} (found: {_contents(ses_dir)})"
         except OSError as exc:
-            entries, unreadable = [], f"{sub_dir} cannot be read ({exc.strerror})"
-        present, odd = _folder_labels(entries, "ses")
-        notes += [[pid, None, str(sub_dir / name), kind, why] for name, kind, why in odd]
-        notes += [[pid, ses, str(sub_dir / f"ses-{ses}"), "session_not_configured",
-                   f"ses-{ses} is not in config sessions ({', '.join(sessions_months)}), so "
-                   f"not processed; to use it, add it to config sessions ({ses}: <months>) "
-                   "and to an interval"]
-                  for ses in present if ses not in sessions_months]
-        usable: dict[str, tuple[str, str]] = {}
-        rows: dict[str, list[Any]] = {}
-        for ses in sessions_months:
-            ses_dir = sub_dir / f"ses-{ses}"
-            anat = ses_dir / "anat"
-            names, why_none = None, unreadable or f"no ses-{ses} folder"
-            if ses in present:
-                try:
-                    names = [name for name, kind in _listdir(anat) if kind == "file"]
-                except (FileNotFoundError, NotADirectoryError):
-                    why_none = f"no anat/ folder in {ses_dir} (found: {_contents(ses_dir)})"
-                except OSError as exc:
-                    why_none = f"{anat} cannot be read ({exc.strerror})"
-            choices = [choose_file(names or [], sub, ses, role, wanted[role], multiple_runs)
-                       for role in ROLES]
-            t1w, flair = (str(anat / c.chosen) if c.chosen else "" for c in choices)
-            if pid in exclude:
-                status, reason = "excluded", f"excluded in config: {exclude[pid]}"
-            elif names is None:
-                status, reason = "missing", why_none
-            elif any(c.refused for c in choices):
-                status = "refused"
-                reason = "; ".join(c.why for c in choices if c.refused) + f" (in {anat})"
-            elif not all(c.chosen for c in choices):
-                status = "incomplete"
-                reason = "; ".join(c.why for c in choices if not c.chosen) + f" (in {anat})"
-            else:
-                status, reason = "ok", ""
-            usable[ses] = (status, reason)
-            choice = "; ".join(c.why for c in choices if c.chosen) if status == "ok" else ""
-            rows[ses] = [pid, ses, None, None, status, reason, t1w, flair,
-                         ", ".join(choices[0].candidates), ", ".join(choices[1].candidates),
-                         choice]
-        present = [s for s, (status, _) in usable.items() if status == "ok"]
-        months, source = visit_months(bids_dir, sub, sessions_months, present, visit_times)
-        for ses, row in rows.items():
-            row[2], row[3] = months[ses], source if ses in present else "nominal"
-            ses_rows.append(row)
-        int_rows += _interval_rows(pid, pairs, usable, months)
-    return Discovery(pd.DataFrame(ses_rows, columns=SESSION_COLUMNS),
-                     pd.DataFrame(int_rows, columns=INTERVAL_COLUMNS), _note_table(notes))
+            why_none = f"{anat} cannot be read ({exc.strerror})"
+    choices = [choose_file(names or [], sub, ses, role, wanted[role], multiple_runs)
+               for role in ROLES]
+    t1w, flair = (str(anat / c.chosen) if c.chosen else "" for c in choices)
+    if pid in exclude:
+        status, reason = "excluded", f"excluded in config: {exclude[pid]}"
+    elif names is None:
+        status, reason = "missing", why_none
+    elif any(c.refused for c in choices):
+        status = "refused"
+        reason = "; ".join(c.why for c in choices if c.refused) + f" (in {anat})"
+    elif not all(c.chosen for c in choices):
+        status = "incomplete"
+        reason = "; ".join(c.why for c in choices if not c.chosen) + f" (in {anat})"
+    else:
+        status, reason = "ok", ""
+    choice = "; ".join(c.why for c in choices if c.chosen) if status == "ok" else ""
+    return [pid, ses, None, None, status, reason, t1w, flair,
+            ", ".join(choices[0].candidates), ", ".join(choices[1].candidates), choice]
 
 
 def _key_value(items: list[str]) -> dict[str, float]:

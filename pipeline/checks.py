@@ -132,6 +132,18 @@ def check_header(header: nib.Nifti1Header, path: str | Path, role: str,
     params = params or InputCheckParams()
     if not isinstance(header, nib.Nifti1Header):  # Nifti2Header is a subclass
         raise _not_nifti(path, role)
+    shape = _header_shape(header, path, role)
+    dtype = _header_dtype(header, path, role)
+    _check_memory(header, shape, dtype, params, path, role)
+    if data_file is not None and not str(data_file).lower().endswith(_COMPRESSED):
+        _check_file_size(header, shape, dtype, data_file, path, role)
+    _check_pixdim(header, path, role)
+    _check_qform(header, path, role)
+
+
+def _header_shape(header: nib.Nifti1Header, path: str | Path, role: str) -> tuple[int, ...]:
+    """Dimensions check: the shape the header declares, 1-7 dimensions, every size at least 1,
+    3-D or 4-D with one volume."""
     dim = [int(d) for d in header["dim"]]
     ndim = dim[0]
     if not 1 <= ndim <= 7:
@@ -145,6 +157,11 @@ def check_header(header: nib.Nifti1Header, path: str | Path, role: str,
         raise _fail(path, role, "dimensions", f"the header declares shape {shape}, expected "
                     "3-D", "give one 3-D volume per file (split multi-echo/multi-volume series, "
                     "e.g. with fslsplit or nibabel)")
+    return shape
+
+
+def _header_dtype(header: nib.Nifti1Header, path: str | Path, role: str) -> np.dtype:
+    """Data type check: the stored voxel type, one nibabel can read."""
     code = int(header["datatype"])
     try:
         dtype = header.get_data_dtype()
@@ -155,6 +172,13 @@ def check_header(header: nib.Nifti1Header, path: str | Path, role: str,
         raise _fail(path, role, "data type", f"header datatype code {code} ({name}) is not "
                     "one nibabel can read", f"store magnitude images as integers or floats; "
                     f"{_REEXPORT}")
+    return dtype
+
+
+def _check_memory(header: nib.Nifti1Header, shape: tuple[int, ...], dtype: np.dtype,
+                  params: InputCheckParams, path: str | Path, role: str) -> None:
+    """Image size check: the bytes the voxels would take in memory (in the type nibabel returns
+    them in) within ``params.max_image_bytes``."""
     n_voxels = int(np.prod(shape, dtype=object))
     read_dtype = _read_dtype(header, dtype)
     n_bytes = n_voxels * read_dtype.itemsize
@@ -167,18 +191,22 @@ def check_header(header: nib.Nifti1Header, path: str | Path, role: str,
                     "GiB, max_image_bytes)", "a corrupt header (dim) or an image far beyond a "
                     f"0.5 mm whole-head scan; {_REEXPORT}, or raise "
                     "InputCheckParams.max_image_bytes if the image is real")
-    if data_file is not None and not str(data_file).lower().endswith(_COMPRESSED):
-        offset = int(header.get_data_offset())
-        needed = offset + n_voxels * dtype.itemsize
-        size = Path(data_file).stat().st_size
-        if size < needed:
-            raise _fail(path, role, "file size", f"{Path(data_file).name} holds {size:,} "
-                        f"bytes, but its header needs {needed:,} (vox_offset {offset} + "
-                        f"{' x '.join(map(str, shape))} voxels x {dtype.itemsize} bytes of "
-                        f"{dtype}): the file is truncated", "the file was cut short (an "
-                        "interrupted copy, download or export); copy or export it again")
-    _check_pixdim(header, path, role)
-    _check_qform(header, path, role)
+
+
+def _check_file_size(header: nib.Nifti1Header, shape: tuple[int, ...], dtype: np.dtype,
+                     data_file: str | Path, path: str | Path, role: str) -> None:
+    """File size check: an uncompressed ``data_file`` at least ``vox_offset`` + the stored
+    voxels long (bytes), else it was truncated."""
+    n_voxels = int(np.prod(shape, dtype=object))
+    offset = int(header.get_data_offset())
+    needed = offset + n_voxels * dtype.itemsize
+    size = Path(data_file).stat().st_size
+    if size < needed:
+        raise _fail(path, role, "file size", f"{Path(data_file).name} holds {size:,} "
+                    f"bytes, but its header needs {needed:,} (vox_offset {offset} + "
+                    f"{' x '.join(map(str, shape))} voxels x {dtype.itemsize} bytes of "
+                    f"{dtype}): the file is truncated", "the file was cut short (an "
+                    "interrupted copy, download or export); copy or export it again")
 
 
 def _read_dtype(header: nib.Nifti1Header, dtype: np.dtype) -> np.dtype:
@@ -268,16 +296,41 @@ def check_image(data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header |
         The first failed check, naming the file, the check and the fix.
     """
     params = params or InputCheckParams()
-    data = np.asarray(data)
+    data = _squeeze_3d(np.asarray(data), path, role)
+    _check_real(data, path, role)
+    values = _finite_float32(data, path, role)
+    _check_not_empty(values, params, path, role)
+    values, negatives = _clip_negatives(values, params, path, role)
+    affine = _check_affine(affine, path, role)
+    voxel_mm = _affine_voxel_mm(affine, params, path, role)
+    _check_axes_orthogonal(affine, voxel_mm, params, path, role)
+    if header is not None:
+        _check_header(header, data.shape, affine, voxel_mm, path, role, params)
+    _check_fov(data.shape, voxel_mm, params, path, role)
+    return (values, negatives) if return_negatives else values
+
+
+def _squeeze_3d(data: np.ndarray, path: str | Path, role: str) -> np.ndarray:
+    """Dimensions check: a 3-D array (a 4-D one with a single volume is squeezed)."""
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
         raise _fail(path, role, "dimensions", f"image has shape {data.shape}, expected 3-D",
                     "give one 3-D volume per file (split multi-echo/multi-volume series, e.g. "
                     "with fslsplit or nibabel)")
+    return data
+
+
+def _check_real(data: np.ndarray, path: str | Path, role: str) -> None:
+    """Data type check: real numbers (not complex, boolean or object voxels)."""
     if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
         raise _fail(path, role, "data type", f"voxel type {data.dtype} is not real-valued",
                     "store magnitude images as integers or floats")
+
+
+def _finite_float32(data: np.ndarray, path: str | Path, role: str) -> np.ndarray:
+    """Finite values check: the voxels as float32, with no NaN or infinite value (counting
+    those finite in the file but beyond the float32 range)."""
     # Values beyond float32 become inf and signalling NaNs quiet NaNs: counted below.
     with np.errstate(over="ignore", invalid="ignore"):
         values = data.astype(np.float32, copy=False)
@@ -289,6 +342,13 @@ def check_image(data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header |
                   f"|value| > {np.finfo(np.float32).max:.3g})" if n_beyond else "")
         raise _fail(path, role, "finite values", f"{n_nan} voxels are NaN and {n_inf} are "
                     f"infinite{beyond}", _REEXPORT)
+    return values
+
+
+def _check_not_empty(values: np.ndarray, params: InputCheckParams, path: str | Path,
+                     role: str) -> None:
+    """Non-empty check: not constant, and at least ``params.min_nonzero_fraction`` of the
+    voxels non-zero."""
     lo, hi = float(values.min()), float(values.max())
     if hi == lo:
         raise _fail(path, role, "non-empty", f"every voxel equals {lo:g}",
@@ -298,13 +358,20 @@ def check_image(data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header |
         raise _fail(path, role, "non-empty", f"only {100 * nonzero_fraction:.2f} % of voxels are "
                     f"non-zero (limit {100 * params.min_nonzero_fraction:.2f} %)",
                     f"the image is (nearly) empty; {_REEXPORT}")
+
+
+def _clip_negatives(values: np.ndarray, params: InputCheckParams, path: str | Path,
+                    role: str) -> tuple[np.ndarray, dict]:
+    """Negative values check: refuse negatives both deeper and holding more signal than noise
+    and ringing do; clip accepted ones to 0. Returns the values and :func:`negative_values`
+    plus ``action``."""
     negatives = negative_values(values)
     if (negatives["negative_depth_ratio"] > params.max_negative_depth_ratio
             and negatives["negative_signal_ratio"] > params.max_negative_signal_ratio):
         raise _fail(path, role, "negative values", f"{negatives['n_negative']} voxels "
                     f"({100 * negatives['negative_fraction']:.1f} %) are negative, as deep below "
                     f"zero as {100 * negatives['negative_depth_ratio']:.0f} % of the positive "
-                    f"values (99th percentiles; minimum {lo:g}) and holding "
+                    f"values (99th percentiles; minimum {negatives['minimum']:g}) and holding "
                     f"{100 * negatives['negative_signal_ratio']:.0f} % as much signal (limits "
                     f"{100 * params.max_negative_depth_ratio:.0f} % and "
                     f"{100 * params.max_negative_signal_ratio:.0f} %: more than noise or "
@@ -315,37 +382,56 @@ def check_image(data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header |
         # brain-mask histogram defined.
         values = np.maximum(values, np.float32(0))
     negatives["action"] = "clipped to 0" if negatives["n_negative"] else "none"
+    return values, negatives
 
+
+def _check_affine(affine: np.ndarray, path: str | Path, role: str) -> np.ndarray:
+    """Affine check: a finite, non-singular 4 x 4 voxel-to-world matrix, returned as float."""
     affine = np.asarray(affine, dtype=float)
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
         raise _fail(path, role, "affine", "the voxel-to-world matrix is missing or not finite",
                     f"repair the header; {_REEXPORT}")
-    matrix = affine[:3, :3]
-    if abs(np.linalg.det(matrix)) < 1e-9:
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise _fail(path, role, "affine", "the voxel-to-world matrix is singular",
                     f"repair the header; {_REEXPORT}")
-    voxel_mm = np.linalg.norm(matrix, axis=0)
+    return affine
+
+
+def _affine_voxel_mm(affine: np.ndarray, params: InputCheckParams, path: str | Path,
+                     role: str) -> np.ndarray:
+    """Voxel size check: the affine's voxel sizes (mm, column norms) within
+    [``params.min_voxel_mm``, ``params.max_voxel_mm``]; returned, shape (3,)."""
+    voxel_mm = np.linalg.norm(affine[:3, :3], axis=0)
     if voxel_mm.min() < params.min_voxel_mm or voxel_mm.max() > params.max_voxel_mm:
         raise _fail(path, role, "voxel size", f"voxel sizes {np.round(voxel_mm, 3).tolist()} mm "
                     f"are outside [{params.min_voxel_mm}, {params.max_voxel_mm}] mm",
                     "the header's voxel size is wrong (lost in conversion) or the image is "
                     "not a brain MRI; re-convert with dcm2niix")
-    axes = matrix / voxel_mm
+    return voxel_mm
+
+
+def _check_axes_orthogonal(affine: np.ndarray, voxel_mm: np.ndarray, params: InputCheckParams,
+                           path: str | Path, role: str) -> None:
+    """Affine (shear) check: the voxel axes orthogonal, every cosine between them at most
+    ``params.max_axis_cosine``."""
+    axes = affine[:3, :3] / voxel_mm
     cosines = np.abs(axes.T @ axes - np.eye(3)).max()
     if cosines > params.max_axis_cosine:
         raise _fail(path, role, "affine", f"voxel axes are not orthogonal (shear, max cosine "
                     f"{cosines:.2g})", "reslice the image to an orthogonal grid (e.g. "
                     "nibabel.processing.resample_from_to) or re-convert it")
-    if header is not None:
-        _check_header(header, data.shape, affine, voxel_mm, path, role, params)
 
-    fov_mm = voxel_mm * np.asarray(data.shape[:3])
+
+def _check_fov(shape: tuple[int, ...], voxel_mm: np.ndarray, params: InputCheckParams,
+               path: str | Path, role: str) -> None:
+    """Field of view check: voxel sizes x shape (mm) within [``params.min_fov_mm``,
+    ``params.max_fov_mm``] along every axis."""
+    fov_mm = voxel_mm * np.asarray(shape[:3])
     if fov_mm.min() < params.min_fov_mm or fov_mm.max() > params.max_fov_mm:
         raise _fail(path, role, "field of view", f"field of view "
                     f"{np.round(fov_mm, 1).tolist()} mm is outside [{params.min_fov_mm}, "
                     f"{params.max_fov_mm}] mm", "a partial slab or wrong voxel size; "
                     "acquire/export the whole head or fix the header's voxel size")
-    return (values, negatives) if return_negatives else values
 
 
 def _check_header(header: nib.Nifti1Header, shape: tuple[int, ...], affine: np.ndarray,
