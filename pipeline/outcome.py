@@ -35,7 +35,7 @@ import pandas as pd
 
 from pipeline import __version__
 from pipeline.errors import InputError, RegistrationError
-from pipeline.io import write_json
+from pipeline.io import read_tsv, write_json, write_tsv
 
 #: Exit code of a step that refused its input: a failed job to the scheduler; the refusal
 #: record, not the code, is what tells a refusal from a crash.
@@ -130,11 +130,16 @@ def read_refusals(out: str | Path) -> list[Refusal]:
     records = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
-            data = json.loads(path.read_text())
-            records.append(Refusal(**{k: data[k] for k in Refusal.__dataclass_fields__}))
+            records.append(read_refusal(path))
         except (OSError, ValueError, KeyError, TypeError):
             continue  # a record damaged by a kill: the step is simply retried
     return records
+
+
+def read_refusal(path: str | Path) -> Refusal:
+    """One refusal record."""
+    data = json.loads(Path(path).read_text())
+    return Refusal(**{k: data[k] for k in Refusal.__dataclass_fields__})
 
 
 def standing_refusals(out: str | Path, params_sha256: str,
@@ -235,25 +240,14 @@ def excluded_table(discovery_sessions: pd.DataFrame, refusals: Iterable[Refusal]
                              ignore_index=True)
 
 
-def refusals_from_files(paths: Iterable[str | Path]) -> list[Refusal]:
-    """The records at ``paths`` (the standing refusals the workflow passes to the cohort)."""
-    out = []
-    for path in paths:
-        data = json.loads(Path(path).read_text())
-        out.append(Refusal(**{k: data[k] for k in Refusal.__dataclass_fields__}))
-    return out
-
-
 def excluded_files(out_path: str | Path, discovery_sessions: str | Path,
                    refusal_paths: Sequence[str | Path] = (),
                    discovery_notes: str | Path | None = None) -> pd.DataFrame:
     """Write ``excluded.tsv`` from the discovery tables and the standing refusal records."""
-    from pipeline.io import read_tsv, write_tsv
-
     sessions = read_tsv(discovery_sessions, dtype=str).fillna("")
     notes = (read_tsv(discovery_notes, dtype=str).fillna("")
              if discovery_notes and Path(discovery_notes).is_file() else None)
-    table = excluded_table(sessions, refusals_from_files(refusal_paths), notes)
+    table = excluded_table(sessions, [read_refusal(p) for p in refusal_paths], notes)
     write_tsv(out_path, table)
     return table
 

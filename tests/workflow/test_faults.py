@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from pipeline.io import read_tsv
+from tests.workflow.defects import add_nans, read_float, save_float
 
 pytestmark = pytest.mark.workflow
 
@@ -41,20 +42,6 @@ def snakemake(repo: Path, env: dict, *config: str, extra: tuple[str, ...] = (),
 
 # ------------------------------------------------------------------ the defects, one per subject
 
-def _image(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    img = nib.load(path)
-    return np.asanyarray(img.dataobj).astype(np.float32), img.affine
-
-
-def _save(path: Path, data: np.ndarray, affine: np.ndarray, **header: object) -> None:
-    img = nib.Nifti1Image(data.astype(np.float32), affine)
-    img.set_sform(affine, code=1)
-    img.set_qform(affine, code=1)
-    for key, value in header.items():
-        img.header[key] = value
-    nib.save(img, path)
-
-
 def truncated_gzip(p: Path) -> None:
     p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
 
@@ -68,61 +55,53 @@ def empty_file(p: Path) -> None:
 
 
 def four_d(p: Path) -> None:
-    data, affine = _image(p)
-    _save(p, np.stack([data, data], axis=-1), affine)
+    data, affine = read_float(p)
+    save_float(p, np.stack([data, data], axis=-1), affine)
 
 
 def two_d(p: Path) -> None:
-    data, affine = _image(p)
-    _save(p, data[:, :, data.shape[2] // 2], affine)
+    data, affine = read_float(p)
+    save_float(p, data[:, :, data.shape[2] // 2], affine)
 
 
 def all_zero(p: Path) -> None:
-    data, affine = _image(p)
-    _save(p, np.zeros_like(data), affine)
+    data, affine = read_float(p)
+    save_float(p, np.zeros_like(data), affine)
 
 
 def with_nan(p: Path) -> None:
-    data, affine = _image(p)
-    data[10:12, 10:12, 10:12] = np.nan
-    _save(p, data, affine)
+    add_nans(p)
 
 
 def with_inf(p: Path) -> None:
-    data, affine = _image(p)
+    data, affine = read_float(p)
     data[10:12, 10:12, 10:12] = np.inf
-    _save(p, data, affine)
+    save_float(p, data, affine)
 
 
 def singular_affine(p: Path) -> None:
-    data, affine = _image(p)
+    data, affine = read_float(p)
     bad = affine.copy()
     bad[:3, 2] = 0.0
-    img = nib.Nifti1Image(data, affine)
-    img.set_qform(affine, code=0)
-    img.set_sform(bad, code=1)
-    nib.save(img, p)
+    save_float(p, data, bad, qform=affine, qform_code=0)
 
 
 def sform_qform_apart(p: Path) -> None:
-    data, affine = _image(p)
+    data, affine = read_float(p)
     moved = affine.copy()
     moved[0, 3] += 20.0
-    img = nib.Nifti1Image(data, affine)
-    img.set_sform(affine, code=1)
-    img.set_qform(moved, code=1)
-    nib.save(img, p)
+    save_float(p, data, affine, qform=moved)
 
 
 def far_from_t1w(p: Path) -> None:
-    data, affine = _image(p)
+    data, affine = read_float(p)
     moved = affine.copy()
     moved[2, 3] += 200.0
-    _save(p, data, moved)
+    save_float(p, data, moved)
 
 
 def zero_voxel_size(p: Path) -> None:
-    data, affine = _image(p)
+    data, affine = read_float(p)
     img = nib.Nifti1Image(data, affine)
     img.set_sform(affine, code=1)
     img.set_qform(affine, code=1)
@@ -134,8 +113,8 @@ def zero_voxel_size(p: Path) -> None:
 
 def _claim_size(p: Path, n: int) -> None:
     """An uncompressed .nii.gz whose header claims n^3 voxels of float32 (the data are not)."""
-    data, affine = _image(p)
-    _save(p, data, affine)
+    data, affine = read_float(p)
+    save_float(p, data, affine)
     raw = bytearray(gzip.decompress(p.read_bytes()))
     hdr = nib.Nifti1Header.from_fileobj(__import__("io").BytesIO(bytes(raw[:348])))
     hdr.set_data_shape((n, n, n))
@@ -152,15 +131,15 @@ def claims_4000_cubed(p: Path) -> None:
 
 
 def phase_image(p: Path) -> None:
-    data, affine = _image(p)
+    data, affine = read_float(p)
     rng = np.random.default_rng(0)
-    _save(p, rng.uniform(-3.14, 3.14, data.shape) * (data > 0), affine)
+    save_float(p, rng.uniform(-3.14, 3.14, data.shape) * (data > 0), affine)
 
 
 def pure_noise(p: Path) -> None:
-    data, affine = _image(p)
+    data, affine = read_float(p)
     rng = np.random.default_rng(1)
-    _save(p, np.abs(rng.normal(100.0, 30.0, data.shape)), affine)
+    save_float(p, np.abs(rng.normal(100.0, 30.0, data.shape)), affine)
 
 
 def swapped_contrasts(p: Path) -> None:

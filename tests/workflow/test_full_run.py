@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 
 import nibabel as nib
-import numpy as np
 import pandas as pd
 import pytest
 
 from pipeline.phantom.evaluate import evaluate
 from pipeline.io import read_tsv
+from tests.workflow.defects import add_nans
 
 pytestmark = pytest.mark.workflow
 
@@ -118,13 +118,7 @@ def test_bad_scan_stops_only_its_subject(repo, tool_env, ci_run, tmp_path):
     bids = tmp_path / "bids"
     shutil.copytree(bids_src, bids)
     bad = bids / "sub-002" / "ses-m06" / "anat" / "sub-002_ses-m06_FLAIR.nii.gz"
-    img = nib.load(bad)
-    data = np.asanyarray(img.dataobj).astype(np.float32)
-    data[10:12, 10:12, 10:12] = np.nan
-    corrupt = nib.Nifti1Image(data, img.affine)  # float32 on disk, so the NaNs are kept
-    corrupt.set_sform(img.affine, code=1)
-    corrupt.set_qform(img.affine, code=1)
-    nib.save(corrupt, bad)
+    add_nans(bad)
     before = {p: p.read_bytes() for p in sorted(bids.rglob("*")) if p.is_file()}
     out = tmp_path / "out"
     config = (f"bids_dir={bids}", f"out_dir={out}", "subjects=[001, 002]")

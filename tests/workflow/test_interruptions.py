@@ -16,11 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import pytest
 
 from pipeline.io import read_tsv
+from tests.workflow.defects import add_nans
 
 pytestmark = pytest.mark.workflow
 
@@ -121,13 +120,7 @@ def test_scans_added_with_a_bad_one_never_leave_an_old_cohort_looking_current(
         for f in (bids / "sub-001" / f"ses-{ses}" / "anat").iterdir():
             shutil.copy(f, anat / f.name.replace("sub-001", "sub-003"))
     flair = bids / "sub-003" / "ses-m06" / "anat" / "sub-003_ses-m06_FLAIR.nii.gz"
-    img = nib.load(flair)
-    data = np.asanyarray(img.dataobj).astype(np.float32)
-    data[20:22, 20:22, 20:22] = np.nan
-    corrupt = nib.Nifti1Image(data, img.affine)  # float32 on disk, so the NaNs are kept
-    corrupt.set_sform(img.affine, code=1)
-    corrupt.set_qform(img.affine, code=1)
-    nib.save(corrupt, flair)
+    add_nans(flair, start=20)
     rows = (bids / "participants.tsv").read_text().splitlines()
     rows.append(rows[1].replace("sub-001", "sub-003", 1))
     (bids / "participants.tsv").write_text("\n".join(rows) + "\n")
