@@ -1,5 +1,9 @@
 # Configuration, BIDS discovery, path patterns and input functions shared by every rule.
+import functools
+import inspect
 import json
+import math
+import os
 import shlex
 import shutil
 import sys
@@ -7,6 +11,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import snakemake.common
 from snakemake.utils import validate
 
 from pipeline.bids import ROLES, discover, parse_intervals, planned_discovery
@@ -41,6 +46,8 @@ TRUTH = Path(f"{BIDS}-truth")
 LOGS = OUT / "logs"
 BENCH = OUT / "benchmarks"
 PARAMS_JSON = LOGS / "settings" / "params.json"
+# false: files that only feed the next step of a subject's chain are deleted once it has run
+KEEP_INTERMEDIATES = config["keep_intermediates"] in (True, "true")
 
 try:
     parse_intervals(INTERVALS, SESSIONS_MONTHS)
@@ -153,7 +160,50 @@ def bench(rule, sub="{subject}", ses=None):
     return str(BENCH / rule / f"{name}.tsv")
 
 
+def intermediate(path):
+    """A file only later steps of the same subject read: temporary unless keep_intermediates."""
+    return path if KEEP_INTERMEDIATES else temp(path)
+
+
 # ---- input functions -----------------------------------------------------------------------
+# Snakemake calls these for every job it plans and reads each function's signature twice per
+# call (which arguments to pass): ~100,000 signature readings at 1000 subjects. A function
+# marked @per_job has its signature read once, here, and handed to Snakemake the way its own
+# path helpers (snakemake.ioutils) do. Per-subject values are computed once (_subject).
+def per_job(func):
+    overwrite = getattr(snakemake.common, "overwrite_function_params", None)
+    if overwrite is not None:
+        overwrite(func, inspect.signature(func).parameters)
+    return func
+
+
+@functools.cache
+def _deriv_pattern(**entities):
+    return deriv(**entities)
+
+
+@functools.cache
+def _subject(subject):
+    """Everything the subject rules ask of discovery, computed once per subject."""
+    sessions = DISCOVERY.sessions_of(subject)
+    files = [f for s in sessions for f in DISCOVERY.files_of(subject, s)]
+    masks = user_lesion_masks(SimpleNamespace(subject=subject))
+    # the preprocess rule's output patterns, filled in (one bids_path call per pattern, not per file)
+    native = lambda **e: [_deriv_pattern(**e).format(subject=subject, session=s)  # noqa: E731
+                          for s in sessions]
+    return SimpleNamespace(
+        sessions=" ".join(sessions),
+        intervals=" ".join(DISCOVERY.intervals_of(subject)),
+        months=" ".join(f"{s}={m:.4f}" for s, m in DISCOVERY.months_of(subject).items()),
+        sources=" ".join(shlex.quote(f) for f in files + masks),
+        t1w=native(desc="n4", suffix="T1w"),
+        flair=native(desc="n4", suffix="FLAIR"),
+        mask=native(desc="brain", suffix="mask"),
+        xfm=native(from_="FLAIR", to="T1w", mode="image", suffix="xfm", ext=".txt"),
+        user_masks=masks,
+        image_mb=sum(_image_mb(f) for f in files),
+    )
+
 
 def sessions_of(wildcards):
     return DISCOVERY.sessions_of(wildcards.subject)
@@ -163,12 +213,30 @@ def intervals_of(wildcards):
     return DISCOVERY.intervals_of(wildcards.subject)
 
 
+@per_job
+def out_dir(wildcards):
+    """The derivatives root, for the steps that write more files than they declare."""
+    return str(OUT)
+
+
+@per_job
+def subject_sessions(wildcards):
+    return _subject(wildcards.subject).sessions
+
+
+@per_job
+def subject_intervals(wildcards):
+    return _subject(wildcards.subject).intervals
+
+
+@per_job
 def visit_months(wildcards):
     """``session=months`` of the subject's sessions: real visit times where sessions.tsv gives
     them (config visit_times), the nominal config months otherwise."""
-    return " ".join(f"{s}={m:.4f}" for s, m in DISCOVERY.months_of(wildcards.subject).items())
+    return _subject(wildcards.subject).months
 
 
+@per_job
 def raw_inputs(wildcards):
     """The session's raw images as discovery chose them (config inputs); with the phantom, the
     generator's participants.tsv stands for the whole tree it writes."""
@@ -179,11 +247,93 @@ def raw_inputs(wildcards):
     return files
 
 
+@per_job
+def register_inputs(wildcards):
+    """Every needed session's preprocess outputs (N4 images, brain mask, FLAIR->T1w transform)."""
+    sub = _subject(wildcards.subject)
+    return {"t1w": sub.t1w, "flair": sub.flair, "mask": sub.mask, "xfm": sub.xfm}
+
+
+@per_job
+def segment_inputs(wildcards):
+    """The native N4 images (segment reads their voxel sizes) and any user lesion masks."""
+    sub = _subject(wildcards.subject)
+    return {"native_t1w": sub.t1w, "native_flair": sub.flair, "user_masks": sub.user_masks}
+
+
+@per_job
+def user_mask_args(wildcards, input):
+    """``--lesion-masks session=path ...`` when masks are user-supplied, else nothing."""
+    if not input.user_masks:
+        return ""
+    return "--lesion-masks " + " ".join(f"{s}={m}" for s, m in zip(sessions_of(wildcards),
+                                                                    input.user_masks))
+
+
+@per_job
 def subject_sources(wildcards):
     """The raw files a subject step derives from, shell-quoted for ``--sources``: every needed
     session's T1w and FLAIR (the fingerprint of a refusal; the derivatives' ``Sources``)."""
-    files = [f for s in sessions_of(wildcards) for f in DISCOVERY.files_of(wildcards.subject, s)]
-    return " ".join(shlex.quote(f) for f in files + user_lesion_masks(wildcards))
+    return _subject(wildcards.subject).sources
+
+
+# ---- what a job asks of a cluster (mem_mb, runtime in minutes) -----------------------------
+# Measured per job at 1 mm whole head, one thread per step (benchmarks/subject_speed.py and
+# the MNI152 test bed: a session's T1w + FLAIR are ~25 MB of .nii.gz, 180x220x190 voxels):
+# peak resident memory preprocess ~600 MB, register ~630 MB, segment ~1070 MB (3 sessions),
+# longitudinal ~460 MB; 5-30 s wall per job. qc_figures was not measured at 1 mm: taken as
+# 600 MB, 10 s. About 250 MB of each peak is the interpreter and its libraries; the rest grows
+# with the voxels the job reads, measured here by the size of its raw images against the 1 mm
+# reference (a 0.5 mm scan, 8x the voxels, gets ~8x that part). A job asks 1.5x the scaled
+# memory and 10x the scaled time, never less than at 1 mm (or 5 minutes): the phantoms' 1.5-2 mm
+# scans get the 1 mm figures. Local runs ignore both unless --resources limits them.
+STEP_COST = {  # step: (peak MB at 1 mm, seconds at 1 mm, sessions the figure is for)
+    "preprocess": (600, 10, 1),
+    "register": (630, 15, 3),
+    "segment": (1070, 30, 3),
+    "longitudinal": (460, 10, 3),
+    "qc_figures": (600, 10, 3),
+}
+REFERENCE_SESSION_MB = 25.0  # T1w + FLAIR .nii.gz of one 1 mm whole-head session
+BASE_MB = 250  # the interpreter and libraries, whatever the image size
+_SIZE_CACHE = {}
+
+
+def _image_mb(path):
+    """On-disk size of a raw image in MB (an uncompressed .nii counts half, as if gzipped);
+    0 for a file not there yet (the phantom before it is generated). One stat per file a run."""
+    if path not in _SIZE_CACHE:
+        try:
+            size = os.stat(path).st_size / 1e6
+        except OSError:
+            size = 0.0
+        _SIZE_CACHE[path] = size / 2 if str(path).endswith(".nii") else size
+    return _SIZE_CACHE[path]
+
+
+def _scale(step, wildcards):
+    """The job's voxels against the 1 mm reference (>= 1)."""
+    sessions = STEP_COST[step][2]
+    if step == "preprocess":
+        image_mb = sum(map(_image_mb, DISCOVERY.files_of(wildcards.subject, wildcards.session)))
+    else:
+        image_mb = _subject(wildcards.subject).image_mb
+    return max(1.0, image_mb / (sessions * REFERENCE_SESSION_MB))
+
+
+def job_resources(step):
+    """``resources:`` of a heavy step: mem_mb and runtime (minutes) from its input size."""
+    peak_mb, seconds, _ = STEP_COST[step]
+
+    @per_job
+    def mem_mb(wildcards):
+        return math.ceil(1.5 * (BASE_MB + (peak_mb - BASE_MB) * _scale(step, wildcards)))
+
+    @per_job
+    def runtime(wildcards):
+        return max(5, math.ceil(10 * seconds * _scale(step, wildcards) / 60))
+
+    return {"mem_mb": mem_mb, "runtime": runtime}
 
 
 def refusal_records():

@@ -13,9 +13,9 @@ rule longitudinal:
     output:
         endpoints=deriv(ses=None, suffix="endpoints", ext=".tsv"),
     params:
-        out=lambda wildcards: str(OUT),
-        sessions=lambda wc: " ".join(sessions_of(wc)),
-        intervals=lambda wc: " ".join(intervals_of(wc)),
+        out=out_dir,
+        sessions=subject_sessions,
+        intervals=subject_intervals,
         months=visit_months,
         sources=subject_sources,
     log:
@@ -26,7 +26,7 @@ rule longitudinal:
         "../envs/pipeline.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        **job_resources("longitudinal"),
     shell:
         "python -m pipeline longitudinal --out {params.out} --subject {wildcards.subject}"
         " --sessions {params.sessions} --intervals {params.intervals}"

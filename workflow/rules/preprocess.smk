@@ -7,13 +7,14 @@ rule preprocess:
         unpack(raw_inputs),
         params=str(PARAMS_JSON),
     output:
-        t1w=deriv(desc="n4", suffix="T1w"),
-        flair=deriv(desc="n4", suffix="FLAIR"),
+        # read by register and segment only (keep_intermediates keeps them)
+        t1w=intermediate(deriv(desc="n4", suffix="T1w")),
+        flair=intermediate(deriv(desc="n4", suffix="FLAIR")),
         mask=deriv(desc="brain", suffix="mask"),
         xfm=deriv(from_="FLAIR", to="T1w", mode="image", suffix="xfm", ext=".txt"),
         qc=deriv(desc="preproc", suffix="qc", ext=".json"),
     params:
-        out=lambda wildcards: str(OUT),
+        out=out_dir,
     log:
         log("preprocess", ses="{session}"),
     benchmark:
@@ -22,7 +23,7 @@ rule preprocess:
         "../envs/pipeline.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        **job_resources("preprocess"),
     shell:
         "python -m pipeline preprocess --t1w {input.t1w:q} --flair {input.flair:q}"
         " --subject {wildcards.subject} --session {wildcards.session} --out {params.out}"

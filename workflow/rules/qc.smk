@@ -19,16 +19,18 @@ rule qc_figures:
             subcategory="{subject}",
         ),
     params:
-        out=lambda wildcards: str(OUT),
-        sessions=lambda wc: " ".join(sessions_of(wc)),
-        intervals=lambda wc: " ".join(intervals_of(wc)),
+        out=out_dir,
+        sessions=subject_sessions,
+        intervals=subject_intervals,
     log:
         log("qc"),
+    benchmark:
+        bench("qc")
     conda:
         "../envs/pipeline.yaml"
     threads: 1
     resources:
-        mem_mb=1500,
+        **job_resources("qc_figures"),
     shell:
         "python -m pipeline qc --out {params.out} --subject {wildcards.subject}"
         " --sessions {params.sessions} --intervals {params.intervals} > {log} 2>&1"

@@ -6,18 +6,14 @@
 
 rule register:
     input:
-        t1w=lambda wc: [deriv(wc.subject, s, desc="n4", suffix="T1w") for s in sessions_of(wc)],
-        flair=lambda wc: [deriv(wc.subject, s, desc="n4", suffix="FLAIR") for s in sessions_of(wc)],
-        mask=lambda wc: [deriv(wc.subject, s, desc="brain", suffix="mask") for s in sessions_of(wc)],
-        xfm=lambda wc: [deriv(wc.subject, s, from_="FLAIR", to="T1w", mode="image", suffix="xfm",
-                              ext=".txt") for s in sessions_of(wc)],
+        unpack(register_inputs),  # every session's N4 T1w and FLAIR, brain mask, FLAIR->T1w
         params=str(PARAMS_JSON),
     output:
         template=deriv(ses=None, space="subject", desc="template", suffix="T1w"),
         qc=deriv(ses=None, desc="registration", suffix="qc", ext=".tsv"),
     params:
-        out=lambda wildcards: str(OUT),
-        sessions=lambda wc: " ".join(sessions_of(wc)),
+        out=out_dir,
+        sessions=subject_sessions,
         sources=subject_sources,
     log:
         log("register"),
@@ -27,7 +23,7 @@ rule register:
         "../envs/pipeline.yaml"
     threads: config["threads_register"]
     resources:
-        mem_mb=3000,
+        **job_resources("register"),
     shell:
         "python -m pipeline register --out {params.out} --subject {wildcards.subject}"
         " --sessions {params.sessions} --params {input.params} --threads {threads}"

@@ -9,18 +9,15 @@
 
 rule segment:
     input:
+        unpack(segment_inputs),  # native N4 T1w and FLAIR (their voxel sizes), user masks
         registration=deriv(ses=None, desc="registration", suffix="qc", ext=".tsv"),
-        user_masks=user_lesion_masks,
         params=str(PARAMS_JSON),
     output:
         summary=deriv(ses=None, desc="lesion", suffix="qc", ext=".tsv"),
     params:
-        out=lambda wildcards: str(OUT),
-        sessions=lambda wc: " ".join(sessions_of(wc)),
-        user_masks=lambda wc, input: (
-            "--lesion-masks " + " ".join(f"{s}={m}" for s, m in zip(sessions_of(wc),
-                                                                     input.user_masks))
-            if input.user_masks else ""),
+        out=out_dir,
+        sessions=subject_sessions,
+        user_masks=user_mask_args,
         sources=subject_sources,
     log:
         log("segment"),
@@ -30,7 +27,7 @@ rule segment:
         "../envs/pipeline.yaml"
     threads: 1
     resources:
-        mem_mb=3000,
+        **job_resources("segment"),
     shell:
         "python -m pipeline segment --out {params.out} --subject {wildcards.subject}"
         " --sessions {params.sessions} {params.user_masks} --params {input.params}"
