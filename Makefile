@@ -24,7 +24,7 @@ test: $(STAMP)
 
 # Reproduce every table in benchmarks/ (tens of minutes on 2 cores; see benchmarks/README.md).
 BENCHMARKS := phantom_speed registration_accuracy brainmask_accuracy subject_speed lesion_accuracy \
-              trial_reproduction peers dag_scale
+              trial_reproduction peers dag_scale speed
 PEERS_VENV ?= /tmp/peers
 # The peers live in their own environment, outside this project: benchmarked, never imported.
 $(PEERS_VENV)/bin/python:
