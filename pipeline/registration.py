@@ -59,9 +59,9 @@ import argparse
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import SimpleITK as sitk
 
 from pipeline import io
@@ -86,6 +86,9 @@ from pipeline.outcome import add_sources_argument, run_step
 from pipeline.provenance import write_sidecars
 from pipeline.params import RegistrationParams
 from pipeline.paths import bids_path
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _INITIALISATIONS = {
     "identity": None,
@@ -884,6 +887,8 @@ def registration_table(pairs: list[RigidResult], names: list[tuple[str, str]],
                      "iterations": r.iterations, "accepted": "yes" if ok else "no"})
     columns = ["moving", "fixed", "metric", "metric_value", "similarity", "similarity_value",
                "rotation_deg", "translation_mm", "initialisation", "iterations", "accepted"]
+    import pandas as pd  # here, not at the top: preprocess imports this module and no table
+
     return pd.DataFrame(rows, columns=columns)
 
 
