@@ -52,6 +52,7 @@ from typing import Any, Iterable, Mapping, NamedTuple
 
 import pandas as pd
 
+from pipeline.cli import run_command
 from pipeline.contract import interval_label, split_interval_label
 from pipeline.errors import InputError
 from pipeline.io import read_tsv, write_tsv
@@ -822,15 +823,18 @@ def main(argv: list[str] | None = None) -> int:
                          "images, sessions not configured, ...); columns: "
                          + ", ".join(NOTE_COLUMNS))
     args = ap.parse_args(argv)
-    try:
-        exclude = dict(item.partition("=")[::2] for item in args.exclude)
-        inputs = json.loads(args.inputs) if args.inputs else {}
-        found = discover(args.bids, _key_value(args.sessions), args.intervals, args.subjects,
-                         exclude, filters={r: inputs[r] for r in ROLES if r in inputs},
-                         multiple_runs=inputs.get("multiple_runs", "last"),
-                         visit_times=json.loads(args.visit_times) if args.visit_times else None)
-    except (InputError, json.JSONDecodeError) as exc:
-        ap.exit(1, f"error: {exc}\n")
+    return run_command("discover", lambda: _discover_files(args),
+                       errors=(InputError, json.JSONDecodeError))
+
+
+def _discover_files(args: argparse.Namespace) -> None:
+    """The discover command: the three discovery tables written, one line per session."""
+    exclude = dict(item.partition("=")[::2] for item in args.exclude)
+    inputs = json.loads(args.inputs) if args.inputs else {}
+    found = discover(args.bids, _key_value(args.sessions), args.intervals, args.subjects,
+                     exclude, filters={r: inputs[r] for r in ROLES if r in inputs},
+                     multiple_runs=inputs.get("multiple_runs", "last"),
+                     visit_times=json.loads(args.visit_times) if args.visit_times else None)
     write_tsv(args.sessions_out, found.sessions)
     write_tsv(args.intervals_out, found.intervals)
     if args.notes_out is not None:
@@ -843,4 +847,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row.participant_id} {row.interval}: skipped ({row.reason})")
     for line in found.note_lines():
         print(line)
-    return 0

@@ -28,7 +28,6 @@ intensity range (0-1, 0-4095, 0-65535) is accepted: no check uses an absolute in
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -37,6 +36,7 @@ import numpy as np
 from nibabel.volumeutils import apply_read_scaling
 
 from pipeline import io
+from pipeline.cli import run_command
 from pipeline.errors import InputError
 from pipeline.params import InputCheckParams
 from pipeline.paths import raw_image
@@ -576,15 +576,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", help="parameter JSON ({class name: {field: value}}, as "
                         "written by 'python -m pipeline settings'); uses InputCheckParams")
     args = parser.parse_args(argv)
-    try:
-        params = load_params(args.params)["InputCheckParams"]
-        t1, flair = session_inputs(args.bids, args.subject, args.session, args.t1w, args.flair)
-        info = check_session(t1, flair, params)
-    except InputError as exc:
-        print(f"validate: {exc}", file=sys.stderr)
-        return 1
+    return run_command("validate", lambda: _validate_files(args))
+
+
+def _validate_files(args: argparse.Namespace) -> None:
+    """The validate command: both images of one session checked, one summary line."""
+    params = load_params(args.params)["InputCheckParams"]
+    t1, flair = session_inputs(args.bids, args.subject, args.session, args.t1w, args.flair)
+    info = check_session(t1, flair, params)
     print(f"validate sub-{args.subject} ses-{args.session}: ok (T1w {info['T1w']['shape']} @ "
           f"{info['T1w']['voxel_mm']} mm, FLAIR {info['FLAIR']['shape']} @ "
           f"{info['FLAIR']['voxel_mm']} mm, overlap "
           f"{100 * info['t1_flair_overlap_fraction']:.0f} %)")
-    return 0

@@ -29,13 +29,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from pipeline import __version__
+from pipeline.cli import run_command
 from pipeline.errors import InputError, RegistrationError
 from pipeline.io import read_tsv, write_json, write_tsv
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Exit code of a step that refused its input: a failed job to the scheduler; the refusal
 #: record, not the code, is what tells a refusal from a crash.
@@ -235,6 +237,8 @@ def excluded_table(discovery_sessions: pd.DataFrame, refusals: Iterable[Refusal]
         for n in notes[notes.kind == "participant_without_images"].itertuples(index=False):
             rows.append([n.participant_id, "n/a", "discovery", n.path or "n/a", n.reason,
                          "add the participant's images or remove the row"])
+    import pandas as pd  # here, not at the top: image-only steps start faster without it
+
     table = pd.DataFrame(rows, columns=list(EXCLUDED_COLUMNS))
     return table.sort_values(["participant_id", "session", "step"], kind="mergesort",
                              ignore_index=True)
@@ -305,10 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--refusals", nargs="*", default=[], help="standing refusal records")
     ap.add_argument("--out", required=True, help="excluded.tsv to write")
     args = ap.parse_args(argv)
-    try:
+
+    def work() -> None:
         table = excluded_files(args.out, args.sessions, args.refusals, args.notes)
-    except (InputError, OSError, ValueError, KeyError) as exc:
-        print(f"excluded: {exc}", file=sys.stderr)
-        return 1
-    print(f"excluded: {len(table)} row(s) -> {args.out}")
-    return 0
+        print(f"excluded: {len(table)} row(s) -> {args.out}")
+
+    return run_command("excluded", work, errors=(InputError, OSError, ValueError, KeyError))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import params as P
+from pipeline.cli import run_command
 from pipeline.errors import InputError
 from pipeline.io import json_text, write_json, write_text
 
@@ -85,11 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, type=Path, help="output JSON")
     args = ap.parse_args(argv)
     if args.record is not None:
-        write_json(args.out, json.loads(args.record))
-        return 0
-    try:
-        text = resolved_text(json.loads(args.json))
-    except (InputError, json.JSONDecodeError) as exc:
-        ap.exit(1, f"error: {exc}\n")
-    write_text(args.out, text)
-    return 0
+        return run_command("settings", lambda: write_json(args.out, json.loads(args.record)),
+                           errors=(json.JSONDecodeError,))
+    return run_command("settings",
+                       lambda: write_text(args.out, resolved_text(json.loads(args.json))),
+                       errors=(InputError, json.JSONDecodeError))

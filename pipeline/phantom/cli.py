@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.errors import InputError
+from pipeline.cli import run_command
 from pipeline.phantom.cohort import DEFAULT_SEED, generate_cohort
 from pipeline.phantom.config import ANATOMIES, PRESETS
 
@@ -52,13 +52,14 @@ def main(argv: list[str] | None = None) -> int:
         overrides["skull_stripped"] = True
     if args.rescan:
         overrides["rescan"] = True
-    try:
-        summary = generate_cohort(args.out, args.truth_dir, preset=args.preset,
-                                  n_subjects=args.subjects, seed=args.seed,
-                                  preview=args.preview, **overrides)
-    except InputError as exc:
-        print(f"phantom: {exc}")
-        return 1
+    return run_command("phantom", lambda: _write_cohort(args, overrides))
+
+
+def _write_cohort(args: argparse.Namespace, overrides: dict) -> None:
+    """The phantom command: the cohort written, with a summary of what was made."""
+    summary = generate_cohort(args.out, args.truth_dir, preset=args.preset,
+                              n_subjects=args.subjects, seed=args.seed,
+                              preview=args.preview, **overrides)
     secs = summary["seconds_per_subject"]
     print(f"phantom: wrote {len(summary['participants'])} subjects to {summary['bids_dir']} "
           f"(truth: {summary['truth_dir']})")
@@ -69,4 +70,3 @@ def main(argv: list[str] | None = None) -> int:
               "differ from the generated change (lesions too small for the voxel size?)")
     for path in summary["previews"]:
         print(path)
-    return 0
