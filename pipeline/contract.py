@@ -24,6 +24,9 @@ Vectorised over arrays of lesions; the thresholds are fields of
   ``enlarging_min_pct_per_year`` % per year of follow-up and >= ``enlarging_min_voxels`` voxels.
 * :func:`is_shrinking`: present at a and at b, and loss >= ``shrinking_min_decrease_mm3`` and
   >= ``shrinking_min_decrease_pct`` % of the volume at a (the mirror of enlarging).
+* :func:`is_large_enough_new`: a new T2 lesion (or its piece outside the old lesions) has
+  >= ``min_new_lesion_volume_mm3``; :func:`is_large_enough_black_hole`: a T1-hypointense
+  lesion's T2 lesion has >= ``min_t1hypo_volume_mm3``.
 
 What a lesion is beyond volumes (FLAIR-rise confirmation, touching and merging lesions) is the
 longitudinal stage's method (:mod:`pipeline.longitudinal`); the phantom's truth has no images to
@@ -149,6 +152,18 @@ def is_enlarging(volume_start_mm3: np.ndarray | float, volume_end_mm3: np.ndarra
             grow >= params.enlarging_min_voxels * voxel_mm3 - tol)
     return (va > 0) & (grow >= params.enlarging_min_increase_mm3 - tol) & (
         grow >= params.enlarging_min_increase_pct / 100.0 * va - tol)
+
+
+def is_large_enough_new(volume_mm3: np.ndarray | float, params: LesionParams) -> np.ndarray:
+    """Whether each new T2 lesion (volume at b, mm^3) is large enough to count as new."""
+    return np.asarray(volume_mm3, float) >= params.min_new_lesion_volume_mm3 - VOLUME_TOLERANCE_MM3
+
+
+def is_large_enough_black_hole(volume_mm3: np.ndarray | float, params: LesionParams
+                               ) -> np.ndarray:
+    """Whether each T1-hypointense lesion (volume of its T2 lesion at b, mm^3) is large enough
+    to count."""
+    return np.asarray(volume_mm3, float) >= params.min_t1hypo_volume_mm3 - VOLUME_TOLERANCE_MM3
 
 
 def is_shrinking(volume_start_mm3: np.ndarray | float, volume_end_mm3: np.ndarray | float,

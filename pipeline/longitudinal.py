@@ -95,6 +95,8 @@ from pipeline.contract import (
     UNCONFIRMED,
     interval_label,
     is_enlarging,
+    is_large_enough_black_hole,
+    is_large_enough_new,
     is_shrinking,
     split_interval_label,
 )
@@ -387,7 +389,7 @@ def _outside_pieces(m: _Match, dif: _Difference, params: LesionParams, grid: _Cr
         piece_b[1:] = np.asarray(ndimage.maximum(m.lb, lp, index=np.arange(1, npieces + 1)),
                                  dtype=np.int64)
     piece_vol = ps["count"] * grid.voxel_mm3
-    piece_ok = ((piece_vol >= params.min_new_lesion_volume_mm3 - 1e-9)
+    piece_ok = (is_large_enough_new(piece_vol, params)
                 & _confirmed(ps["rise"], ps["excess"], dif.sd, params))
     piece_ok[0] = False
     group_has_a = np.zeros(m.n_groups, bool)
@@ -638,7 +640,7 @@ def _new_black_hole_rows(t1hypo_a_crop: np.ndarray, t1hypo_b_crop: np.ndarray,
     t2_volume_of_hypo = _t2_volume_of_black_holes(mh, m, vv)
     rows = []
     for j in range(1, mh.nb + 1):
-        if t2_volume_of_hypo[j] < params.min_t1hypo_volume_mm3 - 1e-9:
+        if not is_large_enough_black_hole(t2_volume_of_hypo[j], params):
             continue
         olds = linked.get(j, [])
         cls = "persistent" if olds else "new"

@@ -36,6 +36,8 @@ from pipeline.contract import (
     STABLE,
     interval_label,
     is_enlarging,
+    is_large_enough_black_hole,
+    is_large_enough_new,
     is_shrinking,
 )
 from pipeline.errors import InputError
@@ -77,7 +79,7 @@ def classify_change(volume_a_mm3: np.ndarray, volume_b_mm3: np.ndarray,
     out[shrinking & ~enlarging] = SHRINKING
     out[(va > 0) & (vb == 0)] = RESOLVED
     out[(va == 0)] = ABSENT
-    out[(va == 0) & (vb >= lp.min_new_lesion_volume_mm3)] = NEW
+    out[(va == 0) & is_large_enough_new(vb, lp)] = NEW
     return out
 
 
@@ -86,7 +88,7 @@ def new_t1hypo(hypo_a: np.ndarray, hypo_b: np.ndarray, volume_b_mm3: np.ndarray,
     """1 where a lesion is T1-hypointense at b, not at a, and large enough at b; else 0."""
     lp = params or LesionParams()
     return ((np.asarray(hypo_b, bool) & ~np.asarray(hypo_a, bool))
-            & (np.asarray(volume_b_mm3, float) >= lp.min_t1hypo_volume_mm3)).astype(int)
+            & is_large_enough_black_hole(volume_b_mm3, lp)).astype(int)
 
 
 def expected_class(kind: str, event_session: int, a: int, b: int) -> tuple[str, int]:
