@@ -112,25 +112,9 @@ def preprocess_session(t1: np.ndarray, t1_affine: np.ndarray, flair: np.ndarray,
 
     timer = time.perf_counter()
     flair_img = nifti_to_sitk(np.asarray(flair, dtype=np.float32), flair_affine)
-    identity = same_grid(np.shape(t1), t1_affine, np.shape(flair), flair_affine)
-    if identity:
-        transform = sitk.Euler3DTransform()
-        f_vals, m_vals = paired_samples(t1_n4, flair_img, transform, mask_img, None)
-        flair_qc = {"method": "identity (shared grid)",
-                    "similarity_nmi": normalised_mutual_information(
-                        f_vals, m_vals, reg_params.mi_histogram_bins),
-                    "metric_value": None, "rotation_deg": 0.0, "translation_mm": 0.0,
-                    "initialisation": None, "iterations": 0}
-    else:
-        # FLAIR and T1 of one session share the scanner frame: start from the identity.
-        result = register_rigid_images(t1_n4, flair_img, reg_params, fixed_mask=mask_img,
-                                       multimodal=True, pair=f"{label} FLAIR -> T1w",
-                                       initialisations=("identity", "geometry", "moments"))
-        transform = result.transform
-        flair_qc = {"method": "rigid (Mattes MI)", "similarity_nmi": result.similarity,
-                    "metric_value": result.metric_value, "rotation_deg": result.rotation_deg,
-                    "translation_mm": result.translation_mm,
-                    "initialisation": result.initialisation, "iterations": result.iterations}
+    shared_grid = same_grid(np.shape(t1), t1_affine, np.shape(flair), flair_affine)
+    transform, flair_qc = flair_to_t1(t1_n4, flair_img, mask_img, shared_grid, reg_params,
+                                      label)
     seconds["flair_to_t1"] = time.perf_counter() - timer
 
     timer = time.perf_counter()
@@ -150,6 +134,34 @@ def preprocess_session(t1: np.ndarray, t1_affine: np.ndarray, flair: np.ndarray,
     return SessionPreprocessed(np.ascontiguousarray(sitk_to_nifti(t1_n4)[0]),
                                np.ascontiguousarray(sitk_to_nifti(flair_n4)[0]),
                                mask, transform, qc)
+
+
+def flair_to_t1(t1_n4: sitk.Image, flair: sitk.Image, t1_mask: sitk.Image, shared_grid: bool,
+                reg_params: RegistrationParams, label: str
+                ) -> tuple[sitk.Euler3DTransform, dict]:
+    """The FLAIR -> T1 transform of one session and its QC record.
+
+    A FLAIR stored on the T1's grid is taken as aligned (the identity, with its similarity
+    recorded); otherwise it is registered rigidly (Mattes MI) inside the T1 brain mask,
+    starting from the identity: FLAIR and T1 of one session share the scanner frame.
+    """
+    if shared_grid:
+        transform = sitk.Euler3DTransform()
+        f_vals, m_vals = paired_samples(t1_n4, flair, transform, t1_mask, None)
+        return transform, {"method": "identity (shared grid)",
+                           "similarity_nmi": normalised_mutual_information(
+                               f_vals, m_vals, reg_params.mi_histogram_bins),
+                           "metric_value": None, "rotation_deg": 0.0, "translation_mm": 0.0,
+                           "initialisation": None, "iterations": 0}
+    result = register_rigid_images(t1_n4, flair, reg_params, fixed_mask=t1_mask,
+                                   multimodal=True, pair=f"{label} FLAIR -> T1w",
+                                   initialisations=("identity", "geometry", "moments"))
+    return result.transform, {"method": "rigid (Mattes MI)", "similarity_nmi": result.similarity,
+                              "metric_value": result.metric_value,
+                              "rotation_deg": result.rotation_deg,
+                              "translation_mm": result.translation_mm,
+                              "initialisation": result.initialisation,
+                              "iterations": result.iterations}
 
 
 def preprocess_session_files(bids_dir: str | Path | None, subject: str, session: str,

@@ -358,8 +358,29 @@ def tissue_fractions(anat: Anatomy, points_mm: np.ndarray, t_years: float,
         csf_in = np.maximum(csf_in, tent)
         d_wm = np.minimum(d_wm, -d_cb - hw - cortex)
     wm_raw = ramp(d_wm, e)
+    deep = _deep_structures(anat, pts, t_years, e, csf_in)
+    rem = 1.0 - csf_in
+    cer = {"csf": csf_in, "deep_gm": rem * deep, "wm": rem * (1.0 - deep) * wm_raw,
+           "gm": rem * (1.0 - deep) * (1.0 - wm_raw)}
+    w_cer = np.ones_like(x)
+    parts = [(w_cer, cer)]
+    if p.hindbrain:
+        w_cer, parts = _with_hindbrain(anat, pts, cer, d_cb, d_st, tent, core, e)
+    out = {k: sum(w * t[k] for w, t in parts) * brain for k in ("csf", "deep_gm", "wm", "gm")}
+    out["csf"] += intracranial - brain
+    out.update({"skull": in_outer_skull - intracranial, "scalp": head - in_outer_skull,
+                "brain": brain, "cerebrum": w_cer * brain, "texture": texture})
+    return out
+
+
+def _deep_structures(anat: Anatomy, pts: np.ndarray, t_years: float, e: float,
+                     csf_in: np.ndarray) -> np.ndarray:
+    """Deep GM fraction at ``pts``; ventricular CSF is added to ``csf_in`` in place.
+
+    Ventricles and nuclei are evaluated only in the central box that holds them all.
+    """
+    x, y, z = pts
     deep = np.zeros_like(x)
-    # Ventricles and nuclei: evaluate only in the central box that holds them all.
     structs_v = anat.ventricles(t_years)
     structs_d = anat.deep_gm()
     lo = np.min([st.center_mm - st.semi_axes_mm.max() - 2 * e for st in structs_v + structs_d], 0)
@@ -372,35 +393,33 @@ def tissue_fractions(anat: Anatomy, points_mm: np.ndarray, t_years: float,
         d_d = np.max([ellipsoid_depth_mm(sub, st) for st in structs_d], 0)
         csf_in[box] = np.maximum(csf_in[box], ramp(d_v, e))
         deep[box] = ramp(d_d, e)
-    rem = 1.0 - csf_in
-    cer = {"csf": csf_in, "deep_gm": rem * deep, "wm": rem * (1.0 - deep) * wm_raw,
-           "gm": rem * (1.0 - deep) * (1.0 - wm_raw)}
-    w_cer = np.ones_like(x)
-    parts = [(w_cer, cer)]
-    if p.hindbrain:
-        w_cb = ramp(d_cb, e)
-        w_st = ramp(d_st, e) * (1.0 - w_cb)
-        w_cer = np.clip(1.0 - w_cb - w_st, 0.0, 1.0)
-        hind = np.flatnonzero(w_cb > 0)
-        cb_csf = np.zeros_like(x)
-        cb_wm = np.zeros_like(x)
-        if hind.size:
-            # Folia: the folding field at twice the spatial frequency, shallow and thin.
-            sub = pts[:, hind]
-            folia = np.abs(_sample_fields(anat, 2.0 * sub)[1]) / 2.0
-            d_fol = np.minimum(np.float32(0.5) - folia, np.float32(16.0) - d_cb[hind])
-            cb_csf[hind] = np.maximum(ramp(d_fol, e), tent[hind])
-            cb_wm[hind] = ramp(ellipsoid_depth_mm(sub, core), e) * (1.0 - cb_csf[hind])
-        cbl = {"csf": cb_csf, "deep_gm": np.zeros_like(x), "wm": cb_wm,
-               "gm": 1.0 - cb_csf - cb_wm}
-        stem_t = {"csf": np.zeros_like(x), "deep_gm": np.zeros_like(x), "wm": np.ones_like(x),
-                  "gm": np.zeros_like(x)}
-        parts = [(w_cer, cer), (w_cb, cbl), (w_st, stem_t)]
-    out = {k: sum(w * t[k] for w, t in parts) * brain for k in ("csf", "deep_gm", "wm", "gm")}
-    out["csf"] += intracranial - brain
-    out.update({"skull": in_outer_skull - intracranial, "scalp": head - in_outer_skull,
-                "brain": brain, "cerebrum": w_cer * brain, "texture": texture})
-    return out
+    return deep
+
+
+def _with_hindbrain(anat: Anatomy, pts: np.ndarray, cer: dict[str, np.ndarray],
+                    d_cb: np.ndarray, d_st: np.ndarray, tent: np.ndarray, core: Ellipsoid,
+                    e: float) -> tuple[np.ndarray, list]:
+    """Cerebrum weight and the (weight, tissue fractions) parts: cerebrum, cerebellum (with
+    folia and its WM core) and brainstem (all WM)."""
+    x = pts[0]
+    w_cb = ramp(d_cb, e)
+    w_st = ramp(d_st, e) * (1.0 - w_cb)
+    w_cer = np.clip(1.0 - w_cb - w_st, 0.0, 1.0)
+    hind = np.flatnonzero(w_cb > 0)
+    cb_csf = np.zeros_like(x)
+    cb_wm = np.zeros_like(x)
+    if hind.size:
+        # Folia: the folding field at twice the spatial frequency, shallow and thin.
+        sub = pts[:, hind]
+        folia = np.abs(_sample_fields(anat, 2.0 * sub)[1]) / 2.0
+        d_fol = np.minimum(np.float32(0.5) - folia, np.float32(16.0) - d_cb[hind])
+        cb_csf[hind] = np.maximum(ramp(d_fol, e), tent[hind])
+        cb_wm[hind] = ramp(ellipsoid_depth_mm(sub, core), e) * (1.0 - cb_csf[hind])
+    cbl = {"csf": cb_csf, "deep_gm": np.zeros_like(x), "wm": cb_wm,
+           "gm": 1.0 - cb_csf - cb_wm}
+    stem_t = {"csf": np.zeros_like(x), "deep_gm": np.zeros_like(x), "wm": np.ones_like(x),
+              "gm": np.zeros_like(x)}
+    return w_cer, [(w_cer, cer), (w_cb, cbl), (w_st, stem_t)]
 
 
 def contrast_values(params: PhantomParams, contrast: str) -> dict[str, float]:

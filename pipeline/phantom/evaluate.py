@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.cli import run_command
 from pipeline.contract import COUNT_ENDPOINTS, ENDPOINT_COLUMNS, T2LV_COLUMNS, VOLUME_ENDPOINT
 from pipeline.errors import InputError
 from pipeline.io import load_nifti, read_tsv, write_tsv
@@ -370,50 +371,84 @@ def evaluate(derivatives: str | Path, truth_dir: str | Path, bids_dir: str | Pat
         if not table_path.exists():
             missing.append(f"{pid} {iv}")
             continue
-        pred = read_tsv(table_path)
-        need = {"kind", "class", "volume_end_mm3", "x_mm", "y_mm", "z_mm"}
-        if need - set(pred.columns):
-            raise InputError(f"{table_path}: lacks columns {sorted(need - set(pred.columns))}; "
-                             "the interval lesion table must give kind, class, volume_end_mm3 "
-                             "and x_mm, y_mm, z_mm in session b's T1w world coordinates")
-        labels, affine, _ = load_nifti(bids_path(truth, sub, b, desc="truth", suffix="dseg"))
-        if bids_dir is not None:
-            _, t1_aff, _ = load_nifti(raw_image(bids_dir, sub, b, "T1w"))
-            if not np.allclose(t1_aff, affine, atol=1e-4):
-                raise InputError(f"{raw_image(bids_dir, sub, b, 'T1w')}: affine differs from the "
-                                 f"truth label map's; --truth {truth} does not belong to --bids "
-                                 f"{bids_dir}")
-        tissue_path = bids_path(truth, sub, b, desc="tissue", suffix="dseg")
-        tissue_map = load_nifti(tissue_path)[0] if tissue_path.exists() else None
-        lesions = read_tsv(truth / pid / f"{pid}_lesions.tsv")
         dt = (months[b] - months[a] if months is not None
               else float(truth_ep["months"].iloc[j]))
-        vv = float(abs(np.linalg.det(affine[:3, :3])))
-        for kind in ("t2", "t1hypo"):
-            targets, ignore = interval_targets(lesions, iv, a, b, kind, lp, dt, vv)
-            if kind == "t2":
-                cls = classify_change(lesions[f"volume_mm3_{a}"].to_numpy(float),
-                                      lesions[f"volume_mm3_{b}"].to_numpy(float), lp, dt, vv)
-                truth_counts[(pid, iv)] = {"new_t2": len(targets),
-                                           "enlarging_t2": int((cls == "enlarging").sum())}
-            else:
-                truth_counts[(pid, iv)]["new_t1hypo"] = len(targets)
-            rows = pred[(pred["kind"] == kind) & (pred["class"] == "new")]
-            outcomes, matched = match_predictions(rows[["x_mm", "y_mm", "z_mm"]].to_numpy(float),
-                                                  labels, affine, targets, ignore, search_voxels)
-            counts = detection_counts(outcomes, matched, rows["volume_end_mm3"].to_numpy(float),
-                                      targets)
-            per_kind.setdefault((iv, kind), []).append(counts)
-            tissue = tissue_at(rows[["x_mm", "y_mm", "z_mm"]].to_numpy(float), tissue_map,
-                               affine) if len(rows) else []
-            for o, m, (x, y, z), v, t in zip(outcomes, matched,
-                                             rows[["x_mm", "y_mm", "z_mm"]].to_numpy(float),
-                                             rows["volume_end_mm3"].to_numpy(float), tissue):
-                match_rows.append({"participant_id": pid, "interval": iv, "kind": kind,
-                                   "outcome": o, "truth_id": m, "x_mm": x, "y_mm": y, "z_mm": z,
-                                   "volume_end_mm3": v, "truth_tissue": t})
+        truth_counts[(pid, iv)] = _score_interval(
+            read_predicted_lesions(table_path), truth, bids_dir, pid, iv, a, b, dt, lp,
+            search_voxels, per_kind, match_rows)
+    scores = _detection_scores(per_kind, list(dict.fromkeys(truth_ep["interval"])))
+    errors, err_rows = count_errors(pred_ep, _with_counts(truth_ep, truth_counts))
+    scores = pd.concat([pd.DataFrame(scores, columns=SCORE_COLUMNS), err_rows],
+                       ignore_index=True)
+    scores = pd.concat([scores, pd.DataFrame([{
+        "metric": "subject_intervals_missing", "interval": "all", "kind": "all",
+        "size_bin": "all", "value": float(len(missing))}])], ignore_index=True)
+    return scores, {"endpoint_errors": errors, "matches": pd.DataFrame(
+        match_rows, columns=MATCH_COLUMNS),
+        "missing": missing}
+
+
+def read_predicted_lesions(table_path: Path) -> pd.DataFrame:
+    """One interval's lesion table, with the columns the scoring needs."""
+    pred = read_tsv(table_path)
+    need = {"kind", "class", "volume_end_mm3", "x_mm", "y_mm", "z_mm"}
+    if need - set(pred.columns):
+        raise InputError(f"{table_path}: lacks columns {sorted(need - set(pred.columns))}; "
+                         "the interval lesion table must give kind, class, volume_end_mm3 "
+                         "and x_mm, y_mm, z_mm in session b's T1w world coordinates")
+    return pred
+
+
+def _score_interval(pred: pd.DataFrame, truth: Path, bids_dir: str | Path | None, pid: str,
+                    iv: str, a: str, b: str, dt: float, lp: LesionParams, search_voxels: int,
+                    per_kind: dict[tuple[str, str], list[pd.DataFrame]],
+                    match_rows: list[dict]) -> dict[str, int]:
+    """Match one subject-interval's new lesions (T2, then T1-hypointense) with the truth.
+
+    Appends the detection counts to ``per_kind[(iv, kind)]`` and one row per prediction to
+    ``match_rows``; returns the truth's counts (new_t2, enlarging_t2, new_t1hypo).
+    """
+    sub = str(pid).removeprefix("sub-")
+    labels, affine, _ = load_nifti(bids_path(truth, sub, b, desc="truth", suffix="dseg"))
+    if bids_dir is not None:
+        _, t1_aff, _ = load_nifti(raw_image(bids_dir, sub, b, "T1w"))
+        if not np.allclose(t1_aff, affine, atol=1e-4):
+            raise InputError(f"{raw_image(bids_dir, sub, b, 'T1w')}: affine differs from the "
+                             f"truth label map's; --truth {truth} does not belong to --bids "
+                             f"{bids_dir}")
+    tissue_path = bids_path(truth, sub, b, desc="tissue", suffix="dseg")
+    tissue_map = load_nifti(tissue_path)[0] if tissue_path.exists() else None
+    lesions = read_tsv(truth / pid / f"{pid}_lesions.tsv")
+    vv = float(abs(np.linalg.det(affine[:3, :3])))
+    counts_of_truth: dict[str, int] = {}
+    for kind in ("t2", "t1hypo"):
+        targets, ignore = interval_targets(lesions, iv, a, b, kind, lp, dt, vv)
+        if kind == "t2":
+            cls = classify_change(lesions[f"volume_mm3_{a}"].to_numpy(float),
+                                  lesions[f"volume_mm3_{b}"].to_numpy(float), lp, dt, vv)
+            counts_of_truth = {"new_t2": len(targets),
+                               "enlarging_t2": int((cls == "enlarging").sum())}
+        else:
+            counts_of_truth["new_t1hypo"] = len(targets)
+        rows = pred[(pred["kind"] == kind) & (pred["class"] == "new")]
+        xyz = rows[["x_mm", "y_mm", "z_mm"]].to_numpy(float)
+        volumes = rows["volume_end_mm3"].to_numpy(float)
+        outcomes, matched = match_predictions(xyz, labels, affine, targets, ignore,
+                                              search_voxels)
+        per_kind.setdefault((iv, kind), []).append(
+            detection_counts(outcomes, matched, volumes, targets))
+        tissue = tissue_at(xyz, tissue_map, affine) if len(rows) else []
+        for o, m, (x, y, z), v, t in zip(outcomes, matched, xyz, volumes, tissue):
+            match_rows.append({"participant_id": pid, "interval": iv, "kind": kind,
+                               "outcome": o, "truth_id": m, "x_mm": x, "y_mm": y, "z_mm": z,
+                               "volume_end_mm3": v, "truth_tissue": t})
+    return counts_of_truth
+
+
+def _detection_scores(per_kind: dict[tuple[str, str], list[pd.DataFrame]],
+                      intervals: list[str]) -> list[dict]:
+    """Score rows of the lesion-wise detection, per interval and pooled ("all"), per kind."""
     score_rows: list[dict] = []
-    intervals = list(dict.fromkeys(truth_ep["interval"]))
     for kind in ("t2", "t1hypo"):
         pooled = []
         for iv in intervals:
@@ -427,19 +462,17 @@ def evaluate(derivatives: str | Path, truth_dir: str | Path, bids_dir: str | Pat
         if pooled:
             total = pd.concat(pooled).groupby("size_bin", sort=False)[["tp", "fp", "fn"]].sum()
             score_rows += _rows(total.reset_index(), "all", kind)
+    return score_rows
+
+
+def _with_counts(truth_ep: pd.DataFrame, truth_counts: dict[tuple[str, str], dict[str, int]]
+                 ) -> pd.DataFrame:
+    """The truth endpoints with the counts recounted under the run's lesion rules."""
     truth_ep = truth_ep.copy()
     for j, (pid, iv) in enumerate(truth_ep[["participant_id", "interval"]].itertuples(index=False)):
         for c, v in truth_counts.get((pid, iv), {}).items():
             truth_ep.loc[truth_ep.index[j], c] = v
-    errors, err_rows = count_errors(pred_ep, truth_ep)
-    scores = pd.concat([pd.DataFrame(score_rows, columns=SCORE_COLUMNS), err_rows],
-                       ignore_index=True)
-    scores = pd.concat([scores, pd.DataFrame([{
-        "metric": "subject_intervals_missing", "interval": "all", "kind": "all",
-        "size_bin": "all", "value": float(len(missing))}])], ignore_index=True)
-    return scores, {"endpoint_errors": errors, "matches": pd.DataFrame(
-        match_rows, columns=MATCH_COLUMNS),
-        "missing": missing}
+    return truth_ep
 
 
 def summary_text(scores: pd.DataFrame) -> str:
@@ -491,16 +524,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="JSON with LesionParams overrides ({\"LesionParams\": {...}}) used by "
                          "the pipeline run")
     args = ap.parse_args(argv)
-    try:
-        lp = LesionParams()
-        if args.params:
-            from pipeline.params import override
-            raw = json.loads(Path(args.params).read_text())
-            lp = override(lp, raw.get("LesionParams", {}))
-        scores, details = evaluate(args.derivatives, args.truth, args.bids, lp)
-    except InputError as exc:
-        print(f"evaluate: {exc}")
-        return 1
+    return run_command("evaluate", lambda: _evaluate_files(args))
+
+
+def _evaluate_files(args: argparse.Namespace) -> None:
+    """The evaluate command: scores (and optional error and match tables) written, summarised."""
+    lp = LesionParams()
+    if args.params:
+        from pipeline.params import override
+        raw = json.loads(Path(args.params).read_text())
+        lp = override(lp, raw.get("LesionParams", {}))
+    scores, details = evaluate(args.derivatives, args.truth, args.bids, lp)
     out = Path(args.out) if args.out else Path(args.derivatives) / "evaluation_scores.tsv"
     write_tsv(out, scores)
     if args.errors:
@@ -509,4 +543,3 @@ def main(argv: list[str] | None = None) -> int:
         write_tsv(args.matches, details["matches"])
     print(summary_text(scores))
     print(f"scores: {out}")
-    return 0
