@@ -63,7 +63,7 @@ from scipy import ndimage
 
 from pipeline.errors import InputError
 from pipeline.imagespace import nifti_to_sitk, sitk_to_nifti
-from pipeline.morphology import largest_component
+from pipeline.morphology import bounding_box, largest_component
 from pipeline.params import BrainMaskParams
 
 
@@ -71,20 +71,31 @@ def _erode(mask: np.ndarray, radius_mm: float, voxel_mm: np.ndarray) -> np.ndarr
     """Erosion by a ball of ``radius_mm`` (Euclidean distance to the background)."""
     if radius_mm <= 0:
         return mask.copy()
-    # Pad so the image border counts as background.
-    padded = np.pad(mask, 1)
-    dist = ndimage.distance_transform_edt(padded, sampling=voxel_mm)[1:-1, 1:-1, 1:-1]
-    return dist > radius_mm
+    out = np.zeros(mask.shape, bool)
+    box = bounding_box(mask, 1)
+    if box is None:
+        return out
+    # The nearest background voxel of any mask voxel lies in the mask's box grown by one voxel,
+    # so the distance transform runs on that box alone: the same distances, at a fraction of
+    # the cost. Padding makes the image border count as background.
+    dist = ndimage.distance_transform_edt(np.pad(mask[box], 1), sampling=voxel_mm)
+    out[box] = dist[1:-1, 1:-1, 1:-1] > radius_mm
+    return out
 
 
 def _dilate(mask: np.ndarray, radius_mm: float, voxel_mm: np.ndarray) -> np.ndarray:
     """Dilation by a ball of ``radius_mm`` (Euclidean distance to the mask)."""
     if radius_mm <= 0:
         return mask.copy()
-    if not mask.any():
+    # The ball reaches no voxel outside the mask's box grown by the radius (+1 voxel): the
+    # distance transform runs on that box alone, with the same distances inside it.
+    reach = int(np.ceil(radius_mm / float(np.min(voxel_mm)))) + 1
+    box = bounding_box(mask, reach)
+    if box is None:
         return mask.copy()
-    dist = ndimage.distance_transform_edt(~mask, sampling=voxel_mm)
-    return dist <= radius_mm
+    out = np.zeros(mask.shape, bool)
+    out[box] = ndimage.distance_transform_edt(~mask[box], sampling=voxel_mm) <= radius_mm
+    return out
 
 
 def head_threshold(values: np.ndarray) -> float:

@@ -117,6 +117,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import nibabel as nib
@@ -1406,35 +1407,47 @@ def lesion_table(labels: np.ndarray, flair_norm: np.ndarray, t1hypo: np.ndarray,
     })
 
 
-def _subject_brain(out_dir: Path, subject: str) -> tuple[np.ndarray, np.ndarray, int] | None:
-    """Intersection of every session's subject-space brain mask found in ``out_dir``.
+def _brain_masks(out_dir: Path, subject: str, sessions: Sequence[str]
+                 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each session's subject-space brain mask (bool) and its affine, read once."""
+    masks = {}
+    for ses in sessions:
+        data, affine, _ = io.load_nifti(bids_path(out_dir, subject, ses, space="subject",
+                                                  desc="brain", suffix="mask"))
+        masks[ses] = (np.asarray(data) > 0, affine)
+    return masks
+
+
+def _common_brain(masks: dict[str, tuple[np.ndarray, np.ndarray]], subject: str
+                  ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Intersection of every session's subject-space brain mask.
 
     Returns
     -------
-    (mask, affine, number of masks intersected), or None when there is none.
+    (mask, affine, number of masks intersected)
     """
-    pattern = f"sub-{subject}_ses-*_space-subject_desc-brain_mask.nii.gz"
     common = None
-    for path in sorted((out_dir / f"sub-{subject}").glob(f"ses-*/anat/{pattern}")):
-        data, aff, _ = io.load_nifti(path)
+    for ses, (mask, aff) in masks.items():
         if common is None:
-            common, affine, count = np.asarray(data) > 0, aff, 1
+            common, affine = mask.copy(), aff
             continue
-        require_same_grid(data.shape, aff, common.shape, affine,
-                          f"{path}: not on the subject grid of {subject} (shape/affine "
-                          "differ from the other sessions'); rerun the register stage")
-        common &= np.asarray(data) > 0
-        count += 1
-    return None if common is None else (common, affine, count)
+        require_same_grid(mask.shape, aff, common.shape, affine,
+                          f"sub-{subject} ses-{ses}: subject-space brain mask not on the subject "
+                          f"grid of {subject} (shape/affine differ from the other sessions'); "
+                          "rerun the register stage")
+        common &= mask
+    return common, affine, len(masks)
 
 
 def _segment_session_from_files(out_dir: Path, subject: str, session: str,
                                 lesion_mask_path: str | Path | None,
                                 params: SegmentationParams,
+                                brain_mask: tuple[np.ndarray, np.ndarray],
                                 common_brain: tuple[np.ndarray, np.ndarray, int] | None
                                 ) -> tuple[SegmentationResult, np.ndarray, np.ndarray]:
-    """Read one session's subject-space inputs and segment it cross-sectionally, inside its
-    brain mask intersected with ``common_brain`` (:func:`_subject_brain`) when given.
+    """Read one session's subject-space images and segment it cross-sectionally, inside its
+    brain mask (``brain_mask``: mask, affine) intersected with ``common_brain``
+    (:func:`_common_brain`) when given.
 
     Returns
     -------
@@ -1446,13 +1459,12 @@ def _segment_session_from_files(out_dir: Path, subject: str, session: str,
     t1, aff, _ = io.load_nifti(p(space="subject", desc="preproc", suffix="T1w"))
     flair, aff_f, _ = io.load_nifti(p(space="subject", desc="preproc", suffix="FLAIR"))
     t1_fl, aff_t, _ = io.load_nifti(p(space="subject", desc="flairres", suffix="T1w"))
-    brain, aff_b, _ = io.load_nifti(p(space="subject", desc="brain", suffix="mask"))
+    brain, aff_b = brain_mask
     for name, a, arr in (("FLAIR", aff_f, flair), ("T1w at FLAIR resolution", aff_t, t1_fl),
                          ("brain mask", aff_b, brain)):
         require_same_grid(arr.shape, a, t1.shape, aff,
                           f"sub-{subject} ses-{session}: subject-space {name} does not share "
                           "the T1w grid (shape/affine differ); rerun the register stage")
-    brain = np.asarray(brain) > 0
     common = 1
     if common_brain is not None:
         # Search lesions only where every session of the subject has brain, so that a brain
@@ -1527,11 +1539,12 @@ def segment_subject_files(out_dir: str | Path, subject: str, sessions: list[str]
     if masks and set(masks) != set(sessions):
         raise InputError(f"sub-{subject}: user lesion masks given for sessions {sorted(masks)} "
                          f"but the subject has {sorted(sessions)}; give one mask per session")
-    common_brain = _subject_brain(out_dir, subject) if params.common_brain_mask else None
+    brain_masks = _brain_masks(out_dir, subject, sessions)
+    common_brain = _common_brain(brain_masks, subject) if params.common_brain_mask else None
     results, affines, brains = [], [], []
     for ses in sessions:
         res, aff, brain = _segment_session_from_files(out_dir, subject, ses, masks.get(ses),
-                                                      params, common_brain)
+                                                      params, brain_masks[ses], common_brain)
         results.append(res)
         affines.append(aff)
         brains.append(brain)
