@@ -414,7 +414,8 @@ def plot(t: pd.DataFrame, path: Path) -> None:
         ax[2].plot(n, c.value / 60, "o-")
         ax[2].axhline(TARGET_COHORT50_S / 60, ls="--", c="grey", label="target (50 subjects)")
         ax[2].legend()
-    ax[2].set(xlabel="subjects", ylabel="wall min (2 cores)", title="whole workflow, cohorts")
+    ax[2].set(xlabel="subjects", ylabel="wall min (2 cores)", title="whole workflow, cohorts",
+              xlim=(0, None), ylim=(0, None))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
