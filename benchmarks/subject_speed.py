@@ -1,12 +1,17 @@
-"""Wall time and peak memory of one subject (3 sessions, T1w + FLAIR at 1 mm) on one core.
+"""Where one subject's time goes: every per-subject command, split into the stages of the method.
 
-Runs the same per-subject commands the workflow runs (preprocess x3, register, segment,
-longitudinal), each as its own process with one thread, on a `trial`-preset phantom subject, and
-records seconds and peak resident memory per step (from the kernel's rusage of each child).
+Runs the per-subject commands the workflow runs (preprocess x3, register, segment,
+longitudinal) on one `trial`-preset subject (3 sessions, T1w + FLAIR at 1 mm, whole head), each
+as its own process with one thread and under a CPU-time profiler, and records for each command
+its wall time, CPU seconds and peak resident memory (the kernel's rusage of the child) and the
+CPU seconds of each stage (read, input checks, brain mask, N4, registration, resampling,
+segmentation, refinement, interval classification, write, and the rest: interpreter start-up,
+imports, bookkeeping). The profile is what tells which stage to make faster; the workflow's own
+per-rule timings are in ``speed.py``.
 
-    python benchmarks/subject_speed.py [--work DIR] [--seed S] [--subjects N]
+    python benchmarks/subject_speed.py [--anatomy analytic|mni152] [--seed S] [--work DIR]
 
-writes benchmarks/subject_speed.tsv. Target: <= 60 s wall and <= 2 GB peak per subject.
+writes benchmarks/subject_speed_<anatomy>.tsv. Seeds: 8080 (analytic), 4711 (mni152).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import pstats
 import subprocess
 import sys
 import time
@@ -21,82 +27,140 @@ from pathlib import Path
 
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _tables import write_result_table  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 SESSIONS = ["baseline", "m06", "m12"]
 INTERVALS = ["baseline-m06", "m06-m12", "baseline-m12"]
+SEEDS = {"analytic": 8080, "mni152": 4711}
+
+#: step -> (stage, function names whose cumulative CPU time is the stage); disjoint per step.
+STAGES = {
+    "preprocess": [("read + input checks", ["load_checked"]),
+                   ("brain mask", ["brain_mask"]),
+                   ("N4 bias correction (T1w, FLAIR)", ["n4_correct_image"]),
+                   ("FLAIR to T1w", ["flair_to_t1"]),
+                   ("write", ["save_intensity_image", "save_nifti", "write_sidecars"])],
+    "register": [("read", ["_read_sessions"]),
+                 ("rigid registration + subject grid", ["_subject_space_keeping_qc"]),
+                 ("resample into subject space", ["resample_image"]),
+                 ("write", ["save_intensity_image", "save_nifti", "write_sidecars"])],
+    "segment": [("read", ["load_nifti"]),
+                ("cross-sectional segmentation (per session)", ["segment_session"]),
+                ("joint refinement across sessions", ["longitudinal_refinement"]),
+                ("write", ["save_nifti", "write_tsv", "write_json", "write_sidecars"])],
+    "longitudinal": [("read", ["load_nifti", "read_tsv"]),
+                     ("interval classification", ["classify_interval"]),
+                     ("write", ["save_nifti", "write_tsv"])],
+}
+
+#: Runs ``python -m pipeline ARGS`` under cProfile with a CPU-time clock; argv[1] is the
+#: profile to write.
+PROFILED = """
+import cProfile, runpy, sys, time
+profile_path, sys.argv = sys.argv[1], ["pipeline"] + sys.argv[2:]
+profiler = cProfile.Profile(time.process_time)
+code = 0
+profiler.enable()
+try:
+    runpy.run_module("pipeline", run_name="__main__")
+except SystemExit as exc:
+    code = exc.code or 0
+profiler.disable()
+profiler.dump_stats(profile_path)
+sys.exit(code)
+"""
 
 
 def run(cmd: list[str], env: dict) -> tuple[float, float, float]:
-    """Run ``cmd``; return (wall seconds, CPU seconds, peak RSS in MB) of that child alone.
-
-    CPU seconds (user + system) are what one free core would need; wall time also counts any
-    wait for a core that other processes hold.
-    """
+    """Run ``cmd``; return (wall seconds, CPU seconds, peak RSS in MB) of that child alone."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     err = proc.stderr.read().decode() if proc.stderr else ""
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
+    if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
-    cpu = usage.ru_utime + usage.ru_stime
-    return wall, cpu, usage.ru_maxrss / 1024.0  # ru_maxrss is in kB on Linux
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0
+
+
+def stage_seconds(profile: Path, stages: list[tuple[str, list[str]]]) -> dict[str, float]:
+    """CPU seconds of each stage (cumulative time of its functions, outermost calls only)."""
+    stats = pstats.Stats(str(profile)).stats
+    out = {}
+    for stage, names in stages:
+        total = 0.0
+        for (_, _, func), (_, _, _, cumulative, callers) in stats.items():
+            # count a function once where it is entered from outside the stage's own functions
+            if func in names and not any(c[2] in names for c in callers):
+                total += cumulative
+        out[stage] = total
+    return out
+
+
+def profiled(step_args: list[str], profile: Path) -> list[str]:
+    return [sys.executable, "-c", PROFILED, str(profile), *step_args]
+
+
+def subject_steps(bids: Path, out: Path, params: Path, sub: str) -> list[tuple[str, str, list]]:
+    """(label, step, arguments) of every per-subject command, in the workflow's order."""
+    common = ["--out", str(out), "--subject", sub, "--params", str(params)]
+    steps = [(f"preprocess {s}", "preprocess", ["preprocess", "--bids", str(bids), "--session", s,
+                                                *common]) for s in SESSIONS]
+    steps.append(("register", "register", ["register", "--sessions", *SESSIONS, "--threads", "1",
+                                           *common]))
+    steps.append(("segment", "segment", ["segment", "--sessions", *SESSIONS, *common]))
+    steps.append(("longitudinal", "longitudinal", ["longitudinal", "--sessions", *SESSIONS,
+                                                   "--intervals", *INTERVALS, *common]))
+    return steps
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--work", type=Path, default=Path("/tmp/rebound-speed"))
-    ap.add_argument("--seed", type=int, default=8080)
-    ap.add_argument("--subjects", type=int, default=2, help="subjects timed (each alone)")
-    ap.add_argument("--out", type=Path, default=HERE / "subject_speed.tsv")
+    ap.add_argument("--anatomy", choices=sorted(SEEDS), default="mni152")
+    ap.add_argument("--seed", type=int, default=None, help="default: SEEDS[anatomy]")
+    ap.add_argument("--work", type=Path, default=None, help="default /tmp/rebound-profile-<anatomy>")
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    seed = args.seed if args.seed is not None else SEEDS[args.anatomy]
+    work = args.work or Path(f"/tmp/rebound-profile-{args.anatomy}")
+    out_tsv = args.out or HERE / f"subject_speed_{args.anatomy}.tsv"
 
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
                ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS="1")
     py = [sys.executable, "-m", "pipeline"]
-    bids, out = args.work / "bids", args.work / "out"
+    bids, out, params = work / "bids", work / "out", work / "params.json"
     if not (bids / "participants.tsv").exists():
-        subprocess.run(py + ["phantom", "--preset", "trial", "--subjects", str(args.subjects),
-                             "--seed", str(args.seed), "--out", str(bids)], env=env, check=True,
-                       stdout=subprocess.DEVNULL)
-    params = args.work / "params.json"
+        subprocess.run(py + ["phantom", "--preset", "trial", "--subjects", "1", "--seed",
+                             str(seed), "--anatomy", args.anatomy, "--out", str(bids)],
+                       env=env, check=True, stdout=subprocess.DEVNULL)
     subprocess.run(py + ["settings", "--json", "{}", "--out", str(params)], env=env, check=True)
 
     rows = []
-    for i in range(1, args.subjects + 1):
-        sub = f"{i:03d}"
-        steps = [(f"preprocess {s}", py + ["preprocess", "--bids", str(bids), "--subject", sub,
-                                           "--session", s, "--out", str(out), "--params",
-                                           str(params)]) for s in SESSIONS]
-        steps.append(("register", py + ["register", "--out", str(out), "--subject", sub,
-                                        "--sessions", *SESSIONS, "--params", str(params),
-                                        "--threads", "1"]))
-        steps.append(("segment", py + ["segment", "--out", str(out), "--subject", sub,
-                                       "--sessions", *SESSIONS, "--params", str(params)]))
-        steps.append(("longitudinal", py + ["longitudinal", "--out", str(out), "--subject", sub,
-                                            "--sessions", *SESSIONS, "--intervals", *INTERVALS,
-                                            "--params", str(params)]))
-        for name, cmd in steps:
-            wall, cpu, rss = run(cmd, env)
-            rows.append({"participant_id": f"sub-{sub}", "step": name, "wall_s": wall,
-                         "cpu_s": cpu, "peak_rss_mb": rss})
-            print(f"sub-{sub} {name:<18} {wall:6.1f} s wall {cpu:6.1f} s CPU {rss:7.0f} MB",
-                  flush=True)
-    steps = pd.DataFrame(rows)
-    total = steps.groupby("participant_id").agg(wall_s=("wall_s", "sum"), cpu_s=("cpu_s", "sum"),
-                                                peak_rss_mb=("peak_rss_mb", "max")).reset_index()
-    total["step"] = "subject total"
-    table = pd.concat([steps, total[steps.columns]], ignore_index=True)
-    load = os.getloadavg()[0]
-    header = (f"# python benchmarks/subject_speed.py --seed {args.seed} --subjects {args.subjects}"
-              f"  ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, one thread"
-              f" per step, load average {load:.1f} at the end; target <= 60 s and <= 2048 MB per"
-              " subject)\n")
-    with open(args.out, "w") as fh:
-        fh.write(header)
-        table.to_csv(fh, sep="\t", index=False, float_format="%.1f")
-    print(total.to_string(index=False))
+    for label, step, step_args in subject_steps(bids, out, params, "001"):
+        prof = work / f"{label.replace(' ', '_')}.prof"
+        wall, cpu, rss = run(profiled(step_args, prof), env)
+        stages = stage_seconds(prof, STAGES[step])
+        stages["other (start-up, imports, bookkeeping)"] = max(0.0, cpu - sum(stages.values()))
+        for stage, secs in stages.items():
+            rows.append({"step": label, "stage": stage, "cpu_s": secs})
+        rows.append({"step": label, "stage": "step total", "wall_s": wall, "cpu_s": cpu,
+                     "peak_rss_mb": rss})
+        print(f"{label:<20} {wall:6.1f} s wall {cpu:6.1f} s CPU {rss:7.0f} MB", flush=True)
+    table = pd.DataFrame(rows, columns=["step", "stage", "wall_s", "cpu_s", "peak_rss_mb"])
+    totals = table[table.stage == "step total"]
+    by_stage = (table[table.stage != "step total"].groupby("stage", sort=False).cpu_s.sum()
+                .sort_values(ascending=False))
+    summary = [f"# subject total: {totals.wall_s.sum():.1f} s wall, {totals.cpu_s.sum():.1f} s CPU,"
+               f" peak {totals.peak_rss_mb.max():.0f} MB (target <= 30 s and <= 1536 MB on one"
+               " core); profiled under cProfile (CPU clock), which adds a little to each step",
+               "# CPU seconds by stage over the subject: " + "; ".join(
+                   f"{k} {v:.1f}" for k, v in by_stage.items()),
+               f"# machine: {platform.machine()}, {os.cpu_count()} cores, one thread per step,"
+               f" load average {os.getloadavg()[0]:.1f} at the end"]
+    write_result_table(out_tsv, table, "subject_speed.py", argv,
+                       f"trial preset, 1 subject, anatomy {args.anatomy}, seed {seed}", summary)
     return 0
 
 
