@@ -101,12 +101,18 @@ def phantom(bids: Path, subjects: int, seed: int, anatomy: str) -> Path:
     return bids
 
 
-def workflow(bids: Path, out: Path, cores: int, log: Path, targets: list[str]) -> dict:
-    """The real workflow from an empty ``out``; wall / CPU seconds of the Snakemake process."""
+def workflow(bids: Path, out: Path, cores: int, log: Path, targets: list[str],
+             subjects: list[str] | None = None) -> dict:
+    """The real workflow from an empty ``out`` (on ``subjects`` of ``bids`` when given); wall /
+    CPU seconds of the Snakemake process."""
     peers._fresh(out)
     cmd = [sys.executable, "-m", "snakemake", *targets, "--cores", str(cores),
            "--snakefile", str(ROOT / "workflow" / "Snakefile"),
            "--config", f"bids_dir={bids}", f"out_dir={out}"]
+    if subjects is not None:
+        overlay = out.parent / f"{out.name}_subjects.yaml"
+        overlay.write_text(json.dumps({"subjects": subjects}) + "\n")  # JSON is YAML
+        cmd += ["--configfile", str(overlay)]
     rec = peers.timed(cmd, log, cwd=ROOT, env=peers._env(Path(sys.executable).parent))
     if rec["returncode"]:
         raise SystemExit(f"workflow failed ({log}): {peers._last_error(log)}")
@@ -278,12 +284,14 @@ def disk_mb(folders: list[Path]) -> list[float]:
     return [int(ln.split("\t")[0]) / 1024.0 for ln in res.stdout.splitlines()]
 
 
-def measure_cohort(work: Path, n: int) -> list[dict]:
-    """The whole workflow on an ``n``-subject MNI152 cohort on 2 cores; disk per subject."""
-    bids = phantom(work / f"cohort-{n}" / "bids", n, SEEDS["cohort"], "mni152")
-    out = work / f"cohort-{n}" / "out"
+def measure_cohort(work: Path, n: int, largest: int) -> list[dict]:
+    """The whole workflow on the first ``n`` subjects of one MNI152 cohort of ``largest`` on 2
+    cores (one phantom serves every size); disk per subject."""
+    bids = phantom(work / "cohort" / "bids", largest, SEEDS["cohort"], "mni152")
+    chosen = subject_ids(bids)[:n]
+    out = work / "cohort" / f"out-{n}"
     print(f"speed: workflow cohort of {n} (2 cores)", flush=True)
-    rec = workflow(bids, out, 2, work / "logs" / f"workflow_cohort-{n}.log", [])
+    rec = workflow(bids, out, 2, work / "logs" / f"workflow_cohort-{n}.log", [], chosen)
     item = f"{n} subjects"
     target = f"<= {TARGET_COHORT50_S:.0f}" if n == 50 else ""
     print(f"  {rec['wall_seconds']:.0f} s wall, {rec['cpu_seconds']:.0f} s CPU", flush=True)
@@ -294,7 +302,7 @@ def measure_cohort(work: Path, n: int) -> list[dict]:
             row("cohort", "rebound-mri", "mni152", item, "out_mb_per_subject",
                 np.mean(disk_mb(sorted(out.glob("sub-*"))))),
             row("cohort", "rebound-mri", "mni152", item, "raw_bids_mb_per_subject",
-                np.mean(disk_mb(sorted(bids.glob("sub-*")))))]
+                np.mean(disk_mb([bids / f"sub-{sub}" for sub in chosen])))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -455,7 +463,8 @@ def main(argv: list[str] | None = None) -> int:
         table = pd.concat([table, pd.DataFrame(headline(table))], ignore_index=True)
     if not args.skip_cohorts:
         table = pd.concat([table, pd.DataFrame(
-            [r for n in args.cohorts for r in measure_cohort(work, n)])], ignore_index=True)
+            [r for n in args.cohorts for r in measure_cohort(work, n, max(args.cohorts))])],
+            ignore_index=True)
     write_result_table(args.out, table, "speed.py", argv,
                        f"trial preset, 1 mm, whole head; {args.subjects} subject(s) per family "
                        f"(mni152 seed {SEEDS['mni152']}, analytic seed {SEEDS['analytic']}); "
