@@ -296,19 +296,17 @@ STEP_COST = {  # step: (peak MB at 1 mm, seconds at 1 mm, sessions the figure is
 }
 REFERENCE_SESSION_MB = 25.0  # T1w + FLAIR .nii.gz of one 1 mm whole-head session
 BASE_MB = 250  # the interpreter and libraries, whatever the image size
-_SIZE_CACHE = {}
 
 
+@functools.cache
 def _image_mb(path):
     """On-disk size of a raw image in MB (an uncompressed .nii counts half, as if gzipped);
     0 for a file not there yet (the phantom before it is generated). One stat per file a run."""
-    if path not in _SIZE_CACHE:
-        try:
-            size = os.stat(path).st_size / 1e6
-        except OSError:
-            size = 0.0
-        _SIZE_CACHE[path] = size / 2 if str(path).endswith(".nii") else size
-    return _SIZE_CACHE[path]
+    try:
+        size = os.stat(path).st_size / 1e6
+    except OSError:
+        return 0.0
+    return size / 2 if str(path).endswith(".nii") else size
 
 
 def _scale(step, wildcards):
