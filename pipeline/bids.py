@@ -411,6 +411,10 @@ class Discovery:
         """Runnable interval labels of ``subject``, in config order."""
         return [label for label, _, _ in self._lookup()["runnable"].get(subject, [])]
 
+    def interval_sessions_of(self, subject: str) -> list[tuple[str, str]]:
+        """(start, end) sessions of each runnable interval of ``subject``, in config order."""
+        return [(a, b) for _, a, b in self._lookup()["runnable"].get(subject, [])]
+
     def files_of(self, subject: str, session: str) -> tuple[str, str]:
         """The chosen (T1w, FLAIR) paths of one session."""
         t1w, flair, _ = self._lookup()["files"][(subject, session)]

@@ -504,9 +504,8 @@ def report_files(out: str | Path, endpoints_path: str | Path, stats_path: str | 
                  discovery_notes_path: str | Path | None = None) -> Path:
     """Read the cohort outputs and write the report.
 
-    QC figures: ``figure_paths`` plus every PNG under ``out/sub-*/figures/`` (so the lesion and
-    new-lesion figures written beside a registration figure are included), grouped by the
-    ``sub-<label>`` of their file name, registration first, embedded via :func:`compact_png`.
+    QC figures: exactly ``figure_paths`` (each must exist), grouped by the ``sub-<label>`` of
+    their file name, registration first, embedded via :func:`compact_png`.
     """
     endpoints = read_tsv(endpoints_path, dtype={"participant_id": str, "interval": str,
                                                 arm_column: str})
@@ -524,7 +523,6 @@ def report_files(out: str | Path, endpoints_path: str | Path, stats_path: str | 
         except json.JSONDecodeError as exc:
             raise InputError(f"{config_path}: not valid JSON ({exc})") from exc
     paths = {Path(p) for p in figure_paths or ()}
-    paths |= set(Path(out).glob("sub-*/figures/*.png"))
     figures: dict[str, list[tuple[str, bytes]]] = {}
     for path in sorted(paths, key=_figure_order):
         if not path.exists():

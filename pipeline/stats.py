@@ -608,18 +608,7 @@ def compare_arms(endpoints: pd.DataFrame, arm_column: str, arms: Sequence[str],
                  f"{all_rows - len(table)} row(s) with an arm not in {arms} left out")
 
     intervals = _interval_months(table, sessions_months) if len(table) else {}
-    if "months" in table.columns and len(table):
-        real = pd.to_numeric(table["months"], errors="coerce")
-        out.note("months", math.nan, math.nan,
-                 f"count-model offsets use each row's months (real interval length; "
-                 f"{int(real.isna().sum())} of {len(table)} row(s) without it use "
-                 "--sessions-months)")
-    for cov in adjust.usable:  # once per run, not on every adjusted row
-        if cov in table.columns and adjust.kinds[cov] == "categorical":
-            levels = sorted(table[cov].astype("string").dropna().unique())
-            out.note(cov, math.nan, math.nan,
-                     f"categorical covariate, treatment-coded: levels {levels}, reference "
-                     f"{levels[0]!r}" if levels else "categorical covariate without values")
+    _note_model_inputs(out, table, adjust)
     for endpoint in COUNT_ENDPOINTS:
         if endpoint not in table.columns:
             out.note(endpoint, math.nan, math.nan, "column absent from endpoints.tsv: skipped")
@@ -640,6 +629,23 @@ def compare_arms(endpoints: pd.DataFrame, arm_column: str, arms: Sequence[str],
     stats = pd.DataFrame(out.rows, columns=stats_columns(arms))
     notes = pd.DataFrame(out.notes, columns=list(NOTE_COLUMNS))
     return stats, notes
+
+
+def _note_model_inputs(out: _Collector, table: pd.DataFrame, adjust: _Adjustment) -> None:
+    """Notes, once per run, on what every model is given: where the count offsets come from and
+    how each categorical covariate is coded."""
+    if "months" in table.columns and len(table):
+        real = pd.to_numeric(table["months"], errors="coerce")
+        out.note("months", math.nan, math.nan,
+                 f"count-model offsets use each row's months (real interval length; "
+                 f"{int(real.isna().sum())} of {len(table)} row(s) without it use "
+                 "--sessions-months)")
+    for cov in adjust.usable:
+        if cov in table.columns and adjust.kinds[cov] == "categorical":
+            levels = sorted(table[cov].astype("string").dropna().unique())
+            out.note(cov, math.nan, math.nan,
+                     f"categorical covariate, treatment-coded: levels {levels}, reference "
+                     f"{levels[0]!r}" if levels else "categorical covariate without values")
 
 
 def _typed_cohort(out: _Collector, endpoints: pd.DataFrame, arm_column: str,

@@ -150,11 +150,15 @@ def test_cli_reproducible_and_missing_figure(tmp_path, capsys):
             "--group-stats", str(tmp_path / "stats.tsv"), "--notes", str(tmp_path / "notes.tsv"),
             "--config-json", str(tmp_path / "config.json"), "--arm-column", "arm",
             "--arms", *ARMS]
-    assert main(args + ["--html", str(tmp_path / "a.html")]) == 0
-    assert main(args + ["--html", str(tmp_path / "b.html")]) == 0
+    stale = tmp_path / "sub-009" / "figures" / "sub-009_desc-lesion_qc.png"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(tiny_png())  # left by an earlier run of another dataset
+    assert main(args + ["--html", str(tmp_path / "a.html"), "--figures", str(fig)]) == 0
+    assert main(args + ["--html", str(tmp_path / "b.html"), "--figures", str(fig)]) == 0
     a = (tmp_path / "a.html").read_bytes()
     assert a == (tmp_path / "b.html").read_bytes()
-    assert b"sub-002_desc-lesion_qc.png" in a  # found under OUT/sub-*/figures
+    assert b"sub-002_desc-lesion_qc.png" in a
+    assert b"sub-009" not in a  # only the figures it is given, never what lies in OUT
     assert main(args + ["--html", str(tmp_path / "c.html"), "--figures",
                         str(tmp_path / "missing_qc.png")]) == 1
     assert "missing_qc.png: QC figure not found" in capsys.readouterr().err

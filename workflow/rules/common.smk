@@ -352,8 +352,17 @@ def subject_endpoints():
 
 
 def subject_figures():
-    return [deriv(s, None, datatype="figures", desc="registration", suffix="qc", ext=".png")
-            for s in SUBJECTS]
+    """The QC figures qc_figures declares, every subject: the report's inputs."""
+    return [deriv(s, None, datatype="figures", desc=d, suffix="qc", ext=".png")
+            for s in SUBJECTS for d in ("registration", "lesion")]
+
+
+def interval_figures():
+    """The new-lesion figure of every subject's interval, which the same qc_figures jobs write
+    (the number of intervals varies by subject, so they are named here, not declared)."""
+    return [deriv(s, None, datatype="figures", from_=a, to=b, desc="new", suffix="qc",
+                  ext=".png")
+            for s in SUBJECTS for a, b in DISCOVERY.interval_sessions_of(s)]
 
 
 def final_targets():
