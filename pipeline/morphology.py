@@ -1,5 +1,5 @@
 """Morphology on voxel grids: connectivity, footprints measured in mm from the voxel faces,
-label dilation, neighbourhood minima and maxima, connected components, bounding boxes.
+label and mask dilation, neighbourhood minima and maxima, connected components, bounding boxes.
 
 Connected components use 26-connectivity (faces, edges and corners) throughout the pipeline
 (:data:`CONNECTIVITY_26`). Footprints in mm (:func:`face_distance_footprint`) give the same
@@ -63,6 +63,20 @@ def dilate_labels(labels: np.ndarray, footprint: np.ndarray) -> np.ndarray:
     return out
 
 
+def dilate_mask(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
+    """Binary dilation of a sparse mask (lesions) by ``structure``, on the mask's bounding box.
+
+    Same result as ``scipy.ndimage.binary_dilation(mask, structure=structure)``: the dilation
+    cannot reach beyond the box grown by the structure's half-width, so the rest stays False.
+    """
+    half = max(n // 2 for n in structure.shape)
+    box = bounding_box(mask, half)
+    out = np.zeros(mask.shape, bool)
+    if box is not None:
+        out[box] = ndimage.binary_dilation(mask[box], structure=structure)
+    return out
+
+
 def neighbourhood_filter(image: np.ndarray, footprint: np.ndarray, op: str) -> np.ndarray:
     """Minimum or maximum over ``footprint``; separable 1-D passes for a full box or for the
     6-neighbourhood cross (the footprints of 1 mm-radius neighbourhoods), generic otherwise."""
@@ -95,11 +109,14 @@ def neighbourhood_filter(image: np.ndarray, footprint: np.ndarray, op: str) -> n
 def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
     """Slices of the box around the ``True`` voxels of ``mask``, grown by ``margin`` voxels on
     every side and clipped to the array; None when ``mask`` is empty."""
-    idx = np.nonzero(mask)
-    if idx[0].size == 0:
-        return None
-    return tuple(slice(max(int(i.min()) - margin, 0), min(int(i.max()) + margin + 1, n))
-                 for i, n in zip(idx, mask.shape))
+    box = []
+    for axis, n in enumerate(mask.shape):
+        # the mask's projection on the axis: cheaper than listing its voxels
+        hit = np.flatnonzero(np.any(mask, axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if hit.size == 0:
+            return None
+        box.append(slice(max(int(hit[0]) - margin, 0), min(int(hit[-1]) + margin + 1, n)))
+    return tuple(box)
 
 
 def remove_small_components(mask: np.ndarray, min_volume_mm3: float, voxel_volume_mm3: float

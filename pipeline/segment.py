@@ -132,6 +132,7 @@ from pipeline.morphology import (
     CONNECTIVITY_26,
     bounding_box,
     dilate_labels,
+    dilate_mask,
     face_distance_footprint,
     neighbourhood_filter,
     remove_small_components,
@@ -307,14 +308,12 @@ def _range_max(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray
     while (1 << len(table)) <= values.size:
         prev, k = table[-1], 1 << (len(table) - 1)
         table.append(np.maximum(prev[:-k], prev[k:]))
-    length = hi - lo + 1
-    level = np.floor(np.log2(length)).astype(np.int64)
-    out = np.empty(lo.shape)
-    for k in np.unique(level):
-        sel = level == k
-        t = table[k]
-        out[sel] = np.maximum(t[lo[sel]], t[hi[sel] - (1 << k) + 1])
-    return out
+    # level k holds the maxima of runs of 2**k values; every query reads two overlapping runs
+    levels = np.zeros((len(table), values.size))
+    for k, t in enumerate(table):
+        levels[k, :t.size] = t
+    level = np.floor(np.log2(hi - lo + 1)).astype(np.int64)
+    return np.maximum(levels[level, lo], levels[level, hi - (1 << level) + 1])
 
 
 def fit_flair_given_t1(t1_norm: np.ndarray, flair_norm: np.ndarray, n_bins: int = 200,
@@ -341,17 +340,21 @@ def fit_flair_given_t1(t1_norm: np.ndarray, flair_norm: np.ndarray, n_bins: int 
                          "mask")
     count = max(min_count, t.size // n_bins) if t.size >= 3 * min_count else t.size // 3
     order = np.argsort(t, kind="stable")
+    t, f = t[order], f[order]
     n = t.size // count
     edges = np.linspace(0, t.size, n + 1).astype(int)
+    lengths = np.diff(edges)
     centres = np.empty(n)
     med = np.empty(n)
     sd = np.empty(n)
-    for i in range(n):
-        sel = order[edges[i]:edges[i + 1]]
-        centres[i] = np.median(t[sel])
-        m, q75 = np.quantile(f[sel], [0.5, 0.75])
-        med[i] = m
-        sd[i] = (q75 - m) / IQR_HALF_TO_SD
+    # bins hold one of two sizes: each size's bins as the rows of one array
+    for length in np.unique(lengths):
+        rows = np.nonzero(lengths == length)[0]
+        members = edges[rows, None] + np.arange(length)
+        centres[rows] = np.median(t[members], axis=1)
+        m, q75 = np.quantile(f[members], [0.5, 0.75], axis=1)
+        med[rows] = m
+        sd[rows] = (q75 - m) / IQR_HALF_TO_SD
     # equal T1 values can repeat a centre; np.interp needs strictly increasing abscissae
     centres = np.maximum.accumulate(centres + np.arange(n) * 1e-9)
     return FlairGivenT1(centres, med, sd)
@@ -537,14 +540,15 @@ def hysteresis_lesions(z: np.ndarray, flair_norm: np.ndarray, flair_norm_smooth:
     with np.errstate(invalid="ignore", divide="ignore"):
         alpha = np.where((near > 0) & (excess > 0), (flair_norm - 1.0) / excess, 0.0)
     keep = (near > 0) & (grow_allowed | (labels > 0)) & (alpha >= params.edge_fraction_of_peak)
-    # keep only rim voxels connected to their component
+    # keep only rim voxels connected to their component, and only components of at least
+    # min_component_volume_mm3 (as remove_small_components would, on the same components)
     kept, n_kept = ndimage.label(keep, structure=CONNECTIVITY_26)
     touched = np.zeros(n_kept + 1, bool)
     touched[np.unique(kept[(labels > 0) & keep])] = True
+    sizes_mm3 = np.bincount(kept.ravel(), minlength=n_kept + 1) * voxel_volume_mm3
+    touched &= sizes_mm3 >= params.min_component_volume_mm3 - 1e-9
     touched[0] = False
-    mask, _, _ = remove_small_components(touched[kept], params.min_component_volume_mm3,
-                                         voxel_volume_mm3)
-    return mask
+    return touched[kept]
 
 
 def masked_smooth_field(image: np.ndarray, reference: np.ndarray, sigma_mm: float,
@@ -559,7 +563,14 @@ def masked_smooth_field(image: np.ndarray, reference: np.ndarray, sigma_mm: floa
     -------
     float64 ndarray (I, J, K), or None when there is no reference voxel.
     """
-    shape = image.shape
+    return masked_smooth_fields([image], reference, sigma_mm, voxel_size_mm, work_mm)[0]
+
+
+def masked_smooth_fields(images: Sequence[np.ndarray], reference: np.ndarray, sigma_mm: float,
+                         voxel_size_mm: Any, work_mm: float = 4.0) -> list[np.ndarray | None]:
+    """:func:`masked_smooth_field` of several images over one ``reference``; the reference's
+    block counts, their smoothing and the nearest-estimate lookup are computed once."""
+    shape = reference.shape
     vox = _voxel_size(voxel_size_mm)
     f = np.maximum(1, np.round(work_mm / vox).astype(int))
 
@@ -570,17 +581,30 @@ def masked_smooth_field(image: np.ndarray, reference: np.ndarray, sigma_mm: floa
         return a
 
     sigma = sigma_mm / (vox * f)
-    num = ndimage.gaussian_filter(block(np.where(reference, image, 0.0)), sigma, mode="constant")
     den = ndimage.gaussian_filter(block(reference.astype(np.float64)), sigma, mode="constant")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        coarse = np.where(den > 1e-3 * den.max(), num / den, np.nan)
-    missing = ~np.isfinite(coarse)
-    if missing.all():
-        return None
-    if missing.any():
-        idx = ndimage.distance_transform_edt(missing, return_distances=False, return_indices=True)
-        coarse = coarse[tuple(idx)]
-    return _upsample_linear(coarse, f, shape)
+    defined = den > 1e-3 * den.max()
+
+    def nearest_estimate(missing: np.ndarray) -> tuple[np.ndarray, ...]:
+        return tuple(ndimage.distance_transform_edt(missing, return_distances=False,
+                                                    return_indices=True))
+
+    shared = nearest_estimate(~defined) if defined.any() and not defined.all() else None
+    fields = []
+    for image in images:
+        num = ndimage.gaussian_filter(block(np.where(reference, image, 0.0)), sigma,
+                                      mode="constant")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            coarse = np.where(defined, num / den, np.nan)
+        missing = ~np.isfinite(coarse)
+        if missing.all():
+            fields.append(None)
+            continue
+        if missing.any():
+            # the reference's lookup unless the image itself is undefined somewhere more
+            same = shared is not None and np.array_equal(missing, ~defined)
+            coarse = coarse[shared if same else nearest_estimate(missing)]
+        fields.append(_upsample_linear(coarse, f, shape))
+    return fields
 
 
 def wm_reference_field(image: np.ndarray, reference: np.ndarray, sigma_mm: float,
@@ -604,15 +628,25 @@ def wm_reference_field(image: np.ndarray, reference: np.ndarray, sigma_mm: float
     -------
     float64 ndarray (I, J, K), positive.
     """
-    shape = image.shape
+    return wm_reference_fields([image], reference, sigma_mm, voxel_size_mm, work_mm)[0]
+
+
+def wm_reference_fields(images: Sequence[np.ndarray], reference: np.ndarray, sigma_mm: float,
+                        voxel_size_mm: Any, work_mm: float = 4.0) -> list[np.ndarray]:
+    """:func:`wm_reference_field` of several images (a session's T1 and FLAIR) in one
+    reference."""
+    shape = reference.shape
     if sigma_mm <= 0 or reference.sum() < 100:
-        return np.ones(shape)
-    field = masked_smooth_field(image, reference, sigma_mm, voxel_size_mm, work_mm)
-    if field is None:
-        return np.ones(shape)
-    level = np.median(field[reference])
-    field = field / level
-    return np.clip(field, 0.2, 5.0)
+        return [np.ones(shape) for _ in images]
+    out = []
+    for field in masked_smooth_fields(images, reference, sigma_mm, voxel_size_mm, work_mm):
+        if field is None:
+            out.append(np.ones(shape))
+            continue
+        level = np.median(field[reference])
+        field = field / level
+        out.append(np.clip(field, 0.2, 5.0))
+    return out
 
 
 def _upsample_linear(coarse: np.ndarray, factors: np.ndarray, shape: tuple[int, ...]
@@ -649,15 +683,25 @@ def smooth_in_mask(image: np.ndarray, mask: np.ndarray, sigma_mm: float, voxel_s
     -------
     float64 ndarray (I, J, K); values outside ``mask`` are 0.
     """
-    image = np.asarray(image, dtype=np.float64)
+    return smooth_each_in_mask([image], mask, sigma_mm, voxel_size_mm)[0]
+
+
+def smooth_each_in_mask(images: Sequence[np.ndarray], mask: np.ndarray, sigma_mm: float,
+                        voxel_size_mm: Any) -> list[np.ndarray]:
+    """:func:`smooth_in_mask` of several images in one mask; the smoothed mask (the
+    normalisation's denominator) is computed once for all of them."""
+    images = [np.asarray(image, dtype=np.float64) for image in images]
     if sigma_mm <= 0:
-        return np.where(mask, image, 0.0)
+        return [np.where(mask, image, 0.0) for image in images]
     sigma = sigma_mm / _voxel_size(voxel_size_mm)
     m = mask.astype(np.float64)
-    num = ndimage.gaussian_filter(image * m, sigma, mode="constant")
     den = ndimage.gaussian_filter(m, sigma, mode="constant")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(mask & (den > 1e-6), num / den, 0.0)
+    inside = mask & (den > 1e-6)
+    out = []
+    for image in images:
+        num = ndimage.gaussian_filter(image * m, sigma, mode="constant")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out.append(np.where(inside, num / den, 0.0))
     return out
 
 
@@ -816,18 +860,20 @@ def _session_images(t1: np.ndarray, flair: np.ndarray, brain: np.ndarray, vox: n
     # same kernel on T1 and FLAIR keeps partial-volume mixtures on the normal-tissue curve.
     t1v = t1_raw[b]
     flv = fl_raw[b]
-    t1s = smooth_in_mask(t1_raw, b, params.smoothing_mm, vox)[b]
-    fls = smooth_in_mask(fl_raw, b, params.smoothing_mm, vox)[b]
-    if t1_flair_resolution is None:
-        t1m_raw_v, t1ms_raw = t1v, t1s
-    else:
+    to_smooth = [t1_raw, fl_raw]
+    if t1_flair_resolution is not None:
         t1m = np.asarray(_check_volume("t1_flair_resolution", t1_flair_resolution, t1.shape)[sl],
                          dtype=np.float64)
         if not np.all(np.isfinite(t1m[b])):
             raise InputError("t1_flair_resolution has non-finite values inside the brain mask; "
                              "rerun the register stage for this session")
-        t1m_raw_v = t1m[b]
-        t1ms_raw = smooth_in_mask(t1m, b, params.smoothing_mm, vox)[b]
+        to_smooth.append(t1m)
+    smoothed = [image[b] for image in smooth_each_in_mask(to_smooth, b, params.smoothing_mm, vox)]
+    t1s, fls = smoothed[:2]
+    if t1_flair_resolution is None:
+        t1m_raw_v, t1ms_raw = t1v, t1s
+    else:
+        t1m_raw_v, t1ms_raw = t1m[b], smoothed[2]
     depth = BrainDepth(b, vox)
     t1_fp = face_distance_footprint(vox, params.t1_neighbourhood_mm)
     band = depth.band(params.cortical_depth_mm)[b]
@@ -857,14 +903,13 @@ def _normalise_to_white_matter(s: _SessionImages, tissue: _TissueClasses,
     (``bias_smoothing_mm``), T1 and FLAIR divided by the WM modes, NAWM noise SDs."""
     b, post, pmin = s.b, tissue.post, tissue.pmin
     # Exclude current lesions and their partial-volume rim from the reference statistics.
-    excl = (ndimage.binary_dilation(lesion_crop, structure=CONNECTIVITY_26)
-            if lesion_crop.any() else lesion_crop)[b]
+    excl = dilate_mask(lesion_crop, CONNECTIVITY_26)[b]
     # Residual non-uniformity, referenced to normal WM (the fields are smooth, so dividing
     # the smoothed images by them equals smoothing the corrected images).
     ref_img = np.zeros(b.shape, bool)
     ref_img[b] = (post[:, 2] >= pmin) & ~excl
-    field_t1 = wm_reference_field(s.t1_raw, ref_img, params.bias_smoothing_mm, s.vox)[b]
-    field_fl = wm_reference_field(s.fl_raw, ref_img, params.bias_smoothing_mm, s.vox)[b]
+    field_t1, field_fl = (field[b] for field in wm_reference_fields(
+        [s.t1_raw, s.fl_raw], ref_img, params.bias_smoothing_mm, s.vox))
     t1v, flv = s.t1v / field_t1, s.flv / field_fl
     t1s, fls = s.t1s / field_t1, s.fls / field_fl
     t1mv, t1ms = s.t1m_raw_v / field_t1, s.t1ms_raw / field_t1  # at the FLAIR's resolution
@@ -978,7 +1023,7 @@ def _black_holes(s: _SessionImages, tissue: _TissueClasses, norm: _Normalisation
     :func:`t1_hypointense_mask` on the written normalised T1 ``t1_norm`` inside ``lesion``."""
     b, wm_t1, nawm_flair = s.b, norm.wm_t1, norm.nawm_flair
     # GM reference for black holes: the pure cortical GM vertex of the cortical band.
-    excl = ndimage.binary_dilation(lesion[s.sl], structure=CONNECTIVITY_26)[b]
+    excl = dilate_mask(lesion[s.sl], CONNECTIVITY_26)[b]
     sd_t1_raw = upper_half_sd(norm.t1v[norm.sel[:, 2]] / wm_t1, 1.0)
     band_na = s.band & ~excl
     gm_t1_norm, gm_flair_norm = grey_matter_vertex(norm.t1v[band_na] / wm_t1,
@@ -1134,8 +1179,8 @@ def _normal_wm_reference(results: list[SegmentationResult], sl: tuple[slice, ...
     session, smoothed T1 and FLAIR within 2 SDs of the WM modes (bool masks on the crop)."""
     # (a GM/WM border voxel, whose partial volume shifts with atrophy, is not a reference).
     nawm = []
-    for r, fl_s in zip(results, smooth):
-        t1_s = smooth_in_mask(np.asarray(r.t1_norm[sl], np.float64), b, params.smoothing_mm, vox)
+    t1_smooth = smooth_each_in_mask([r.t1_norm[sl] for r in results], b, params.smoothing_mm, vox)
+    for r, t1_s, fl_s in zip(results, t1_smooth, smooth):
         nawm.append(b & (np.abs(t1_s - 1.0) <= 2.0 * float(r.qc["wm_t1_sd_norm"]))
                     & (np.abs(fl_s - 1.0) <= 2.0 * float(r.qc["nawm_flair_sd_norm"])))
     return nawm
@@ -1181,10 +1226,10 @@ def _subject_sessions(results: list[SegmentationResult], brain: np.ndarray, vox:
     lesions and NAWM, the focal differences of every pair and the FLAIR z against NAWM."""
     sl = _brain_bbox(brain, margin=int(np.ceil(3 * params.smoothing_mm / vox.min())) + 1)
     b = brain[sl]
-    smooth = [smooth_in_mask(np.asarray(r.flair_norm[sl], np.float64), b, params.smoothing_mm,
-                             vox) for r in results]
+    smooth = smooth_each_in_mask([r.flair_norm[sl] for r in results], b, params.smoothing_mm,
+                                 vox)
     grow_fp = face_distance_footprint(vox, 1.0)
-    grown = [ndimage.binary_dilation(r.lesion_mask[sl], structure=grow_fp) for r in results]
+    grown = [dilate_mask(r.lesion_mask[sl], grow_fp) for r in results]
     depth = BrainDepth(b, vox)
     nawm = _normal_wm_reference(results, sl, b, smooth, vox, params)
     diff_z = _focal_differences(smooth, grown, b, vox, params)
