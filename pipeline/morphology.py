@@ -119,6 +119,16 @@ def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
     return tuple(box)
 
 
+def large_enough(labels: np.ndarray, n: int, min_volume_mm3: float, voxel_volume_mm3: float
+                 ) -> np.ndarray:
+    """Which of the components 1..n of ``labels`` hold at least ``min_volume_mm3``: bool
+    (n + 1,), False for the background 0."""
+    sizes_mm3 = np.bincount(labels.ravel(), minlength=n + 1) * voxel_volume_mm3
+    keep = sizes_mm3 >= min_volume_mm3 - 1e-9
+    keep[0] = False
+    return keep
+
+
 def remove_small_components(mask: np.ndarray, min_volume_mm3: float, voxel_volume_mm3: float
                             ) -> tuple[np.ndarray, np.ndarray, int]:
     """Drop 26-connected components smaller than ``min_volume_mm3``.
@@ -132,9 +142,7 @@ def remove_small_components(mask: np.ndarray, min_volume_mm3: float, voxel_volum
     labels, n = ndimage.label(mask, structure=CONNECTIVITY_26)
     if n == 0:
         return np.zeros(mask.shape, bool), labels.astype(np.int32), 0
-    sizes = np.bincount(labels.ravel(), minlength=n + 1) * voxel_volume_mm3
-    keep = sizes >= min_volume_mm3 - 1e-9
-    keep[0] = False
+    keep = large_enough(labels, n, min_volume_mm3, voxel_volume_mm3)
     remap = np.zeros(n + 1, dtype=np.int32)
     remap[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
     out = remap[labels]

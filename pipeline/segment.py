@@ -134,6 +134,7 @@ from pipeline.morphology import (
     dilate_labels,
     dilate_mask,
     face_distance_footprint,
+    large_enough,
     neighbourhood_filter,
     remove_small_components,
 )
@@ -541,13 +542,11 @@ def hysteresis_lesions(z: np.ndarray, flair_norm: np.ndarray, flair_norm_smooth:
         alpha = np.where((near > 0) & (excess > 0), (flair_norm - 1.0) / excess, 0.0)
     keep = (near > 0) & (grow_allowed | (labels > 0)) & (alpha >= params.edge_fraction_of_peak)
     # keep only rim voxels connected to their component, and only components of at least
-    # min_component_volume_mm3 (as remove_small_components would, on the same components)
+    # min_component_volume_mm3
     kept, n_kept = ndimage.label(keep, structure=CONNECTIVITY_26)
     touched = np.zeros(n_kept + 1, bool)
     touched[np.unique(kept[(labels > 0) & keep])] = True
-    sizes_mm3 = np.bincount(kept.ravel(), minlength=n_kept + 1) * voxel_volume_mm3
-    touched &= sizes_mm3 >= params.min_component_volume_mm3 - 1e-9
-    touched[0] = False
+    touched &= large_enough(kept, n_kept, params.min_component_volume_mm3, voxel_volume_mm3)
     return touched[kept]
 
 
@@ -1606,33 +1605,39 @@ def segment_subject_files(out_dir: str | Path, subject: str, sessions: list[str]
         check_plausible(res.qc, brain_ml, params, f"sub-{subject} ses-{ses}")
 
     written: dict[str, Any] = {"sessions": {}}
-    rows = []
     for ses, res, aff in zip(sessions, results, affines):
-        def p(**kw: Any) -> Path:
-            return bids_path(out_dir, subject, ses, **kw)
-
-        table = lesion_table(res.lesion_labels, res.flair_norm, res.t1hypo_mask, aff)
-        written["sessions"][ses] = {
-            "lesion_mask": io.save_nifti(p(space="subject", desc="lesion", suffix="mask"),
-                                         res.lesion_mask, aff, np.uint8),
-            "lesion_dseg": io.save_nifti(p(space="subject", desc="lesion", suffix="dseg"),
-                                         res.lesion_labels, aff, np.int32),
-            "t1hypo_mask": io.save_nifti(p(space="subject", desc="t1hypo", suffix="mask"),
-                                         res.t1hypo_mask, aff, np.uint8),
-            "flair_norm": io.save_nifti(p(space="subject", desc="norm", suffix="FLAIR"),
-                                        res.flair_norm, aff, np.float32),
-            "t1_norm": io.save_nifti(p(space="subject", desc="norm", suffix="T1w"),
-                                     res.t1_norm, aff, np.float32),
-            "lesions": io.write_tsv(p(space="subject", desc="lesion", suffix="lesions",
-                                      ext=".tsv"), table),
-            "qc": io.write_json(p(space="subject", desc="lesion", suffix="qc", ext=".json"),
-                                res.qc),
-        }
-        rows.append({"session": ses, **{c: res.qc.get(c, 0) for c in SUMMARY_COLUMNS[1:]}})
+        written["sessions"][ses] = _write_session_products(out_dir, subject, ses, res, aff)
+    rows = [{"session": ses, **{c: res.qc.get(c, 0) for c in SUMMARY_COLUMNS[1:]}}
+            for ses, res in zip(sessions, results)]
     written["summary"] = io.write_tsv(bids_path(out_dir, subject, desc="lesion", suffix="qc",
                                                 ext=".tsv"),
                                       pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS)))
     return written
+
+
+def _write_session_products(out_dir: Path, subject: str, ses: str, res: SegmentationResult,
+                            aff: np.ndarray) -> dict[str, Path]:
+    """One session's lesion mask and labels, black-hole mask, normalised FLAIR and T1, lesion
+    table and QC JSON, in subject space; returns product -> path."""
+    def p(**kw: Any) -> Path:
+        return bids_path(out_dir, subject, ses, **kw)
+
+    table = lesion_table(res.lesion_labels, res.flair_norm, res.t1hypo_mask, aff)
+    return {
+        "lesion_mask": io.save_nifti(p(space="subject", desc="lesion", suffix="mask"),
+                                     res.lesion_mask, aff, np.uint8),
+        "lesion_dseg": io.save_nifti(p(space="subject", desc="lesion", suffix="dseg"),
+                                     res.lesion_labels, aff, np.int32),
+        "t1hypo_mask": io.save_nifti(p(space="subject", desc="t1hypo", suffix="mask"),
+                                     res.t1hypo_mask, aff, np.uint8),
+        "flair_norm": io.save_nifti(p(space="subject", desc="norm", suffix="FLAIR"),
+                                    res.flair_norm, aff, np.float32),
+        "t1_norm": io.save_nifti(p(space="subject", desc="norm", suffix="T1w"),
+                                 res.t1_norm, aff, np.float32),
+        "lesions": io.write_tsv(p(space="subject", desc="lesion", suffix="lesions", ext=".tsv"),
+                                table),
+        "qc": io.write_json(p(space="subject", desc="lesion", suffix="qc", ext=".json"), res.qc),
+    }
 
 
 def check_plausible(qc: dict[str, Any], brain_ml: float, params: SegmentationParams,

@@ -289,6 +289,20 @@ def head_depth_bound(anat: Anatomy, points_mm: np.ndarray) -> np.ndarray:
     return inside
 
 
+def _hull_depth_mm(anat: Anatomy, pts: np.ndarray, deform: np.ndarray) -> np.ndarray:
+    """Depth (mm) of ``pts`` below the baseline brain hull: an ellipsoid with a flat base (a
+    smaller z semi-axis below the centre, continuous at z = 0), deformed by ``deform``."""
+    x, y, z = pts
+    axes = anat.brain_semi_axes_mm
+    az = np.where(z < 0, np.float32(axes[2] * anat.params.brain_inferior_flattening),
+                  np.float32(axes[2]))
+    u0, u1, u2 = x / np.float32(axes[0]), y / np.float32(axes[1]), z / az
+    rho = np.sqrt(u0 * u0 + u1 * u1 + u2 * u2)
+    g = np.sqrt((u0 / np.float32(axes[0])) ** 2 + (u1 / np.float32(axes[1])) ** 2 + (u2 / az) ** 2)
+    # first-order distance to the level set rho = 1 (value over gradient)
+    return (1.0 - rho) * rho / np.maximum(g, 1e-6) + deform
+
+
 def tissue_fractions(anat: Anatomy, points_mm: np.ndarray, t_years: float,
                      edge_mm: float) -> dict[str, np.ndarray]:
     """Tissue partial-volume fractions at anatomy-frame points.
@@ -313,13 +327,7 @@ def tissue_fractions(anat: Anatomy, points_mm: np.ndarray, t_years: float,
     fld = _sample_fields(anat, pts)
     deform, sheet, depth_f, texture = fld
     axes = anat.brain_semi_axes_mm
-    # Flat base: a smaller z semi-axis below the centre (continuous at z = 0).
-    az = np.where(z < 0, np.float32(axes[2] * p.brain_inferior_flattening), np.float32(axes[2]))
-    u0, u1, u2 = x / np.float32(axes[0]), y / np.float32(axes[1]), z / az
-    rho = np.sqrt(u0 * u0 + u1 * u1 + u2 * u2)
-    g = np.sqrt((u0 / np.float32(axes[0])) ** 2 + (u1 / np.float32(axes[1])) ** 2 + (u2 / az) ** 2)
-    s0 = (1.0 - rho) * rho / np.maximum(g, 1e-6) + deform  # depth below the baseline hull, mm
-    del u0, u1, u2, rho, g, az
+    s0 = _hull_depth_mm(anat, pts, deform)
     e = edge_mm
     shrink = np.float32(anat.hull_shrink_mm(t_years))
     s_cer = s0 - shrink  # depth below the cerebral hull
