@@ -179,7 +179,5 @@ def profile_subject(anatomy: str, seed: int, work: Path, out_tsv: Path,
                        f"trial preset, 1 subject, anatomy {anatomy}, seed {seed}", summary)
 
 
-
-
 if __name__ == "__main__":
     sys.exit(main())
