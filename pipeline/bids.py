@@ -425,6 +425,16 @@ class Discovery:
         files = self._lookup()["files"]
         return {s: files[(subject, s)][2] for s in self.sessions_of(subject)}
 
+    def layouts(self) -> dict[tuple[tuple[str, ...], tuple[tuple[str, str], ...]], list[str]]:
+        """Subjects grouped by the files their subject-level steps write: (needed sessions,
+        (start, end) of the runnable intervals) -> subject labels, the most common first (ties:
+        more sessions first, then by the labels), subjects sorted."""
+        groups: dict[tuple[tuple[str, ...], tuple[tuple[str, str], ...]], list[str]] = {}
+        for subject in self.subjects():
+            key = (tuple(self.sessions_of(subject)), tuple(self.interval_sessions_of(subject)))
+            groups.setdefault(key, []).append(subject)
+        return dict(sorted(groups.items(), key=lambda kv: (-len(kv[1]), -len(kv[0][0]), kv[0])))
+
     def note_lines(self) -> list[str]:
         """One line per note, ``<kind> <path>: <reason>``, in the notes' order (for logs)."""
         return [f"{n.kind} {n.path}: {n.reason}" for n in self.notes.itertuples(index=False)]

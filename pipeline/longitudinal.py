@@ -110,7 +110,7 @@ from pipeline.morphology import (
 )
 from pipeline.outcome import add_sources_argument, run_step
 from pipeline.params import LesionParams
-from pipeline.paths import bids_path
+from pipeline.paths import product_path
 from pipeline.robust import median_and_robust_sd
 
 #: Columns of :func:`classify_interval`'s table, in order: the interval lesion table's
@@ -821,9 +821,9 @@ def _load_session(out_dir: Path, subject: str, ses: str,
     T1w->subject transform path and its black-hole limit. ``grid`` holds the (shape, affine) of
     the first image read (set here when empty); every image must lie on it."""
     d: dict[str, Any] = {}
-    for key, desc, suffix in (("lesion", "lesion", "mask"), ("t1hypo", "t1hypo", "mask"),
-                              ("flair", "norm", "FLAIR"), ("t1", "norm", "T1w")):
-        path = bids_path(out_dir, subject, ses, space="subject", desc=desc, suffix=suffix)
+    for key, product in (("lesion", "lesion_mask"), ("t1hypo", "t1hypo_mask"),
+                         ("flair", "flair_norm"), ("t1", "t1w_norm")):
+        path = product_path(out_dir, product, subject, ses)
         data, aff, _ = io.load_nifti(path)
         if not grid:
             grid.append((data.shape, aff))
@@ -832,10 +832,8 @@ def _load_session(out_dir: Path, subject: str, ses: str,
                           f"(shape {data.shape} vs {grid[0][0]} or affine differs); rerun "
                           "the register and segment stages")
         d[key] = data
-    d["xfm"] = bids_path(out_dir, subject, ses, from_="T1w", to="subject", mode="image",
-                         suffix="xfm", ext=".txt")
-    qc_path = bids_path(out_dir, subject, ses, space="subject", desc="lesion", suffix="qc",
-                        ext=".json")
+    d["xfm"] = product_path(out_dir, "t1w_to_subject", subject, ses)
+    qc_path = product_path(out_dir, "lesion_qc", subject, ses)
     try:
         d["t1hypo_limit"] = float(json.loads(qc_path.read_text())["t1hypo_limit_norm"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -895,16 +893,16 @@ def longitudinal_files(out_dir: str | Path, subject: str, sessions: list[str],
         table.insert(table.columns.get_loc("x_subject_mm"), "z_mm", mapped[:, 2])
         label = interval_label(ses_a, ses_b)
         written[f"lesions_{label}"] = io.write_tsv(
-            bids_path(out_dir, subject, from_=ses_a, to=ses_b, suffix="lesions", ext=".tsv"),
+            product_path(out_dir, "interval_lesions", subject, interval=(ses_a, ses_b)),
             table)
         written[f"new_{label}"] = io.save_nifti(
-            bids_path(out_dir, subject, from_=ses_a, to=ses_b, space="subject", desc="new",
-                      suffix="dseg"), new_labels, affine, np.int32)
+            product_path(out_dir, "new_dseg", subject, interval=(ses_a, ses_b)), new_labels,
+            affine, np.int32)
         endpoint_rows.append(interval_endpoints(
             table, t2lv_ml(da["lesion"] > 0, vox), t2lv_ml(db["lesion"] > 0, vox), subject,
             ses_a, ses_b, dt))
-    written["endpoints"] = io.write_tsv(bids_path(out_dir, subject, suffix="endpoints",
-                                                  ext=".tsv"), endpoints_table(endpoint_rows))
+    written["endpoints"] = io.write_tsv(product_path(out_dir, "endpoints", subject),
+                                        endpoints_table(endpoint_rows))
     return written
 
 

@@ -14,7 +14,7 @@ The brain mask comes before the registration (the order in DESIGN.md is checks -
 mask -> N4) because masking the metric to the brain makes FLAIR -> T1 both faster and more
 accurate; the outputs are the same products.
 
-Outputs (file names from :func:`pipeline.paths.bids_path`): N4 T1w, N4 FLAIR, native brain mask,
+Outputs (file names from :data:`pipeline.paths.PRODUCTS`): N4 T1w, N4 FLAIR, native brain mask,
 the FLAIR -> T1 ITK transform (maps T1 points to FLAIR points, i.e. resamples FLAIR onto T1)
 and a QC json (similarity after FLAIR -> T1, brain volume in mL, skull-stripped yes/no, seconds
 per step; the seconds are the only values that differ between two runs on the same inputs).
@@ -35,7 +35,7 @@ from pipeline.brainmask import brain_mask
 from pipeline.checks import add_input_arguments, check_overlap, load_checked, session_inputs
 from pipeline.intensity import n4_correct_image
 from pipeline.params import BrainMaskParams, InputCheckParams, RegistrationParams
-from pipeline.paths import bids_path
+from pipeline.paths import needing_sidecars, product_path
 from pipeline.imagespace import (
     nifti_to_sitk,
     resample_mask,
@@ -191,19 +191,16 @@ def preprocess_session_files(bids_dir: str | Path | None, subject: str, session:
     result = preprocess_session(t1, t1_affine, flair, flair_affine, registration_params,
                                 mask_params, label=f"sub-{subject} ses-{session}")
 
+    def path(product: str) -> Path:
+        return product_path(out_dir, product, subject, session)
+
     timer = time.perf_counter()
     paths = {
-        "t1_n4": io.save_intensity_image(bids_path(out_dir, subject, session, desc="n4",
-                                                   suffix="T1w"), result.t1_n4, t1_affine),
-        "flair_n4": io.save_intensity_image(bids_path(out_dir, subject, session, desc="n4",
-                                                      suffix="FLAIR"), result.flair_n4,
-                                            flair_affine),
-        "brain_mask": io.save_nifti(bids_path(out_dir, subject, session, desc="brain",
-                                              suffix="mask"),
-                                    result.brain_mask, t1_affine, dtype=np.uint8),
-        "flair_to_t1": write_transform(bids_path(out_dir, subject, session, from_="FLAIR",
-                                                 to="T1w", mode="image", suffix="xfm",
-                                                 ext=".txt"), result.flair_to_t1),
+        "t1w_n4": io.save_intensity_image(path("t1w_n4"), result.t1_n4, t1_affine),
+        "flair_n4": io.save_intensity_image(path("flair_n4"), result.flair_n4, flair_affine),
+        "brain_mask": io.save_nifti(path("brain_mask"), result.brain_mask, t1_affine,
+                                    dtype=np.uint8),
+        "flair_to_t1w": write_transform(path("flair_to_t1w"), result.flair_to_t1),
     }
     seconds["write"] = time.perf_counter() - timer
     qc = dict(result.qc)
@@ -211,8 +208,7 @@ def preprocess_session_files(bids_dir: str | Path | None, subject: str, session:
                "flair": str(flair_path), "t1_flair_overlap_fraction": overlap,
                "negatives": {"T1w": t1_negatives, "FLAIR": flair_negatives}})
     qc["seconds"] = {**seconds, **qc["seconds"]}
-    paths["qc"] = io.write_json(bids_path(out_dir, subject, session, desc="preproc",
-                                          suffix="qc", ext=".json"), qc)
+    paths["preproc_qc"] = io.write_json(path("preproc_qc"), qc)
     return {"paths": paths, "qc": qc}
 
 
@@ -242,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                          args.params, work)
     if code:
         return code
-    write_sidecars(out["paths"].values(), [out["qc"]["t1w"], out["qc"]["flair"]])
+    write_sidecars(needing_sidecars(out["paths"]), [out["qc"]["t1w"], out["qc"]["flair"]])
     qc = out["qc"]
     print(f"preprocess sub-{args.subject} ses-{args.session}: brain {qc['brain_volume_ml']:.0f} "
           f"mL, skull-stripped {qc['skull_stripped']}, FLAIR->T1 "

@@ -25,6 +25,7 @@ from typing import Any
 from pipeline import __version__
 from pipeline.io import read_tsv, write_json, write_tsv
 from pipeline.outcome import sha256_file
+from pipeline.paths import sidecar_path
 
 #: The dependencies whose versions can change a number (listed in provenance and the report).
 SOFTWARE = ("numpy", "scipy", "pandas", "statsmodels", "matplotlib", "nibabel", "SimpleITK",
@@ -99,12 +100,6 @@ def dataset_description(bids_dir: str | Path | None = None,
         description["SourceDatasets"] = [{"URL": uri, "Version": raw_version(bids_dir)}]
         description["DatasetLinks"] = {"raw": uri}
     return description
-
-
-def sidecar_path(image_path: str | Path) -> Path:
-    image_path = Path(image_path)
-    return image_path.with_name(image_path.name.removesuffix(".gz").removesuffix(".nii")
-                                + ".json")
 
 
 def write_sidecars(images: Iterable[str | Path], sources: Iterable[str | Path],

@@ -34,7 +34,7 @@ from pipeline.errors import InputError
 from pipeline.cli import run_command
 from pipeline.imagespace import require_same_grid, voxel_sizes
 from pipeline.io import atomic_path, load_nifti
-from pipeline.paths import bids_path
+from pipeline.paths import product_path
 
 #: Figure width (inches), height per row (inches) and resolution: fixed so reruns match.
 FIG_WIDTH_IN = 9.0
@@ -346,44 +346,36 @@ def qc_files(out: str | Path, subject: str, sessions: Sequence[str],
     t1, flair, lesion, t1hypo, brain = {}, {}, {}, {}, {}
     voxel = None
     for ses in sessions:
-        t1[ses], voxel = _load_ras(bids_path(out, sub, ses, space="subject", desc="preproc",
-                                             suffix="T1w"))
-        flair[ses], _ = _load_ras(bids_path(out, sub, ses, space="subject", desc="preproc",
-                                            suffix="FLAIR"))
-        lesion[ses], _ = _load_ras(bids_path(out, sub, ses, space="subject", desc="lesion",
-                                             suffix="mask"))
-        t1hypo[ses], _ = _load_ras(bids_path(out, sub, ses, space="subject", desc="t1hypo",
-                                             suffix="mask"))
-        brain_path = bids_path(out, sub, ses, space="subject", desc="brain", suffix="mask")
+        t1[ses], voxel = _load_ras(product_path(out, "t1w_subject", sub, ses))
+        flair[ses], _ = _load_ras(product_path(out, "flair_subject", sub, ses))
+        lesion[ses], _ = _load_ras(product_path(out, "lesion_mask", sub, ses))
+        t1hypo[ses], _ = _load_ras(product_path(out, "t1hypo_mask", sub, ses))
+        brain_path = product_path(out, "brain_mask_subject", sub, ses)
         if brain_path.exists():  # only sets the display window; optional
             brain[ses], _ = _load_ras(brain_path)
     if voxel is None:
         raise InputError("qc: no session given; pass --sessions")
-    template, _ = _load_ras(bids_path(out, sub, space="subject", desc="template", suffix="T1w"))
+    template, _ = _load_ras(product_path(out, "template", sub))
 
     written = []
     fig = registration_figure(t1, template, voxel, f"sub-{sub}: session T1 in subject space "
                                                    "(grey), template edges (green)", brain)
-    written.append(save_png(fig, bids_path(out, sub, datatype="figures", desc="registration",
-                                           suffix="qc", ext=".png")))
+    written.append(save_png(fig, product_path(out, "registration_figure", sub)))
     fig = lesion_figure(flair, lesion, t1hypo, voxel, f"sub-{sub}: FLAIR, T2 lesions (yellow "
                                                       "outline), T1-hypointense (cyan fill)",
                         brain)
-    written.append(save_png(fig, bids_path(out, sub, datatype="figures", desc="lesion",
-                                           suffix="qc", ext=".png")))
+    written.append(save_png(fig, product_path(out, "lesion_figure", sub)))
     for interval in intervals:
         a, sep, b = interval.partition("-")
         if not sep or a not in flair or b not in flair:
             raise InputError(f"qc: interval {interval!r} needs sessions of {list(sessions)} "
                              "written as <a>-<b>; pass its sessions with --sessions")
-        new, _ = _load_ras(bids_path(out, sub, from_=a, to=b, space="subject", desc="new",
-                                     suffix="dseg"))
+        new, _ = _load_ras(product_path(out, "new_dseg", sub, interval=(a, b)))
         fig = new_lesion_figure(flair[a], flair[b], lesion[a], lesion[b], new, voxel, (a, b),
                                 f"sub-{sub}: new T2 lesions {a} -> {b} (red), T2 lesions "
                                 "(yellow)",
                                 (brain[a], brain[b]) if a in brain and b in brain else None)
-        written.append(save_png(fig, bids_path(out, sub, datatype="figures", from_=a, to=b,
-                                               desc="new", suffix="qc", ext=".png")))
+        written.append(save_png(fig, product_path(out, "new_figure", sub, interval=(a, b))))
     return written
 
 

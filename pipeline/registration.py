@@ -85,7 +85,7 @@ from pipeline.imagespace import (
 from pipeline.outcome import add_sources_argument, run_step
 from pipeline.provenance import write_sidecars
 from pipeline.params import RegistrationParams
-from pipeline.paths import bids_path
+from pipeline.paths import product_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -736,7 +736,7 @@ def register_subject_files(out_dir: str | Path, subject: str, sessions: list[str
     seconds["read"] = time.perf_counter() - timer
 
     timer = time.perf_counter()
-    qc_path = bids_path(out_dir, subject, desc="registration", suffix="qc", ext=".tsv")
+    qc_path = product_path(out_dir, "registration_qc", subject)
     space = _subject_space_keeping_qc(images, sessions, params, qc_path)
     seconds["register"] = time.perf_counter() - timer
 
@@ -777,11 +777,9 @@ def _read_sessions(out_dir: str | Path, subject: str, sessions: list[str]) -> _S
     """Step 1, read the sessions: N4 T1 and FLAIR, brain mask (on the T1 grid), FLAIR->T1."""
     t1s, flairs, masks, flair_tx, t1_affines = [], [], [], [], []
     for ses in sessions:
-        t1_data, t1_aff, _ = io.load_nifti(bids_path(out_dir, subject, ses, desc="n4",
-                                                     suffix="T1w"))
-        fl_data, fl_aff, _ = io.load_nifti(bids_path(out_dir, subject, ses, desc="n4",
-                                                     suffix="FLAIR"))
-        mask_path = bids_path(out_dir, subject, ses, desc="brain", suffix="mask")
+        t1_data, t1_aff, _ = io.load_nifti(product_path(out_dir, "t1w_n4", subject, ses))
+        fl_data, fl_aff, _ = io.load_nifti(product_path(out_dir, "flair_n4", subject, ses))
+        mask_path = product_path(out_dir, "brain_mask", subject, ses)
         m_data, m_aff, _ = io.load_nifti(mask_path)
         require_same_grid(m_data.shape[:3], m_aff, t1_data.shape[:3], t1_aff,
                           f"{mask_path}: brain mask is not on the N4 T1 grid; re-run "
@@ -789,8 +787,7 @@ def _read_sessions(out_dir: str | Path, subject: str, sessions: list[str]) -> _S
         t1s.append(nifti_to_sitk(np.asarray(t1_data, dtype=np.float32), t1_aff))
         flairs.append(nifti_to_sitk(np.asarray(fl_data, dtype=np.float32), fl_aff))
         masks.append(nifti_to_sitk(np.asarray(m_data > 0, dtype=np.uint8), t1_aff))
-        flair_tx.append(read_transform(bids_path(out_dir, subject, ses, from_="FLAIR", to="T1w",
-                                                 mode="image", suffix="xfm", ext=".txt")))
+        flair_tx.append(read_transform(product_path(out_dir, "flair_to_t1w", subject, ses)))
         t1_affines.append(t1_aff)
     return _SessionImages(t1s, flairs, masks, flair_tx, t1_affines)
 
@@ -818,8 +815,7 @@ def _write_session_products(out_dir: str | Path, subject: str, ses: str, k: int,
     """
     t1s, flairs, masks, flair_tx = images.t1s, images.flairs, images.masks, images.flair_tx
     to_session = matrix_to_rigid(space.to_session[k], space.center_lps)
-    xfm_path = write_transform(bids_path(out_dir, subject, ses, from_="T1w", to="subject",
-                                         mode="image", suffix="xfm", ext=".txt"),
+    xfm_path = write_transform(product_path(out_dir, "t1w_to_subject", subject, ses),
                                to_session)
     t1_sub = resample_image(t1s[k], space.reference, to_session, params.t1_interpolation)
     fl_sub = resample_image(flairs[k], space.reference, compose([flair_tx[k], to_session]),
@@ -830,18 +826,15 @@ def _write_session_products(out_dir: str | Path, subject: str, ses: str, k: int,
     t1_fl_sub = resample_image(t1_fl, space.reference, compose([flair_tx[k], to_session]),
                                params.t1_interpolation)
     mask_sub = resample_mask(masks[k], space.reference, to_session)
-    paths = {"xfm": xfm_path}
-    for key, img, desc, suffix in (("t1", t1_sub, "preproc", "T1w"),
-                                   ("flair", fl_sub, "preproc", "FLAIR"),
-                                   ("t1_flairres", t1_fl_sub, "flairres", "T1w")):
+    paths = {"t1w_to_subject": xfm_path}
+    for product, img in (("t1w_subject", t1_sub), ("flair_subject", fl_sub),
+                         ("t1w_flairres_subject", t1_fl_sub)):
         data, affine = sitk_to_nifti(img)
-        paths[key] = io.save_intensity_image(
-            bids_path(out_dir, subject, ses, space="subject", desc=desc, suffix=suffix),
-            data, affine)
+        paths[product] = io.save_intensity_image(
+            product_path(out_dir, product, subject, ses), data, affine)
     data, affine = sitk_to_nifti(mask_sub)
-    paths["mask"] = io.save_nifti(bids_path(out_dir, subject, ses, space="subject",
-                                            desc="brain", suffix="mask"), data, affine,
-                                  dtype=np.uint8)
+    paths["brain_mask_subject"] = io.save_nifti(
+        product_path(out_dir, "brain_mask_subject", subject, ses), data, affine, dtype=np.uint8)
     return paths, t1_sub, mask_sub
 
 
@@ -859,8 +852,7 @@ def _write_template(out_dir: str | Path, subject: str, subject_t1s: list[sitk.Im
     tmpl_img = sitk.GetImageFromArray(template.astype(np.float32))
     tmpl_img.CopyInformation(space.reference)
     data, affine = sitk_to_nifti(tmpl_img)
-    return io.save_intensity_image(
-        bids_path(out_dir, subject, space="subject", desc="template", suffix="T1w"), data, affine)
+    return io.save_intensity_image(product_path(out_dir, "template", subject), data, affine)
 
 
 def _write_registration_qc(qc_path: Path, space: SubjectSpace) -> Path:

@@ -141,7 +141,7 @@ from pipeline.morphology import (
 from pipeline.outcome import add_sources_argument, run_step
 from pipeline.provenance import write_sidecars
 from pipeline.params import SegmentationParams
-from pipeline.paths import bids_path
+from pipeline.paths import needing_sidecars, product_path
 from pipeline.robust import (
     IQR_HALF_TO_SD,
     histogram_mode,
@@ -1456,8 +1456,8 @@ def _brain_masks(out_dir: Path, subject: str, sessions: Sequence[str]
     """Each session's subject-space brain mask (bool) and its affine, read once."""
     masks = {}
     for ses in sessions:
-        data, affine, _ = io.load_nifti(bids_path(out_dir, subject, ses, space="subject",
-                                                  desc="brain", suffix="mask"))
+        data, affine, _ = io.load_nifti(product_path(out_dir, "brain_mask_subject", subject,
+                                                     ses))
         masks[ses] = (np.asarray(data) > 0, affine)
     return masks
 
@@ -1497,12 +1497,12 @@ def _segment_session_from_files(out_dir: Path, subject: str, session: str,
     -------
     (result, affine, brain mask searched)
     """
-    def p(**kw: Any) -> Path:
-        return bids_path(out_dir, subject, session, **kw)
+    def p(product: str) -> Path:
+        return product_path(out_dir, product, subject, session)
 
-    t1, aff, _ = io.load_nifti(p(space="subject", desc="preproc", suffix="T1w"))
-    flair, aff_f, _ = io.load_nifti(p(space="subject", desc="preproc", suffix="FLAIR"))
-    t1_fl, aff_t, _ = io.load_nifti(p(space="subject", desc="flairres", suffix="T1w"))
+    t1, aff, _ = io.load_nifti(p("t1w_subject"))
+    flair, aff_f, _ = io.load_nifti(p("flair_subject"))
+    t1_fl, aff_t, _ = io.load_nifti(p("t1w_flairres_subject"))
     brain, aff_b = brain_mask
     for name, a, arr in (("FLAIR", aff_f, flair), ("T1w at FLAIR resolution", aff_t, t1_fl),
                          ("brain mask", aff_b, brain)):
@@ -1520,8 +1520,8 @@ def _segment_session_from_files(out_dir: Path, subject: str, session: str,
         brain = brain & mask
     user = None
     if lesion_mask_path is not None:
-        template = bids_path(out_dir, subject, space="subject", desc="template", suffix="T1w")
-        xfm = p(from_="T1w", to="subject", mode="image", suffix="xfm", ext=".txt")
+        template = product_path(out_dir, "template", subject)
+        xfm = p("t1w_to_subject")
         for f in (Path(lesion_mask_path), template, xfm):
             if not f.exists():
                 raise InputError(f"{f}: file not found (needed to bring a user lesion mask into "
@@ -1533,8 +1533,8 @@ def _segment_session_from_files(out_dir: Path, subject: str, session: str,
                           f"of {template}; check that the template and T1w belong together")
         user = np.asarray(data) >= 0.5
     native = {}
-    for suffix in ("T1w", "FLAIR"):
-        f = p(desc="n4", suffix=suffix)
+    for suffix, product in (("T1w", "t1w_n4"), ("FLAIR", "flair_n4")):
+        f = p(product)
         if not f.exists():
             raise InputError(f"{f}: file not found (its voxel size chooses the hyperintensity "
                              "unit); rerun the preprocess stage for this session")
@@ -1609,8 +1609,7 @@ def segment_subject_files(out_dir: str | Path, subject: str, sessions: list[str]
         written["sessions"][ses] = _write_session_products(out_dir, subject, ses, res, aff)
     rows = [{"session": ses, **{c: res.qc.get(c, 0) for c in SUMMARY_COLUMNS[1:]}}
             for ses, res in zip(sessions, results)]
-    written["summary"] = io.write_tsv(bids_path(out_dir, subject, desc="lesion", suffix="qc",
-                                                ext=".tsv"),
+    written["summary"] = io.write_tsv(product_path(out_dir, "lesion_summary", subject),
                                       pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS)))
     return written
 
@@ -1619,24 +1618,18 @@ def _write_session_products(out_dir: Path, subject: str, ses: str, res: Segmenta
                             aff: np.ndarray) -> dict[str, Path]:
     """One session's lesion mask and labels, black-hole mask, normalised FLAIR and T1, lesion
     table and QC JSON, in subject space; returns product -> path."""
-    def p(**kw: Any) -> Path:
-        return bids_path(out_dir, subject, ses, **kw)
+    def p(product: str) -> Path:
+        return product_path(out_dir, product, subject, ses)
 
     table = lesion_table(res.lesion_labels, res.flair_norm, res.t1hypo_mask, aff)
     return {
-        "lesion_mask": io.save_nifti(p(space="subject", desc="lesion", suffix="mask"),
-                                     res.lesion_mask, aff, np.uint8),
-        "lesion_dseg": io.save_nifti(p(space="subject", desc="lesion", suffix="dseg"),
-                                     res.lesion_labels, aff, np.int32),
-        "t1hypo_mask": io.save_nifti(p(space="subject", desc="t1hypo", suffix="mask"),
-                                     res.t1hypo_mask, aff, np.uint8),
-        "flair_norm": io.save_nifti(p(space="subject", desc="norm", suffix="FLAIR"),
-                                    res.flair_norm, aff, np.float32),
-        "t1_norm": io.save_nifti(p(space="subject", desc="norm", suffix="T1w"),
-                                 res.t1_norm, aff, np.float32),
-        "lesions": io.write_tsv(p(space="subject", desc="lesion", suffix="lesions", ext=".tsv"),
-                                table),
-        "qc": io.write_json(p(space="subject", desc="lesion", suffix="qc", ext=".json"), res.qc),
+        "lesion_mask": io.save_nifti(p("lesion_mask"), res.lesion_mask, aff, np.uint8),
+        "lesion_dseg": io.save_nifti(p("lesion_dseg"), res.lesion_labels, aff, np.int32),
+        "t1hypo_mask": io.save_nifti(p("t1hypo_mask"), res.t1hypo_mask, aff, np.uint8),
+        "flair_norm": io.save_nifti(p("flair_norm"), res.flair_norm, aff, np.float32),
+        "t1w_norm": io.save_nifti(p("t1w_norm"), res.t1_norm, aff, np.float32),
+        "session_lesions": io.write_tsv(p("session_lesions"), table),
+        "lesion_qc": io.write_json(p("lesion_qc"), res.qc),
     }
 
 
@@ -1700,7 +1693,7 @@ def main(argv: list[str] | None = None) -> int:
     if code:
         return code
     for session, paths in written["sessions"].items():
-        write_sidecars(paths.values(), args.sources, session)
+        write_sidecars(needing_sidecars(paths), args.sources, session)
     for paths in written["sessions"].values():
         for path in paths.values():
             print(path)

@@ -11,7 +11,7 @@ from pipeline import io
 from pipeline.errors import InputError
 from pipeline.io import atomic_path, load_nifti, read_header, read_tsv, save_nifti, write_tsv
 from pipeline.contract import interval_label
-from pipeline.paths import bids_path
+from pipeline.paths import PRODUCTS, bids_path, product_path, products_of, step_products
 
 
 def test_bids_path_orders_entities(tmp_path):
@@ -28,6 +28,37 @@ def test_bids_path_orders_entities(tmp_path):
 def test_bids_path_refuses_bad_labels(tmp_path):
     with pytest.raises(ValueError, match="alphanumeric"):
         bids_path(tmp_path, "0_1", suffix="T1w")
+
+
+def test_products_name_every_file_once(tmp_path):
+    sessions, intervals = ["baseline", "m06", "m12"], [("baseline", "m06"), ("baseline", "m12")]
+    files = {}
+    for step in sorted({spec.step for spec in PRODUCTS.values()}):
+        written = step_products(step, tmp_path, "01", sessions, intervals)
+        assert all(name.isidentifier() for name in written)
+        for name, path in written.items():
+            assert path not in files.values(), f"{name}: {path} is also {files}"
+            files[name] = path
+    assert len(set(files.values())) == len(files)
+    # 3 sessions x (8 preprocess + 5 register + 12 segment) + 2 intervals x (2 + 1) + 7 subject
+    assert len(files) == 3 * 25 + 2 * 3 + 7
+    assert files["new_figure_baseline_m12"] == tmp_path / (
+        "sub-01/figures/sub-01_from-baseline_to-m12_desc-new_qc.png")
+    assert files["lesion_mask_json_m06"] == tmp_path / (
+        "sub-01/ses-m06/anat/sub-01_ses-m06_space-subject_desc-lesion_mask.json")
+    # the intermediates and only them
+    assert set(step_products("preprocess", tmp_path, "01", ["m06"], intermediate=True)) == {
+        "t1w_n4_m06", "t1w_n4_json_m06", "flair_n4_m06", "flair_n4_json_m06"}
+    assert products_of("preprocess", "o", "{subject}", "{session}")["brain_mask"].name == (
+        "sub-{subject}_ses-{session}_desc-brain_mask.nii.gz")
+
+
+def test_product_path_wants_the_scope_of_its_product(tmp_path):
+    assert product_path(tmp_path, "endpoints", "01") == tmp_path / "sub-01/anat/sub-01_endpoints.tsv"
+    with pytest.raises(ValueError, match="session product"):
+        product_path(tmp_path, "lesion_mask", "01")
+    with pytest.raises(ValueError, match="interval product"):
+        product_path(tmp_path, "new_dseg", "01", "m06")
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):

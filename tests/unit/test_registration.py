@@ -264,7 +264,7 @@ def test_register_subject_files_deterministic_and_complete(tmp_path):
         qc = io.read_tsv(written["qc"])
         assert list(qc["moving"]) == ["m06", "m12"] and set(qc["fixed"]) == {"baseline"}
         assert (qc["accepted"] == "yes").all() and (qc["similarity_value"] > 0.9).all()
-        t1, aff, _ = io.load_nifti(written["sessions"]["m06"]["t1"])
+        t1, aff, _ = io.load_nifti(written["sessions"]["m06"]["t1w_subject"])
         tmpl, tmpl_aff, _ = io.load_nifti(written["template"])
         assert t1.shape == tmpl.shape and np.allclose(aff, tmpl_aff)
     for ses in sessions:

@@ -23,14 +23,22 @@ def snakemake(repo: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
 
 
-def job_counts(stdout: str) -> dict[str, int]:
-    """Parse Snakemake's 'Job stats' table."""
-    counts = {}
+#: Subject steps with one rule per subject layout: `register`, `register_baseline_m12`, ...
+LAYOUT_STEPS = ("register", "segment", "longitudinal", "qc_figures")
+
+
+def job_counts(stdout: str, by_rule: bool = False) -> dict[str, int]:
+    """Parse Snakemake's 'Job stats' table: jobs per step (a layout's rule counted with its
+    step), or per rule with ``by_rule``."""
+    counts: dict[str, int] = {}
     table = stdout.split("Job stats:")[-1]
     for line in table.splitlines():
         m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
         if m and m.group(1) != "total":
-            counts[m.group(1)] = int(m.group(2))
+            name = m.group(1)
+            if not by_rule:
+                name = next((s for s in LAYOUT_STEPS if name.startswith(f"{s}_")), name)
+            counts[name] = counts.get(name, 0) + int(m.group(2))
     return counts
 
 
@@ -73,6 +81,24 @@ def test_missing_session_skips_its_intervals_with_a_reason(repo, tool_env, tmp_p
     counts = job_counts(res.stdout)
     assert counts["preprocess"] == 5  # sub-02 keeps baseline and m12 for baseline-m12
     assert counts["register"] == 2
+    # sub-02's jobs declare its two sessions' and one interval's files: rules of their own
+    rules = job_counts(res.stdout, by_rule=True)
+    for step in LAYOUT_STEPS:
+        assert rules[step] == 1 and rules[f"{step}_baseline_m12"] == 1
+
+
+def test_settings_for_a_step_reach_its_rules_of_every_layout(repo, tool_env, tmp_path):
+    bids = make_skeleton(tmp_path / "bids", {"01": "IDG", "02": "TG"},
+                         missing=(("02", "m06", "FLAIR"),))
+    res = snakemake(repo, tool_env, "-n", "--cores", "2", "--set-resources",
+                    "segment:mem_mb=4321", "--set-threads", "register=2", "--config",
+                    f"bids_dir={bids}", f"out_dir={tmp_path / 'out'}")
+    assert res.returncode == 0, res.stderr
+    jobs = {block.split(":", 1)[0]: block for block in res.stdout.split("\nrule ")[1:]}
+    for rule in ("segment", "segment_baseline_m12"):
+        assert "mem_mb=4321" in jobs[rule], jobs[rule]
+    for rule in ("register", "register_baseline_m12"):
+        assert "threads: 2" in jobs[rule], jobs[rule]
 
 
 def test_real_file_names_runs_ce_and_visit_times(repo, tool_env, tmp_path):

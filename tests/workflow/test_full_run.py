@@ -16,6 +16,7 @@ import pytest
 
 from pipeline.phantom.evaluate import evaluate
 from pipeline.io import read_tsv
+from pipeline.paths import step_products
 from tests.workflow.defects import add_nans
 
 pytestmark = pytest.mark.workflow
@@ -85,6 +86,22 @@ def test_outputs_follow_the_contract(ci_run):
             mask = nib.load(sdir / f"{sub}_ses-{ses}_space-subject_desc-lesion_mask.nii.gz")
             assert mask.shape == nib.load(anat / f"{sub}_space-subject_desc-template_T1w.nii.gz").shape
         assert label
+
+
+def test_every_file_a_subject_job_writes_is_declared(ci_run):
+    # The rules declare pipeline.paths' products as their outputs; a file written beside them
+    # would escape Snakemake's incomplete-file detection and clean-up. The N4 intermediates
+    # (and their sidecars) are declared temporary, so the finished run no longer has them.
+    bids, _, out = ci_run
+    sessions, intervals = ["baseline", "m06", "m12"], [("baseline", "m06"), ("m06", "m12"),
+                                                       ("baseline", "m12")]
+    for sub in read_tsv(bids / "participants.tsv").participant_id:
+        label = sub.removeprefix("sub-")
+        declared = {p for step in ("preprocess", "register", "segment", "longitudinal", "qc")
+                    for p in step_products(step, out, label, sessions, intervals,
+                                           intermediate=False).values()}
+        written = {p for p in (out / sub).rglob("*") if p.is_file()}
+        assert written == declared, (sorted(written - declared), sorted(declared - written))
 
 
 def test_endpoints_agree_with_ground_truth(ci_run):

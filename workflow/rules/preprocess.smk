@@ -1,5 +1,6 @@
 # Per session: validated inputs, FLAIR->T1 registration, brain mask, N4 bias correction
-# (pipeline.preprocess).
+# (pipeline.preprocess). Outputs: every file the step writes (pipeline.paths.PRODUCTS); the N4
+# images are read by register and segment only, so they are temporary unless keep_intermediates.
 
 
 rule preprocess:
@@ -7,12 +8,7 @@ rule preprocess:
         unpack(raw_inputs),
         params=str(PARAMS_JSON),
     output:
-        # read by register and segment only (keep_intermediates keeps them)
-        t1w=intermediate(deriv(desc="n4", suffix="T1w")),
-        flair=intermediate(deriv(desc="n4", suffix="FLAIR")),
-        mask=deriv(desc="brain", suffix="mask"),
-        xfm=deriv(from_="FLAIR", to="T1w", mode="image", suffix="xfm", ext=".txt"),
-        qc=deriv(desc="preproc", suffix="qc", ext=".json"),
+        **session_outputs("preprocess"),
     params:
         out=out_dir,
     log:

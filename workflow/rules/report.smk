@@ -20,7 +20,6 @@ rule report:
         out=lambda wildcards: str(OUT),
         arms=" ".join(ARMS),
         arm_column=ARM_COLUMN,
-        interval_figures=interval_figures(),
     log:
         str(LOGS / "report" / "report.log"),
     conda:
@@ -30,4 +29,4 @@ rule report:
         " --group-stats {input.stats} --notes {input.notes} --config-json {input.config}"
         " --skipped {input.intervals} --excluded {input.excluded}"
         " --discovery-notes {input.discovery_notes} --arm-column {params.arm_column} --arms {params.arms}"
-        " --params {input.params} --figures {input.figures} {params.interval_figures} --html {output.html} > {log} 2>&1"
+        " --params {input.params} --figures {input.figures} --html {output.html} > {log} 2>&1"
