@@ -37,7 +37,7 @@ import pandas as pd
 
 from _tables import write_result_table
 from pipeline.imagespace import map_points_subject_to_session, read_transform, rigid_to_matrix
-from pipeline.paths import bids_path
+from pipeline.paths import product_path
 
 _FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])
 SESSIONS = ["baseline", "m06", "m12"]
@@ -79,17 +79,15 @@ def measure_subject(out: Path, truth: Path, sub: str) -> list[dict]:
     for i, ses_i in enumerate(SESSIONS):
         pts_i = _brain_points_ras(truth, sub, ses_i)
         # Subject-space points of session i's brain: invert S_i (subject -> session i).
-        s_i = _FLIP @ rigid_to_matrix(read_transform(bids_path(
-            out, sub, ses_i, from_="T1w", to="subject", mode="image", suffix="xfm",
-            ext=".txt"))) @ _FLIP
+        s_i = _FLIP @ rigid_to_matrix(read_transform(product_path(
+            out, "t1w_to_subject", sub, ses_i))) @ _FLIP
         subject_pts = _apply(np.linalg.inv(s_i), pts_i)
         w_i = np.asarray(sessions[ses_i]["anat_to_world"])
         for ses_j in SESSIONS[i + 1:]:
             w_j = np.asarray(sessions[ses_j]["anat_to_world"])
             true_j = _apply(w_j @ np.linalg.inv(w_i), pts_i)
-            est_j = map_points_subject_to_session(subject_pts, bids_path(
-                out, sub, ses_j, from_="T1w", to="subject", mode="image", suffix="xfm",
-                ext=".txt"))
+            est_j = map_points_subject_to_session(subject_pts, product_path(
+                out, "t1w_to_subject", sub, ses_j))
             err = np.linalg.norm(est_j - true_j, axis=1)
             motion = w_j @ np.linalg.inv(w_i)
             angle = np.degrees(np.arccos(np.clip((np.trace(motion[:3, :3]) - 1) / 2, -1, 1)))
@@ -101,9 +99,8 @@ def measure_subject(out: Path, truth: Path, sub: str) -> list[dict]:
                 "true_translation_mm": float(np.linalg.norm(_apply(motion, centre[None])[0]
                                                             - centre)),
                 "mean_error_mm": float(err.mean()), "max_error_mm": float(err.max())})
-        flair_tx = _FLIP @ rigid_to_matrix(read_transform(bids_path(
-            out, sub, ses_i, from_="FLAIR", to="T1w", mode="image", suffix="xfm",
-            ext=".txt"))) @ _FLIP
+        flair_tx = _FLIP @ rigid_to_matrix(read_transform(product_path(
+            out, "flair_to_t1w", sub, ses_i))) @ _FLIP
         err = np.linalg.norm(_apply(flair_tx, pts_i) - pts_i, axis=1)
         rows.append({
             "subject": sub, "kind": "flair_t1", "moving": ses_i, "fixed": ses_i,

@@ -47,7 +47,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -64,7 +63,7 @@ from _tables import write_result_table  # noqa: E402
 from registration_accuracy import _apply, _brain_points_ras, measure_subject  # noqa: E402
 from subject_speed import run as run_child  # noqa: E402
 
-from pipeline.paths import bids_path  # noqa: E402
+from pipeline.paths import product_path, raw_image  # noqa: E402
 
 SEEDS = {"mni152": 6061, "analytic": 6062, "cohort": 6063}
 FAMILIES = ("mni152", "analytic")
@@ -154,7 +153,7 @@ def measure_subjects(work: Path, family: str,
     rows, outs = [], {}
     for sub in subject_ids(bids):
         out = work / family / "runs" / f"sub-{sub}"
-        target = str(bids_path(out, sub, None, suffix="endpoints", ext=".tsv"))
+        target = str(product_path(out, "endpoints", sub))
         print(f"speed: workflow {family} sub-{sub} (1 core)", flush=True)
         rec = workflow(bids, out, 1, work / "logs" / f"workflow_{family}_sub-{sub}.log",
                        [target])
@@ -254,7 +253,7 @@ def measure_registration(work: Path, family: str, outs: dict[str, tuple[Path, pd
                      row("registration", "rebound-mri", family, item, "cpu_s", cpu / len(acc))]
         if venv is None:
             continue
-        t1 = {s: bids_path(bids, sub, s, suffix="T1w") for s in ("baseline", *FOLLOW_UPS)}
+        t1 = {s: raw_image(bids, sub, s, "T1w") for s in ("baseline", *FOLLOW_UPS)}
         pairs = [*FOLLOW_UPS, "baseline"] if k == 0 else list(FOLLOW_UPS)  # + identity check
         for ses in pairs:
             print(f"speed: greedy {family} sub-{sub} {ses} -> baseline", flush=True)

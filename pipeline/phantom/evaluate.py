@@ -52,7 +52,7 @@ from pipeline.contract import COUNT_ENDPOINTS, ENDPOINT_COLUMNS, T2LV_COLUMNS, V
 from pipeline.errors import InputError
 from pipeline.io import load_nifti, read_tsv, write_tsv
 from pipeline.params import LesionParams
-from pipeline.paths import bids_path, raw_image
+from pipeline.paths import bids_path, product_path, raw_image
 from pipeline.phantom.truth import classify_change, new_t1hypo
 
 SIZE_BINS: tuple[tuple[float, float], ...] = ((10.0, 50.0), (50.0, 200.0), (200.0, np.inf))
@@ -367,7 +367,7 @@ def evaluate(derivatives: str | Path, truth_dir: str | Path, bids_dir: str | Pat
     for j, (pid, iv, a, b) in enumerate(truth_ep[["participant_id", "interval", "ses_start",
                                                   "ses_end"]].itertuples(index=False)):
         sub = str(pid).removeprefix("sub-")
-        table_path = bids_path(out, sub, from_=a, to=b, suffix="lesions", ext=".tsv")
+        table_path = product_path(out, "interval_lesions", sub, interval=(a, b))
         if not table_path.exists():
             missing.append(f"{pid} {iv}")
             continue
