@@ -270,7 +270,7 @@ def test_register_subject_files_deterministic_and_complete(tmp_path):
     for ses in sessions:
         a = outputs[0]["sessions"][ses]
         b = outputs[1]["sessions"][ses]
-        for key in ("xfm", "t1", "flair", "mask"):
+        for key in ("t1w_to_subject", "t1w_subject", "flair_subject", "brain_mask_subject"):
             assert a[key].read_bytes() == b[key].read_bytes(), (ses, key)
 
 
