@@ -41,6 +41,17 @@ def test_incomplete_session_skips_the_intervals_that_need_it(tmp_path):
     assert set(skipped.interval) == {"baseline-m06", "m06-m12"}
 
 
+def test_layouts_group_subjects_by_the_files_their_steps_write(tmp_path):
+    bids = make_skeleton(tmp_path, {"01": "IDG", "02": "TG", "03": "TG", "04": "IDG"},
+                         missing=(("02", "m06", "FLAIR"), ("04", "m12", "T1w")))
+    full = (("baseline", "m06", "m12"), (("baseline", "m06"), ("m06", "m12"),
+                                        ("baseline", "m12")))
+    assert discover(bids, MONTHS, INTERVALS).layouts() == {
+        full: ["01", "03"],  # the most common layout first
+        (("baseline", "m06"), (("baseline", "m06"),)): ["04"],  # ties: by their sessions
+        (("baseline", "m12"), (("baseline", "m12"),)): ["02"]}
+
+
 def test_missing_session_folder_and_exclusion(tmp_path):
     bids = make_skeleton(tmp_path, {"01": "IDG", "02": "TG"})
     for f in (bids / "sub-02" / "ses-m12" / "anat").iterdir():
